@@ -1,0 +1,1 @@
+"""Kubernetes operators (the kopf ``Iteration`` operator), installed as ``vlgenrm.operators``."""

@@ -1,0 +1,43 @@
+"""Typed contracts: every message, stored object and API body is one of these models."""
+
+from vlgenrm.contracts.base import CONTRACTS, Contract, utcnow
+from vlgenrm.contracts.data import (
+    Claim,
+    Evidence,
+    Example,
+    ExpertReport,
+    ExpertVerdict,
+    ImageRef,
+    RationaleCandidate,
+    RefinedPair,
+    ScoredCandidate,
+    TrainingRecord,
+)
+from vlgenrm.contracts.enums import *  # noqa: F403 - the enums are part of the contract surface
+from vlgenrm.contracts.iteration import Condition, IterationSpec, IterationStatus, StageDeadlines, StageProgress
+from vlgenrm.contracts.stage import DeadLetter, ShardRef, StageEvent, StageTask
+
+__all__ = [
+    "CONTRACTS",
+    "Claim",
+    "Condition",
+    "Contract",
+    "DeadLetter",
+    "Evidence",
+    "Example",
+    "ExpertReport",
+    "ExpertVerdict",
+    "ImageRef",
+    "IterationSpec",
+    "IterationStatus",
+    "RationaleCandidate",
+    "RefinedPair",
+    "ScoredCandidate",
+    "ShardRef",
+    "StageDeadlines",
+    "StageEvent",
+    "StageProgress",
+    "StageTask",
+    "TrainingRecord",
+    "utcnow",
+]
