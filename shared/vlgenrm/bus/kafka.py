@@ -1,0 +1,213 @@
+"""KafkaBus: the Bus over Apache Kafka (kafka-python), for clusters."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import (
+    CommitFailedError as KafkaCommitFailedError,
+)
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
+from kafka.structs import OffsetAndMetadata
+from pydantic import BaseModel
+
+from vlgenrm.bus.base import Bus, BusUnavailableError, CommitFailedError, Consumer, Record, TopicError
+from vlgenrm.bus.codec import encode
+from vlgenrm.retry import retry_call
+from vlgenrm.settings import BusSettings
+
+log = logging.getLogger(__name__)
+
+
+def _is_transient(exc: BaseException) -> bool:
+    """Broker unreachable, leader moving, request timed out: worth another try."""
+    if isinstance(exc, (KafkaConnectionError, KafkaTimeoutError)):
+        return True
+    return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+
+
+class KafkaBus(Bus):
+    """Kafka-backed Bus. Publishing waits for acks=all; consumers commit explicitly."""
+
+    def __init__(self, settings: BusSettings) -> None:
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._producer: KafkaProducer | None = None
+        self._admin: KafkaAdminClient | None = None
+        self._known_topics: set[str] = set()
+
+    # -- connection settings shared by producer, consumer and admin ----------------------
+    def _common(self) -> dict[str, Any]:
+        s = self.settings
+        cfg: dict[str, Any] = {
+            "bootstrap_servers": s.bootstrap_servers.split(","),
+            "client_id": s.client_id,
+            "request_timeout_ms": int(s.request_timeout_s * 1000),
+            # kafka-python otherwise probes for 30 s when no broker answers (see DESIGN §8).
+            "bootstrap_timeout_ms": int(s.connect_timeout_s * 1000),
+            "reconnect_backoff_max_ms": 2000,
+            "security_protocol": s.security_protocol,
+        }
+        if s.sasl_mechanism:
+            cfg["sasl_mechanism"] = s.sasl_mechanism
+            cfg["sasl_plain_username"] = s.sasl_username
+            cfg["sasl_plain_password"] = s.sasl_password.get_secret_value() if s.sasl_password else None
+        return cfg
+
+    def _unavailable(self, what: str, exc: BaseException) -> BusUnavailableError:
+        return BusUnavailableError(f"Kafka at {self.settings.bootstrap_servers}: {what} failed: {exc!r}")
+
+    def _with_retry(self, fn: Any, what: str) -> Any:
+        try:
+            return retry_call(fn, is_transient=_is_transient, backoff=self.settings.publish_retry, what=what)
+        except Exception as exc:
+            if _is_transient(exc):
+                raise self._unavailable(what, exc) from exc
+            raise
+
+    @property
+    def admin(self) -> KafkaAdminClient:
+        with self._lock:
+            if self._admin is None:
+                self._admin = self._with_retry(lambda: KafkaAdminClient(**self._common()), "connect admin client")
+            return self._admin
+
+    @property
+    def producer(self) -> KafkaProducer:
+        with self._lock:
+            if self._producer is None:
+                s = self.settings
+                cfg = self._common() | {
+                    "acks": "all",
+                    "linger_ms": 2,
+                    "max_block_ms": int(s.publish_timeout_s * 1000),
+                    "delivery_timeout_ms": int(s.publish_timeout_s * 1000) + int(s.request_timeout_s * 1000),
+                }
+                self._producer = self._with_retry(lambda: KafkaProducer(**cfg), "connect producer")
+            return self._producer
+
+    # -- topics ------------------------------------------------------------------------
+    def ensure_topics(self, topics: Sequence[str], partitions: int | None = None) -> None:
+        missing = [t for t in topics if t not in self._known_topics]
+        if not missing:
+            return
+        new = [NewTopic(t, partitions or self.settings.partitions, self.settings.replication_factor) for t in missing]
+
+        def create() -> None:
+            try:
+                self.admin.create_topics(new, timeout_ms=int(self.settings.request_timeout_s * 1000), wait_for_metadata=True)
+            except TopicAlreadyExistsError:
+                pass
+
+        try:
+            self._with_retry(create, f"create topics {missing}")
+        except BusUnavailableError:
+            raise
+        except KafkaError as exc:
+            # A batch where only some topics already exist reports the first error; fall back
+            # to one-by-one so existing topics are not mistaken for a failure.
+            if len(new) == 1:
+                raise TopicError(f"cannot create topic {missing[0]}: {exc!r}") from exc
+            for topic in missing:
+                self.ensure_topics([topic], partitions)
+        self._known_topics.update(missing)
+
+    # -- producing ---------------------------------------------------------------------
+    def publish(self, topic: str, key: str, message: BaseModel | bytes) -> None:
+        value = encode(message)
+        self.ensure_topics([topic])
+        timeout = self.settings.publish_timeout_s
+
+        def send() -> None:
+            self.producer.send(topic, key=key.encode(), value=value).get(timeout=timeout)
+
+        self._with_retry(send, f"publish to {topic}")
+
+    # -- consuming ---------------------------------------------------------------------
+    def consumer(self, topics: Sequence[str], group: str) -> KafkaBusConsumer:
+        self.ensure_topics(topics)
+        s = self.settings
+        cfg = self._common() | {
+            "group_id": group,
+            "enable_auto_commit": False,
+            "auto_offset_reset": "earliest",
+            "session_timeout_ms": int(s.session_timeout_s * 1000),
+            "heartbeat_interval_ms": int(s.heartbeat_interval_s * 1000),
+            "max_poll_interval_ms": int(s.max_poll_interval_s * 1000),
+            "max_poll_records": 500,
+        }
+        consumer = self._with_retry(lambda: KafkaConsumer(*topics, **cfg), f"join group {group}")
+        return KafkaBusConsumer(consumer, self)
+
+    def committed_offsets(self, group: str, topic: str) -> dict[int, int]:
+        offsets = self._with_retry(lambda: self.admin.list_group_offsets({group: None}), f"fetch offsets of {group}")
+        return {tp.partition: om.offset for tp, om in offsets.get(group, {}).items() if tp.topic == topic and om.offset >= 0}
+
+    def end_offsets(self, topic: str) -> dict[int, int]:
+        from kafka.protocol.consumer.offsets import OffsetSpec
+
+        def fetch() -> dict[int, int]:
+            meta = self.admin.describe_topics([topic])
+            parts = [TopicPartition(topic, p["partition_index"]) for t in meta for p in t["partitions"]]
+            result = self.admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in parts})
+            return {tp.partition: ot.offset for tp, ot in result.items()}
+
+        return self._with_retry(fetch, f"fetch end offsets of {topic}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._producer is not None:
+                self._producer.close(timeout=5)
+                self._producer = None
+            if self._admin is not None:
+                self._admin.close()
+                self._admin = None
+
+
+class KafkaBusConsumer(Consumer):
+    def __init__(self, consumer: KafkaConsumer, bus: KafkaBus) -> None:
+        self._c = consumer
+        self._bus = bus
+
+    def poll(self, timeout_s: float = 1.0, max_records: int = 100) -> list[Record]:
+        try:
+            batches = self._c.poll(timeout_ms=int(timeout_s * 1000), max_records=max_records)
+        except KafkaError as exc:
+            if _is_transient(exc):
+                # The client reconnects by itself; report "nothing yet" rather than failing the loop.
+                log.warning("poll from %s failed: %r", self._bus.settings.bootstrap_servers, exc)
+                return []
+            raise
+        return [
+            Record(r.topic, r.partition, r.offset, r.key.decode() if r.key is not None else None, r.value, r.timestamp)
+            for records in batches.values()
+            for r in records
+        ]
+
+    def commit(self, records: Record | Iterable[Record]) -> None:
+        records = [records] if isinstance(records, Record) else list(records)
+        highest: dict[TopicPartition, int] = {}
+        for r in records:
+            tp = TopicPartition(r.topic, r.partition)
+            highest[tp] = max(highest.get(tp, -1), r.offset)
+        offsets = {tp: OffsetAndMetadata(off + 1, "", -1) for tp, off in highest.items()}
+        try:
+            self._c.commit(offsets, timeout_ms=int(self._bus.settings.request_timeout_s * 1000))
+        except (KafkaCommitFailedError, KafkaError) as exc:
+            raise CommitFailedError(f"commit of {offsets} failed: {exc!r}; the records will be redelivered") from exc
+
+    def assignment(self) -> set[tuple[str, int]]:
+        return {(tp.topic, tp.partition) for tp in self._c.assignment()}
+
+    def close(self) -> None:
+        self._c.close(autocommit=False)
