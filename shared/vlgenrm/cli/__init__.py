@@ -1,0 +1,1 @@
+"""The ``vlgenrm`` command line."""

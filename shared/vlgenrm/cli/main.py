@@ -1,0 +1,118 @@
+"""``vlgenrm``: one entry point for every vlgenrm command. Subcommands stay thin: they parse
+options, call the library and print."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from vlgenrm import __version__
+from vlgenrm.errors import ConfigError
+from vlgenrm.settings import Settings, load_settings
+
+app = typer.Typer(
+    name="vlgenrm",
+    help=(
+        "Train and serve vision-language generative reward models (VL-GenRM).\n\n"
+        "Settings come from defaults, a YAML file (--config or $VLGENRM_CONFIG), environment "
+        "variables (VLGENRM_BUS__KIND=kafka, ...) and --set overrides, later ones winning."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+schemas_app = typer.Typer(help="JSON Schemas of the typed contracts (messages, objects, CRD parts).", no_args_is_help=True)
+config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
+app.add_typer(schemas_app, name="schemas")
+app.add_typer(config_app, name="config")
+console = Console()
+
+
+def _settings(ctx: typer.Context) -> Settings:
+    return ctx.obj["settings"]
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"vlgenrm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML settings file.", envvar="VLGENRM_CONFIG")] = None,
+    overrides: Annotated[list[str] | None, typer.Option("--set", help="Override one setting, e.g. --set bus.kind=kafka.")] = None,
+    log_level: Annotated[str | None, typer.Option(help="Logging level (DEBUG, INFO, WARNING, ...).")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")] = False,
+) -> None:
+    try:
+        settings = load_settings(config, overrides or [])
+    except (ConfigError, ValueError) as exc:
+        console.print(f"[red]invalid settings:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    level = (log_level or settings.log_level).upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":  # kafka-python narrates every reconnect at INFO
+        logging.getLogger("kafka").setLevel(logging.WARNING)
+    ctx.obj = {"settings": settings}
+
+
+@schemas_app.command("export")
+def schemas_export(out: Annotated[Path, typer.Option(help="Folder to write *.schema.json into.")] = Path("schemas")) -> None:
+    """Write the JSON Schema of every contract (one file per contract and version)."""
+    from vlgenrm.contracts.schemas import export_schemas
+
+    written = export_schemas(out)
+    console.print(f"wrote {len(written)} schemas to {out}/")
+
+
+@schemas_app.command("check")
+def schemas_check(directory: Annotated[Path, typer.Option("--dir", help="Folder holding the exported schemas.")] = Path("schemas")) -> None:
+    """Fail when the exported schemas differ from the contracts in the code."""
+    from vlgenrm.contracts.schemas import stale_schemas
+
+    stale = stale_schemas(directory)
+    if stale:
+        console.print(f"[red]stale schemas in {directory}/:[/red] {', '.join(stale)}\nrun: vlgenrm schemas export --out {directory}")
+        raise typer.Exit(1)
+    console.print(f"schemas in {directory}/ are up to date")
+
+
+@config_app.command("show")
+def config_show(ctx: typer.Context) -> None:
+    """Print the effective settings as YAML (secrets masked)."""
+    console.print(yaml.safe_dump(_settings(ctx).model_dump(mode="json"), sort_keys=False), end="", markup=False)
+
+
+@app.command()
+def doctor(ctx: typer.Context, fix: Annotated[bool, typer.Option(help="Create missing topics and bucket.")] = False) -> None:
+    """Check the configured Kafka and S3: reachable, authenticated, topics and bucket present."""
+    from vlgenrm.doctor import CheckStatus, diagnose
+
+    checks = diagnose(_settings(ctx), fix=fix)
+    table = Table(title="vlgenrm doctor")
+    for column in ("component", "check", "status", "detail"):
+        table.add_column(column)
+    colour = {CheckStatus.OK: "green", CheckStatus.WARN: "yellow", CheckStatus.FAIL: "red"}
+    for c in checks:
+        table.add_row(c.component, c.check, f"[{colour[c.status]}]{c.status.value}[/]", c.detail)
+    console.print(table)
+    failed = [c for c in checks if c.status is CheckStatus.FAIL]
+    if failed:
+        console.print(f"[red]{len(failed)} check(s) failed[/red]")
+        raise typer.Exit(1)
+    console.print("[green]all checks passed[/green]")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
