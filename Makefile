@@ -1,0 +1,41 @@
+# One-command set-up and tests. Everything installs into .venv; servers into ~/.cache/vlgenrm.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+INFRA  := $(PY) scripts/infra/localinfra.py
+PYTEST_ARGS ?=
+
+.PHONY: help install test test-quick infra-up infra-down infra-status schemas clean
+
+help: ## Show the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml setup.py constraints.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt "pip==25.3" "setuptools==80.9.0" "wheel==0.48.0"
+	$(PY) -m pip install -q -c constraints.txt --no-build-isolation -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP) ## Create or reuse .venv and install vlgenrm with its pinned dependencies
+
+infra-up: install ## Install (cached) and start Kafka and the S3 server on 127.0.0.1
+	$(INFRA) up
+
+infra-down: ## Stop the local Kafka and S3 server
+	@test -x $(PY) && $(INFRA) down || true
+
+infra-status: install ## Show the local servers
+	$(INFRA) status
+
+test: install infra-up ## The whole suite, against real Kafka and S3 (servers stay up: make infra-down)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-quick: install ## The tests that need no server and no big data
+	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
+
+schemas: install ## Re-export the JSON Schemas of the contracts into schemas/
+	$(VENV)/bin/vlgenrm schemas export --out schemas
+
+clean: infra-down ## Remove the venv, build outputs and server state (the server cache stays)
+	rm -rf $(VENV) .infra build dist *.egg-info .pytest_cache

@@ -1,0 +1,104 @@
+"""The worker loop on both buses: dead letters, bounded retries, graceful SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+from tests.bus.child import task
+from tests.bus.procs import spawn, wait_for_line
+from tests.bus.test_bus_contract import drain
+from vlgenrm.bus import Record, Worker
+from vlgenrm.contracts import DeadLetter, DeadLetterReason, StageTask
+from vlgenrm.errors import TransientError
+from vlgenrm.retry import Backoff
+from vlgenrm.settings import BusKind, WorkerSettings
+
+FAST = WorkerSettings(poll_timeout_s=0.2, max_records=10, retry=Backoff(max_attempts=3, initial_s=0.01, max_s=0.02))
+
+
+def read_dead_letters(bus, dlq: str, n: int, unique) -> list[DeadLetter]:
+    with bus.consumer([dlq], unique("dlq-reader")) as consumer:
+        records = drain(consumer, n)
+    return [DeadLetter.model_validate_json(r.value) for r in records]
+
+
+def test_bad_messages_are_dead_lettered_with_reason_and_the_worker_keeps_going(bus_backend, unique):
+    bus = bus_backend.new_bus()
+    topic, dlq, group = unique("tasks"), unique("dlq"), unique("g")
+    bad = {
+        DeadLetterReason.UNDECODABLE: b"\xff\xfe\x00 random bytes \x81",
+        DeadLetterReason.INVALID: json.dumps({"schema_version": 1, "hello": "world"}).encode(),
+        DeadLetterReason.UNKNOWN_SCHEMA_VERSION: task(99).model_dump_json().replace('"schema_version":1', '"schema_version":7').encode(),
+    }
+    # Everything under one key, so the good tasks after the bad ones prove the line kept moving.
+    bus.publish(topic, "k", task(0))
+    for payload in bad.values():
+        bus.publish(topic, "k", payload)
+    bus.publish(topic, "k", task(1))
+    handled: list[int] = []
+    worker = Worker(bus, [topic], group, StageTask, lambda m, r: handled.append(m.shard.shard), dlq_topic=dlq, settings=FAST)
+    stats = worker.run(max_messages=5, idle_timeout_s=60)
+    assert handled == [0, 1]
+    assert stats.processed == 2 and sum(stats.dead_lettered.values()) == 3
+    letters = {d.reason: d for d in read_dead_letters(bus, dlq, 3, unique)}
+    assert set(letters) == set(bad)
+    for reason, payload in bad.items():
+        letter = letters[reason]
+        assert letter.original == payload and letter.topic == topic and letter.group == group
+        assert letter.original_key == "k" and letter.detail
+    assert "schema_version" in letters[DeadLetterReason.UNKNOWN_SCHEMA_VERSION].detail
+    offsets = sorted(d.offset for d in letters.values())
+    assert offsets == [1, 2, 3]  # the positions of the bad messages in their partition
+    assert bus.lag(group, topic) == 0
+
+
+def test_transient_errors_are_retried_then_dead_lettered_permanent_errors_at_once(bus_backend, unique):
+    bus = bus_backend.new_bus()
+    topic, dlq, group = unique("tasks"), unique("dlq"), unique("g")
+    for i in range(3):
+        bus.publish(topic, "k", task(i))
+    calls: dict[int, int] = {0: 0, 1: 0, 2: 0}
+
+    def handle(message: StageTask, record: Record) -> None:
+        i = message.shard.shard
+        calls[i] += 1
+        if i == 0 and calls[i] < 3:
+            raise TransientError("store briefly unavailable")  # succeeds on the third attempt
+        if i == 1:
+            raise TimeoutError("never recovers")
+        if i == 2:
+            raise ValueError("input shard is corrupt")
+
+    stats = Worker(bus, [topic], group, StageTask, handle, dlq_topic=dlq, settings=FAST).run(max_messages=3, idle_timeout_s=60)
+    assert calls == {0: 3, 1: 3, 2: 1}
+    assert stats.processed == 1 and stats.retries == 4
+    letters = {d.reason: d for d in read_dead_letters(bus, dlq, 2, unique)}
+    assert letters[DeadLetterReason.RETRIES_EXHAUSTED].attempts == 3
+    assert "never recovers" in letters[DeadLetterReason.RETRIES_EXHAUSTED].detail
+    assert letters[DeadLetterReason.HANDLER_FAILED].detail == "ValueError: input shard is corrupt"
+
+
+def test_sigterm_finishes_the_current_message_commits_and_exits(bus_backend, unique):
+    topic, group, n = unique("tasks"), unique("g"), 5
+    if bus_backend.kind is BusKind.KAFKA:
+        bus = bus_backend.new_bus()
+        for i in range(n):
+            bus.publish(topic, task(i).shard.key, task(i))
+    args = {"settings": bus_backend.settings.model_dump(mode="json"), "topic": topic, "group": group, "n": n, "handle_s": 1.5}
+    proc = spawn("sigterm-worker", args)
+    first = int(wait_for_line(proc, "START "))
+    second = int(wait_for_line(proc, "START "))
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    result = json.loads(wait_for_line(proc, "RESULT "))
+    assert proc.wait(30) == 0
+    assert result["done"] == [first, second], "the message in flight at SIGTERM must be finished, no new one started"
+    assert result["processed"] == 2 and result["committed"] == 2
+    assert time.monotonic() - started < 20
+    if bus_backend.kind is BusKind.KAFKA:  # the rest is still there for the next worker
+        with bus.consumer([topic], group) as consumer:
+            rest = drain(consumer, n - 2)
+        rest_ids = sorted(StageTask.model_validate_json(r.value).shard.shard for r in rest)
+        assert rest_ids == sorted(set(range(n)) - {first, second})

@@ -1,0 +1,114 @@
+"""Shared fixtures: real servers (session-scoped) and the backends every contract suite runs on.
+
+Kafka and S3 come from scripts/infra/localinfra.py. When `make test` already started them
+they are reused; otherwise the first test that needs one starts it and the session stops it.
+"""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from vlgenrm.bus import Bus, MemoryBus
+from vlgenrm.settings import BusKind, BusSettings, StoreKind, StoreSettings
+from vlgenrm.store import BlobStore, LocalStore
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts" / "infra"))
+import localinfra  # noqa: E402
+
+
+def _serve(server: localinfra.KafkaServer | localinfra.S3Server) -> Iterator:
+    started_here = not server.is_running()
+    server.install()
+    server.start()
+    yield server
+    if started_here:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_server() -> Iterator[localinfra.KafkaServer]:
+    yield from _serve(localinfra.KafkaServer())
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[localinfra.S3Server]:
+    yield from _serve(localinfra.S3Server())
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """Names no other test uses (topics, groups, prefixes), so tests can share servers."""
+    return lambda prefix: f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+# -- bus backends ---------------------------------------------------------------------------
+@dataclass
+class BusBackend:
+    """How a test obtains buses of one kind. ``new_bus`` is a fresh client (a new process's
+    view for Kafka); the MemoryBus lives in one process, so it returns the same instance."""
+
+    kind: BusKind
+    settings: BusSettings
+    new_bus: Callable[[], Bus]
+    _opened: list[Bus] = field(default_factory=list)
+
+
+def kafka_settings(server: localinfra.KafkaServer, **overrides: object) -> BusSettings:
+    # group.min.session.timeout.ms is 6 s on a stock broker: the shortest a test may use.
+    base = dict(kind=BusKind.KAFKA, bootstrap_servers=server.bootstrap_servers, session_timeout_s=6.0, heartbeat_interval_s=1.0, connect_timeout_s=10.0)
+    return BusSettings(**(base | overrides))
+
+
+@pytest.fixture(params=["memory", pytest.param("kafka", marks=pytest.mark.integration)])
+def bus_backend(request: pytest.FixtureRequest) -> Iterator[BusBackend]:
+    if request.param == "memory":
+        settings = BusSettings(kind=BusKind.MEMORY, session_timeout_s=1.0)
+        bus = MemoryBus(partitions=settings.partitions, session_timeout_s=settings.session_timeout_s)
+        yield BusBackend(BusKind.MEMORY, settings, lambda: bus)
+        return
+    from vlgenrm.bus.kafka import KafkaBus
+
+    settings = kafka_settings(request.getfixturevalue("kafka_server"))
+    backend = BusBackend(BusKind.KAFKA, settings, lambda: None)  # type: ignore[arg-type,return-value]
+
+    def new_bus() -> Bus:
+        bus = KafkaBus(settings)
+        backend._opened.append(bus)
+        return bus
+
+    backend.new_bus = new_bus
+    yield backend
+    for bus in backend._opened:
+        bus.close()
+
+
+# -- store backends -------------------------------------------------------------------------
+def s3_settings(server: localinfra.S3Server, **overrides: object) -> StoreSettings:
+    base = dict(
+        kind=StoreKind.S3,
+        endpoint=server.endpoint,
+        access_key=server.access_key,
+        secret_key=server.secret_key,
+        bucket="vlgenrm-test",
+        secure=False,
+    )
+    return StoreSettings(**(base | overrides))
+
+
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.integration)])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]:
+    if request.param == "local":
+        yield LocalStore(tmp_path / "store")
+        return
+    from vlgenrm.store.s3 import S3Store
+
+    s3 = S3Store(s3_settings(request.getfixturevalue("s3_server")))
+    yield s3
+    s3.close()
