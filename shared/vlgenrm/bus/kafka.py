@@ -107,19 +107,12 @@ class KafkaBus(Bus):
             try:
                 self.admin.create_topics(new, timeout_ms=int(self.settings.request_timeout_s * 1000), wait_for_metadata=True)
             except TopicAlreadyExistsError:
-                pass
+                pass  # errors are per topic: the batch's other topics were still created
 
         try:
             self._with_retry(create, f"create topics {missing}")
-        except BusUnavailableError:
-            raise
         except KafkaError as exc:
-            # A batch where only some topics already exist reports the first error; fall back
-            # to one-by-one so existing topics are not mistaken for a failure.
-            if len(new) == 1:
-                raise TopicError(f"cannot create topic {missing[0]}: {exc!r}") from exc
-            for topic in missing:
-                self.ensure_topics([topic], partitions)
+            raise TopicError(f"cannot create topics {missing} at {self.settings.bootstrap_servers}: {exc!r}") from exc
         self._known_topics.update(missing)
 
     # -- producing ---------------------------------------------------------------------
