@@ -122,9 +122,27 @@ class KafkaBus(Bus):
         timeout = self.settings.publish_timeout_s
 
         def send() -> None:
-            self.producer.send(topic, key=key.encode(), value=value).get(timeout=timeout)
+            producer = self.producer
+            try:
+                producer.send(topic, key=key.encode(), value=value).get(timeout=timeout)
+            except KafkaError:
+                # A producer that lost its broker can wedge on a batch it retries forever
+                # (seen with kafka-python 3 across a broker restart); a fresh producer gets a
+                # new producer id and clean metadata. The record may then arrive twice:
+                # at-least-once allows it.
+                self._discard_producer(producer)
+                raise
 
         self._with_retry(send, f"publish to {topic}")
+
+    def _discard_producer(self, producer: KafkaProducer) -> None:
+        with self._lock:
+            if self._producer is producer:
+                self._producer = None
+        try:
+            producer.close(timeout=0)
+        except KafkaError as exc:
+            log.debug("discarding a producer: %r", exc)
 
     # -- consuming ---------------------------------------------------------------------
     def consumer(self, topics: Sequence[str], group: str) -> KafkaBusConsumer:
@@ -160,7 +178,10 @@ class KafkaBus(Bus):
     def close(self) -> None:
         with self._lock:
             if self._producer is not None:
-                self._producer.close(timeout=5)
+                try:
+                    self._producer.close(timeout=5)
+                except KafkaError as exc:  # only records whose publish() already failed remain
+                    log.warning("closing the producer left records unsent: %r", exc)
                 self._producer = None
             if self._admin is not None:
                 self._admin.close()
