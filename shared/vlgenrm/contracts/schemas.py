@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -12,13 +13,23 @@ def schema_filename(model: type[Contract]) -> str:
     return f"{model.__name__}.v{model.SUPPORTED_VERSIONS[0]}.schema.json"
 
 
+#: Modules whose contracts are published. Only these count, so a Contract subclass defined
+#: elsewhere (a test, a plugin) never changes the exported set.
+CONTRACT_MODULES = ("vlgenrm.contracts", "vlgenrm.genrm.evaluation")
+
+
+def published_contracts() -> dict[str, type[Contract]]:
+    for module in CONTRACT_MODULES:
+        importlib.import_module(module)  # importing registers the module's contracts
+    return {n: c for n, c in CONTRACTS.items() if c.__module__.startswith(CONTRACT_MODULES)}
+
+
 def render_schemas() -> dict[str, str]:
     """File name -> JSON text for every contract, deterministic (sorted keys, trailing newline)."""
-    import vlgenrm.contracts  # noqa: F401 - importing registers every contract class
-
     out = {}
-    for name in sorted(CONTRACTS):
-        model = CONTRACTS[name]
+    contracts = published_contracts()
+    for name in sorted(contracts):
+        model = contracts[name]
         schema = model.model_json_schema(by_alias=True, mode="validation")
         schema["$id"] = f"https://vlgenrm.io/schemas/{schema_filename(model)}"
         out[schema_filename(model)] = json.dumps(schema, indent=2, sort_keys=True) + "\n"

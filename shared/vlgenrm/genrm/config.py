@@ -1,0 +1,37 @@
+"""Typed settings of the GenRM adapter (no torch import: the CLI and Settings load this)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, Field
+
+
+class DType(StrEnum):
+    FLOAT32 = "float32"
+    BFLOAT16 = "bfloat16"
+    FLOAT16 = "float16"
+
+
+class GenRMSettings(BaseModel):
+    """How a GenRM is loaded and fed."""
+
+    device: str = Field("cpu", description="cpu, cuda, cuda:N, or auto (cuda when available).")
+    dtype: DType = Field(DType.FLOAT32, description="Weights and activations dtype (bfloat16 on GPUs).")
+    max_length: int = Field(4096, ge=16, description="Longest prompt + continuation in tokens.")
+    max_image_bytes: int = Field(20 << 20, ge=1, description="Larger encoded images are rejected.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Larger decoded images are rejected.")
+    batch_size: int = Field(8, ge=1, description="Sequences per forward pass when scoring.")
+    attn_implementation: str = Field("sdpa", description="transformers attention backend (sdpa, eager, flash_attention_2).")
+    cache_dir: Path = Field(Path("~/.cache/vlgenrm/models"), description="Where checkpoints from the store are cached.")
+
+
+class SamplingParams(BaseModel):
+    """Sampling for critique generation."""
+
+    max_new_tokens: int = Field(256, ge=1)
+    temperature: float = Field(0.7, ge=0.0, description="0 = greedy.")
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, description="Samples per prompt.")
+    seed: int | None = Field(None, description="Makes sampling repeatable.")

@@ -1,0 +1,371 @@
+"""The GenRM model adapter: load, save, score by teacher forcing, generate critiques.
+
+Scoring is one batched primitive: the log-probability of a continuation given (image,
+prompt). A verdict's log-probability compares the two full continuations ``critique +
+"Verdict: [[A]]"`` and ``... [[B]]``: their shared token prefix cancels, so only the tokens
+after it are scored, which is exact for any tokenizer and needs the logits of only a few
+positions (``logits_to_keep``), never the whole sequence times the vocabulary.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from vlgenrm.contracts import Choice
+from vlgenrm.genrm.config import GenRMSettings, SamplingParams
+from vlgenrm.genrm.errors import ContextTooLongError, ImageTooLargeError, InvalidImageError
+from vlgenrm.genrm.families import Family, family_of
+from vlgenrm.genrm.prompts import messages_for, target_text
+from vlgenrm.genrm.verdicts import OPTIONS, Mode
+
+log = logging.getLogger(__name__)
+MANIFEST = "vlgenrm-manifest.json"
+#: Keys of processor output that run along the token axis (padded), all others are per image.
+TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+ImageInput = bytes | Image.Image
+
+
+@dataclass(frozen=True)
+class PairwiseQuery:
+    """An image, a question and two responses; ``critique`` is scored before the verdict."""
+
+    image: ImageInput
+    question: str
+    response_a: str
+    response_b: str
+    critique: str = ""
+    evidence: str | None = None
+
+    def swapped(self) -> PairwiseQuery:
+        from vlgenrm.genrm.verdicts import swap_ab
+
+        return PairwiseQuery(self.image, self.question, self.response_b, self.response_a, swap_ab(self.critique), self.evidence)
+
+
+@dataclass(frozen=True)
+class PointwiseQuery:
+    image: ImageInput
+    question: str
+    response: str
+    critique: str = ""
+    evidence: str | None = None
+
+
+@dataclass
+class _Sequence:
+    """One teacher-forced sequence: prompt features plus continuation ids; score the tail."""
+
+    features: dict[str, torch.Tensor]
+    continuation: list[int]
+    tail: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def file_digests(directory: Path) -> dict[str, str]:
+    out = {}
+    for path in sorted(directory.rglob("*")):
+        if path.is_file() and path.name != MANIFEST:
+            h = hashlib.sha256()
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+            out[path.relative_to(directory).as_posix()] = h.hexdigest()
+    return out
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """transformers warns about every image processor lacking torchvision while resolving one."""
+    from transformers.utils import logging as hf_logging
+
+    previous = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(previous)
+
+
+class GenRM:
+    """A vision-language generative reward model with its processor."""
+
+    def __init__(self, model: Any, processor: Any, family: Family, settings: GenRMSettings, version: str) -> None:
+        self.model, self.processor, self.family, self.settings, self.version = model, processor, family, settings, version
+        self.tokenizer = processor.tokenizer
+
+    # -- loading and saving ----------------------------------------------------------------
+    @classmethod
+    def load(cls, source: str | os.PathLike[str], settings: GenRMSettings | None = None, *, store: Any = None, adapter: str | os.PathLike[str] | None = None) -> GenRM:
+        """Load from a local folder or ``s3://bucket/prefix`` (needs ``store``), optionally with a LoRA adapter."""
+        from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
+
+        settings = settings or GenRMSettings()
+        path = fetch_checkpoint(str(source), store, settings.cache_dir) if str(source).startswith("s3://") else Path(source)
+        with _quiet_transformers():
+            config = AutoConfig.from_pretrained(path)
+            family = family_of(config.model_type)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            image_processor = AutoImageProcessor.from_pretrained(path)
+            processor_config = json.loads((path / "processor_config.json").read_text()) if (path / "processor_config.json").exists() else {}
+            extra = {k: processor_config[k] for k in family.processor_kwargs if k in processor_config}
+            processor = family.processor_cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template, **extra)
+            device = resolve_device(settings.device)
+            model = AutoModelForImageTextToText.from_pretrained(
+                path, dtype=getattr(torch, settings.dtype.value), attn_implementation=settings.attn_implementation
+            ).to(device)
+        if adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter)).to(device)
+        model.eval()
+        return cls(model, processor, family, settings, checkpoint_version(path))
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write a Hugging Face checkpoint (LoRA merged) that transformers and vLLM load directly."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        model = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model
+        model.save_pretrained(directory)
+        self.processor.save_pretrained(directory)
+        cfg_path = directory / "processor_config.json"
+        cfg = json.loads(cfg_path.read_text())
+        cfg["processor_class"] = self.family.canonical_processor  # our images-only subclass is a detail
+        cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+        digests = file_digests(directory)
+        (directory / MANIFEST).write_text(json.dumps({"files": digests}, indent=2, sort_keys=True) + "\n")
+        return directory
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    # -- inputs ------------------------------------------------------------------------------
+    def load_image(self, image: ImageInput) -> Image.Image:
+        """Decode and check an image; every problem becomes a typed error naming the limit."""
+        if isinstance(image, Image.Image):
+            pil = image
+        else:
+            if len(image) > self.settings.max_image_bytes:
+                raise ImageTooLargeError(f"image of {len(image)} bytes exceeds max_image_bytes={self.settings.max_image_bytes}")
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("error", Image.DecompressionBombWarning)
+                    pil = Image.open(io.BytesIO(image))
+                    pil.load()
+            except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+                raise ImageTooLargeError(f"image is a decompression bomb: {exc}") from exc
+            except Exception as exc:  # noqa: BLE001 - PIL raises many types for bad bytes
+                raise InvalidImageError(f"cannot decode image ({len(image)} bytes): {exc}") from exc
+        if pil.width * pil.height > self.settings.max_image_pixels:
+            raise ImageTooLargeError(f"image of {pil.width}x{pil.height} pixels exceeds max_image_pixels={self.settings.max_image_pixels}")
+        return pil.convert("RGB")
+
+    def prompt(self, mode: Mode, question: str, responses: Sequence[str], evidence: str | None = None) -> str:
+        """The chat-templated prompt text, ending where the assistant starts speaking."""
+        messages = messages_for(mode, question, tuple(responses), evidence)
+        return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def _encode_prompt(self, image: ImageInput, prompt: str) -> dict[str, torch.Tensor]:
+        with _quiet_transformers():
+            enc = self.processor(images=[self.load_image(image)], text=[prompt], return_tensors="pt")
+        return {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
+
+    def _ids(self, text: str) -> list[int]:
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    # -- teacher forcing -------------------------------------------------------------------
+    def _option_sequences(self, mode: Mode, image: ImageInput, prompt: str, critique: str) -> list[_Sequence]:
+        """The two verdict continuations of one prompt, each scored after their shared prefix."""
+        features = self._encode_prompt(image, prompt)
+        conts = [self._ids(target_text(critique, option)) for option in OPTIONS[mode]]
+        lcp = 0
+        while lcp < min(map(len, conts)) and conts[0][lcp] == conts[1][lcp]:
+            lcp += 1
+        prompt_len = features["input_ids"].shape[1]
+        for cont in conts:
+            if prompt_len + len(cont) > self.settings.max_length:
+                raise ContextTooLongError(
+                    f"prompt ({prompt_len} tokens) + critique and verdict ({len(cont)} tokens) exceed max_length={self.settings.max_length}"
+                )
+        return [_Sequence(features, cont, len(cont) - lcp) for cont in conts]
+
+    @torch.inference_mode()
+    def _tail_logprobs(self, sequences: list[_Sequence]) -> list[float]:
+        """Sum of log-probabilities of each sequence's last ``tail`` tokens, batched."""
+        out: list[float] = []
+        for start in range(0, len(sequences), self.settings.batch_size):
+            out += self._tail_batch(sequences[start : start + self.settings.batch_size])
+        return out
+
+    def _tail_batch(self, batch: list[_Sequence]) -> list[float]:
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        rows = []
+        for seq in batch:
+            ids = seq.features["input_ids"][0].tolist() + seq.continuation
+            row = {"input_ids": ids, "attention_mask": [1] * len(ids)}
+            for key in TOKEN_KEYS[2:]:
+                if key in seq.features:
+                    row[key] = seq.features[key][0].tolist() + [0] * len(seq.continuation)
+            rows.append(row)
+        width = max(len(r["input_ids"]) for r in rows)
+        inputs: dict[str, Any] = {}
+        for key in rows[0]:
+            fill = pad_id if key == "input_ids" else 0
+            # Left padding puts every continuation at the end, so one logits_to_keep serves all.
+            inputs[key] = torch.tensor([[fill] * (width - len(r[key])) + r[key] for r in rows])
+        for key in batch[0].features:
+            if key not in TOKEN_KEYS:
+                inputs[key] = torch.cat([seq.features[key] for seq in batch])
+        if not self.family.positions_from_mask:
+            inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        keep = max(seq.tail for seq in batch) + 1
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
+        if "pixel_values" in inputs:
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        logits = self.model(**inputs, logits_to_keep=keep).logits.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        results = []
+        for i, seq in enumerate(batch):
+            tail_ids = torch.tensor(seq.continuation[len(seq.continuation) - seq.tail :], device=logprobs.device)
+            positions = torch.arange(keep - seq.tail - 1, keep - 1, device=logprobs.device)
+            results.append(float(logprobs[i, positions, tail_ids].sum()))
+        return results
+
+    def option_logprobs(self, mode: Mode, items: Sequence[tuple[ImageInput, str, str]]) -> list[tuple[float, float]]:
+        """For each (image, prompt, critique): log p of the first and of the second verdict option."""
+        sequences = [s for image, prompt, critique in items for s in self._option_sequences(mode, image, prompt, critique)]
+        flat = self._tail_logprobs(sequences)
+        return [(flat[2 * i], flat[2 * i + 1]) for i in range(len(items))]
+
+    def margins(self, queries: Sequence[PairwiseQuery], targets: Sequence[Choice]) -> list[float]:
+        """§3.4: m = log p(verdict = y) - log p(verdict = not y), in the order the query shows."""
+        items = [(q.image, self.prompt(Mode.PAIRWISE, q.question, (q.response_a, q.response_b)), q.critique) for q in queries]
+        pairs = self.option_logprobs(Mode.PAIRWISE, items)
+        return [(a - b) if y is Choice.A else (b - a) for (a, b), y in zip(pairs, targets, strict=True)]
+
+    def pairwise_probs(self, queries: Sequence[PairwiseQuery]) -> list[float]:
+        """P(response A is better), averaged over both presentation orders."""
+        items = []
+        for q in queries:
+            for shown in (q, q.swapped()):
+                items.append((shown.image, self.prompt(Mode.PAIRWISE, shown.question, (shown.response_a, shown.response_b), shown.evidence), shown.critique))
+        pairs = self.option_logprobs(Mode.PAIRWISE, items)
+        probs = [torch.softmax(torch.tensor(p), 0)[0].item() for p in pairs]
+        return [(probs[2 * i] + (1.0 - probs[2 * i + 1])) / 2 for i in range(len(queries))]
+
+    def pointwise_probs(self, queries: Sequence[PointwiseQuery]) -> list[float]:
+        """P("Yes") that the response is accurate and helpful for the image."""
+        items = [(q.image, self.prompt(Mode.POINTWISE, q.question, (q.response,), q.evidence), q.critique) for q in queries]
+        return [torch.softmax(torch.tensor(p), 0)[0].item() for p in self.option_logprobs(Mode.POINTWISE, items)]
+
+    # -- generation ----------------------------------------------------------------------------
+    @torch.inference_mode()
+    def generate(self, items: Sequence[tuple[ImageInput, str]], params: SamplingParams | None = None) -> list[list[str]]:
+        """``params.n`` sampled continuations for each (image, prompt), batched with left padding."""
+        params = params or SamplingParams()
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        outputs: list[list[str]] = []
+        for start in range(0, len(items), self.settings.batch_size):
+            chunk = items[start : start + self.settings.batch_size]
+            with _quiet_transformers():
+                enc = self.processor(
+                    images=[self.load_image(img) for img, _ in chunk], text=[p for _, p in chunk],
+                    return_tensors="pt", padding=True, padding_side="left",
+                )
+            if enc["input_ids"].shape[1] + params.max_new_tokens > self.settings.max_length:
+                raise ContextTooLongError(f"prompt of {enc['input_ids'].shape[1]} tokens + {params.max_new_tokens} new tokens exceed max_length={self.settings.max_length}")
+            enc = {k: v.to(self.device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
+            sample = params.temperature > 0
+            generated = self.model.generate(
+                **enc,
+                max_new_tokens=params.max_new_tokens,
+                do_sample=sample,
+                temperature=params.temperature if sample else None,
+                top_p=params.top_p if sample else None,
+                num_return_sequences=params.n,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=self.tokenizer.eos_token_id,
+            )
+            texts = self.tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            outputs += [texts[i * params.n : (i + 1) * params.n] for i in range(len(chunk))]
+        return outputs
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin")
+
+
+def checkpoint_version(path: Path) -> str:
+    """A short digest of the weights only: the same weights give the same version anywhere,
+    whatever metadata transformers adds to the configs when it re-saves them."""
+    manifest = path / MANIFEST
+    if not manifest.exists():
+        return path.name
+    files = json.loads(manifest.read_text())["files"]
+    weights = sorted((name, digest) for name, digest in files.items() if name.endswith(WEIGHT_SUFFIXES))
+    return hashlib.sha256(json.dumps(weights).encode()).hexdigest()[:12]
+
+
+def fetch_checkpoint(uri: str, store: Any, cache_dir: Path) -> Path:
+    """Download ``s3://bucket/prefix`` into the cache (atomically) and verify it against its manifest."""
+    from vlgenrm.store import BlobStore
+
+    if not isinstance(store, BlobStore):
+        raise ValueError(f"loading {uri} needs a BlobStore for that bucket")
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    expected_bucket = getattr(store, "bucket", bucket)
+    if bucket != expected_bucket:
+        raise ValueError(f"{uri} is not in the store's bucket {expected_bucket!r}")
+    prefix = prefix.rstrip("/") + "/"
+    target = Path(cache_dir).expanduser() / hashlib.sha256(uri.encode()).hexdigest()[:16]
+    if (target / MANIFEST).exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
+    try:
+        for obj in store.list(prefix):
+            store.get_file(obj.key, tmp / obj.key[len(prefix) :])
+        manifest_path = tmp / MANIFEST
+        if not manifest_path.exists():
+            raise ValueError(f"{uri} has no {MANIFEST}; save checkpoints with GenRM.save")
+        expected = json.loads(manifest_path.read_text())["files"]
+        actual = file_digests(tmp)
+        if actual != expected:
+            bad = sorted(k for k in set(expected) | set(actual) if expected.get(k) != actual.get(k))
+            raise ValueError(f"{uri} failed verification: {bad[:5]} differ from its manifest")
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def upload_checkpoint(directory: Path, store: Any, prefix: str) -> str:
+    """Upload a saved checkpoint; the manifest goes last so a reader never sees a partial one."""
+    directory = Path(directory)
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+    for path in files + [directory / MANIFEST]:
+        store.put_file(f"{prefix.rstrip('/')}/{path.relative_to(directory).as_posix()}", path)
+    return store.uri(prefix.rstrip("/"))

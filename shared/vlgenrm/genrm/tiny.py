@@ -1,0 +1,144 @@
+"""Tiny random vision-language models for tests and the embedded default.
+
+They are real checkpoints in miniature: a byte-level BPE tokenizer trained offline with
+``tokenizers`` on the prompts' own vocabulary, an image processor, a chat template, random
+weights from a config, saved with ``GenRM.save`` and loaded back through ``GenRM.load``,
+the same path a 7B checkpoint takes. Everything is deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+
+import torch
+
+from vlgenrm.genrm.families import FAMILIES, Family
+from vlgenrm.genrm.config import GenRMSettings
+from vlgenrm.genrm.model import GenRM, checkpoint_version
+from vlgenrm.genrm.prompts import pairwise_messages, pointwise_messages, target_text
+from vlgenrm.genrm.verdicts import OPTIONS, Mode
+
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
+LLAVA_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<image>"]
+
+# ChatML, as Qwen uses; the image placeholder differs per family.
+_CHAT = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+    "{% for c in message['content'] %}{% if c['type'] == 'image' %}IMAGE{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}"
+    "{% endif %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+CHAT_TEMPLATES = {
+    "qwen2_vl": _CHAT.replace("IMAGE", "<|vision_start|><|image_pad|><|vision_end|>"),
+    "qwen2_5_vl": _CHAT.replace("IMAGE", "<|vision_start|><|image_pad|><|vision_end|>"),
+    "llava": _CHAT.replace("IMAGE", "<image>\n"),
+}
+WORDS = (
+    "red green blue yellow purple orange black white circle square triangle star shape shapes text sign says "
+    "one two three four five six seven eight nine ten no a an the is are there image picture shows contains "
+    "response better worse accurate wrong correct hallucinates mentions missing color count object because"
+).split()
+
+
+def _corpus() -> list[str]:
+    """Text the tokenizer learns merges from: the prompts, verdicts and domain words."""
+    lines = []
+    for a, b in itertools.combinations(WORDS[:12], 2):
+        q = f"What is in the image? Is there a {a} {b}?"
+        lines.append(str(pairwise_messages(q, f"A {a} {b}.", f"Two {b} {a}s.")))
+        lines.append(str(pointwise_messages(q, f"The image shows a {a} {b}.")))
+    for mode in Mode:
+        for option in OPTIONS[mode]:
+            lines += [target_text(f"Response {option} mentions the {w} shape.", option) for w in WORDS] * 2
+    return lines + [" ".join(WORDS)] * 20
+
+
+def train_tokenizer(family: Family, vocab_size: int = 1024):
+    """A byte-level BPE tokenizer wrapped for transformers, with the family's special tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = LLAVA_SPECIALS if family.name == "llava" else QWEN_SPECIALS
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
+    )
+    tok.train_from_iterator(_corpus(), trainer)
+    extra = {"image_token": "<image>"} if family.name == "llava" else {}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATES[family.name], extra_special_tokens=extra,
+    )
+
+
+def _qwen(family: Family, tokenizer, image_size: int):
+    from transformers import Qwen2_5_VLConfig, Qwen2VLConfig, Qwen2VLImageProcessorPil
+
+    ids = tokenizer.convert_tokens_to_ids
+    text = dict(
+        vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        intermediate_size=256, max_position_embeddings=4096,
+        # mrope_section must sum to head_dim / 2 = 16 (DESIGN §8)
+        rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]},
+        bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"),
+    )
+    vision = dict(depth=2, num_heads=4, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
+    special = dict(
+        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+    )
+    if family.name == "qwen2_vl":
+        config = Qwen2VLConfig(text_config=text, vision_config=vision | dict(embed_dim=64, hidden_size=128, mlp_ratio=2), **special)
+    else:
+        config = Qwen2_5_VLConfig(
+            text_config=text,
+            vision_config=vision | dict(hidden_size=64, out_hidden_size=128, intermediate_size=128, window_size=56, fullatt_block_indexes=[1]),
+            **special,
+        )
+    pixels = image_size * image_size
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels, patch_size=14, merge_size=2, temporal_patch_size=2)
+    return config, image_processor, {}
+
+
+def _llava(tokenizer, image_size: int):
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaImageProcessorPil
+
+    ids = tokenizer.convert_tokens_to_ids
+    patch = 7
+    config = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=image_size, patch_size=patch),
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+            num_key_value_heads=2, max_position_embeddings=4096,
+            bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"),
+        ),
+        image_token_id=ids("<image>"), vision_feature_select_strategy="default", vision_feature_layer=-1,
+    )
+    image_processor = LlavaImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
+    kwargs = dict(patch_size=patch, vision_feature_select_strategy="default", num_additional_image_tokens=1, image_token="<image>")
+    return config, image_processor, kwargs
+
+
+def build_tiny_genrm(directory: str | os.PathLike[str], family: str = "qwen2_vl", *, seed: int = 0, image_size: int = 56) -> Path:
+    """Build, save and return the folder of a tiny random GenRM of ``family``."""
+    from transformers import AutoModelForImageTextToText
+
+    fam = FAMILIES[family]
+    tokenizer = train_tokenizer(fam)
+    if family == "llava":
+        config, image_processor, kwargs = _llava(tokenizer, image_size)
+    else:
+        config, image_processor, kwargs = _qwen(fam, tokenizer, image_size)
+    processor = fam.processor_cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATES[family], **kwargs)
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config)
+    directory = Path(directory)
+    GenRM(model, processor, fam, GenRMSettings(), version="unsaved").save(directory)
+    return directory
+
+
+__all__ = ["build_tiny_genrm", "checkpoint_version", "train_tokenizer"]

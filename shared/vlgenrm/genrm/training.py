@@ -1,0 +1,222 @@
+"""Training math of §3.5: the SFT collator (loss on target tokens only), both-order
+augmentation, the DPO loss against reference log-probs, LoRA, and the ``train_step`` the
+Ray Train worker calls."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, Field
+
+from vlgenrm.genrm.errors import ContextTooLongError
+from vlgenrm.genrm.model import TOKEN_KEYS, GenRM, ImageInput
+from vlgenrm.genrm.verdicts import Mode, swap_ab
+
+IGNORE = -100  # label value transformers' loss skips
+
+
+@dataclass(frozen=True)
+class SFTExample:
+    """One training example: prompt inputs, the target critique+verdict, optionally a rejected one."""
+
+    image: ImageInput
+    question: str
+    responses: tuple[str, ...]
+    target: str
+    rejected: str | None = None
+    mode: Mode = Mode.PAIRWISE
+    evidence: str | None = None
+
+    def swapped(self) -> SFTExample:
+        """The same pair shown in the other order, with A and B renamed in the critiques."""
+        if self.mode is not Mode.PAIRWISE:
+            return self
+        return replace(
+            self, responses=self.responses[::-1], target=swap_ab(self.target),
+            rejected=swap_ab(self.rejected) if self.rejected else None,
+        )
+
+
+def both_orders(examples: Sequence[SFTExample]) -> list[SFTExample]:
+    """Each pairwise example in both A/B orders, so position is never a cue (§3.5)."""
+    return [shown for ex in examples for shown in ((ex, ex.swapped()) if ex.mode is Mode.PAIRWISE else (ex,))]
+
+
+class SFTCollator:
+    """Turns examples into a right-padded batch whose labels cover the target tokens only."""
+
+    def __init__(self, genrm: GenRM) -> None:
+        self.genrm = genrm
+        tok = genrm.tokenizer
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
+        self.eos_id = tok.eos_token_id
+
+    def __call__(self, examples: Sequence[SFTExample], *, use_rejected: bool = False) -> dict[str, torch.Tensor]:
+        rows, image_features = [], []
+        for ex in examples:
+            target = ex.rejected if use_rejected else ex.target
+            if target is None:
+                raise ValueError("use_rejected needs every example to carry a rejected critique")
+            prompt = self.genrm.prompt(ex.mode, ex.question, ex.responses, ex.evidence)
+            features = self.genrm._encode_prompt(ex.image, prompt)
+            prompt_ids = features["input_ids"][0].tolist()
+            target_ids = self.genrm._ids(target) + [self.eos_id]
+            if len(prompt_ids) + len(target_ids) > self.genrm.settings.max_length:
+                raise ContextTooLongError(f"example of {len(prompt_ids) + len(target_ids)} tokens exceeds max_length={self.genrm.settings.max_length}")
+            row = {
+                "input_ids": prompt_ids + target_ids,
+                "attention_mask": [1] * (len(prompt_ids) + len(target_ids)),
+                "labels": [IGNORE] * len(prompt_ids) + target_ids,
+            }
+            for key in TOKEN_KEYS[2:]:
+                if key in features:
+                    row[key] = features[key][0].tolist() + [0] * len(target_ids)
+            rows.append(row)
+            image_features.append({k: v for k, v in features.items() if k not in TOKEN_KEYS})
+        width = max(len(r["input_ids"]) for r in rows)
+        fills = {"input_ids": self.pad_id, "labels": IGNORE}
+        batch = {k: torch.tensor([r[k] + [fills.get(k, 0)] * (width - len(r[k])) for r in rows]) for k in rows[0]}
+        for key in image_features[0]:
+            batch[key] = torch.cat([f[key] for f in image_features])
+        return batch
+
+
+def _to(batch: dict[str, torch.Tensor], model: Any) -> dict[str, torch.Tensor]:
+    device = next(model.parameters()).device
+    out = {k: v.to(device) for k, v in batch.items()}
+    if "pixel_values" in out:
+        out["pixel_values"] = out["pixel_values"].to(next(model.parameters()).dtype)
+    return out
+
+
+def sequence_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum of log p(target tokens) per sequence (what DPO compares)."""
+    batch = _to(batch, model)
+    labels = batch.pop("labels")
+    logits = model(**batch).logits[:, :-1].float()
+    targets = labels[:, 1:]
+    mask = targets != IGNORE
+    picked = torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (picked * mask).sum(-1)
+
+
+def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy over target tokens (transformers shifts labels and skips IGNORE)."""
+    return model(**_to(batch, model)).loss
+
+
+def dpo_loss(
+    policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor, reference_rejected: torch.Tensor, beta: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """DPO: -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))); also the implicit rewards."""
+    chosen_reward = beta * (policy_chosen - reference_chosen)
+    rejected_reward = beta * (policy_rejected - reference_rejected)
+    loss = -F.logsigmoid(chosen_reward - rejected_reward).mean()
+    return loss, chosen_reward.detach(), rejected_reward.detach()
+
+
+class Objective(StrEnum):
+    SFT = "sft"
+    SFT_DPO = "sft+dpo"
+
+
+class StepSettings(BaseModel):
+    """What one optimisation step does."""
+
+    objective: Objective = Field(Objective.SFT, description="sft, or sft+dpo (needs rejected critiques and reference log-probs).")
+    dpo_beta: float = Field(0.1, gt=0, description="DPO temperature beta.")
+    dpo_weight: float = Field(1.0, ge=0, description="Weight of the DPO term added to the SFT loss.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
+
+
+@dataclass
+class TrainBatch:
+    """A micro-batch: SFT inputs, and for DPO the chosen/rejected inputs with reference log-probs."""
+
+    sft: dict[str, torch.Tensor]
+    chosen: dict[str, torch.Tensor] | None = None
+    rejected: dict[str, torch.Tensor] | None = None
+    reference_chosen: torch.Tensor | None = None
+    reference_rejected: torch.Tensor | None = None
+
+
+def make_batch(collator: SFTCollator, examples: Sequence[SFTExample], reference: Any = None) -> TrainBatch:
+    """Collate examples; with a reference model and rejected critiques, add the DPO inputs."""
+    batch = TrainBatch(collator(examples))
+    if reference is not None and all(ex.rejected for ex in examples):
+        batch.chosen, batch.rejected = batch.sft, collator(examples, use_rejected=True)
+        with torch.no_grad():
+            batch.reference_chosen = sequence_logprobs(reference, batch.chosen)
+            batch.reference_rejected = sequence_logprobs(reference, batch.rejected)
+    return batch
+
+
+def train_step(model: Any, optimizer: torch.optim.Optimizer, micro_batches: Sequence[TrainBatch], settings: StepSettings | None = None) -> dict[str, float]:
+    """One optimiser step over ``micro_batches`` (gradient accumulation), returning metrics."""
+    settings = settings or StepSettings()
+    model.train()
+    totals = {"loss": 0.0, "sft_loss": 0.0, "dpo_loss": 0.0, "reward_margin": 0.0}
+    n = len(micro_batches)
+    for mb in micro_batches:
+        loss = sft_loss(model, mb.sft)
+        totals["sft_loss"] += loss.item() / n
+        if settings.objective is Objective.SFT_DPO:
+            if mb.chosen is None or mb.rejected is None or mb.reference_chosen is None or mb.reference_rejected is None:
+                raise ValueError("objective sft+dpo needs rejected critiques and reference log-probs in every micro-batch")
+            term, chosen_r, rejected_r = dpo_loss(
+                sequence_logprobs(model, mb.chosen), sequence_logprobs(model, mb.rejected),
+                mb.reference_chosen.to(loss.device), mb.reference_rejected.to(loss.device), settings.dpo_beta,
+            )
+            loss = loss + settings.dpo_weight * term
+            totals["dpo_loss"] += term.item() / n
+            totals["reward_margin"] += (chosen_r - rejected_r).mean().item() / n
+        (loss / n).backward()
+        totals["loss"] += loss.item() / n
+    grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], settings.max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    model.eval()
+    return totals | {"grad_norm": float(grad_norm)}
+
+
+class LoraSettings(BaseModel):
+    """LoRA adapters on the language model's attention projections."""
+
+    r: int = Field(8, ge=1)
+    alpha: int = Field(16, ge=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+
+
+def apply_lora(genrm: GenRM, settings: LoraSettings | None = None) -> GenRM:
+    """Wrap the model with trainable LoRA adapters (base weights frozen)."""
+    from peft import LoraConfig, get_peft_model
+
+    s = settings or LoraSettings()
+    config = LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout, target_modules=s.target_modules)
+    genrm.model = get_peft_model(genrm.model, config)
+    return genrm
+
+
+def save_adapter(genrm: GenRM, directory: str | Path) -> Path:
+    """Save only the LoRA adapter; ``GenRM.load(base, adapter=directory)`` restores it."""
+    genrm.model.save_pretrained(str(directory))
+    return Path(directory)
+
+
+def enable_gradient_checkpointing(genrm: GenRM) -> None:
+    """Trade compute for activation memory on large models."""
+    model = genrm.model
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.x name
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    genrm.model.config.use_cache = False

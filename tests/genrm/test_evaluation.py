@@ -1,0 +1,305 @@
+"""Evaluation harness: the VL-RewardBench loader and the metrics, on hand-computed cases."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+from pydantic import ValidationError
+
+from vlgenrm.errors import PermanentError
+from vlgenrm.genrm.evaluation import (
+    BenchmarkExample,
+    BenchmarkFormatError,
+    BestOfNGroup,
+    EvaluationReport,
+    HallucinationPrediction,
+    PairPrediction,
+    best_of_n_accuracy,
+    hallucination_detection,
+    load_preference_benchmark,
+    pairwise_accuracy,
+)
+
+
+def png(color: str = "red", size: tuple[int, int] = (2, 2)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", size, color).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def write_parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """Every row gets every column: ``Table.from_pylist`` takes the columns from the first row only."""
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    pq.write_table(pa.Table.from_pylist([{k: row.get(k) for k in keys} for row in rows]), path)
+    return path
+
+
+def write_jsonl(path: Path, rows: list[Any]) -> Path:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")
+    return path
+
+
+RED, GREEN, BLUE = png("red"), png("green"), png("blue")
+
+
+def base_rows() -> list[dict[str, Any]]:
+    """Three rows, one per image form and per category source (id prefix, query_source, explicit)."""
+    return [
+        {"id": "RLAIF-V_001", "query": "What is shown?", "response": ["A red square.", "A red dog."],
+         "human_ranking": [0, 1], "hallucinated": [False, True]},
+        {"id": "q2", "query_source": "MathVerse", "query": "Area?", "response": ["3", "4"], "human_ranking": [1, 0]},
+        {"id": "q3", "category": "ocr", "query": "Text?", "response": ["none", "hello"], "human_ranking": [0, 1]},
+    ]
+
+
+@pytest.fixture
+def jsonl_file(tmp_path: Path) -> Path:
+    (tmp_path / "images").mkdir()
+    (tmp_path / "images" / "red.png").write_bytes(RED)
+    rows = base_rows()
+    rows[0]["image"] = "images/red.png"  # relative to the file's folder
+    rows[1]["image"] = {"bytes": b64(GREEN), "path": None}  # HF Image feature, base64 in JSON
+    rows[2]["image_b64"] = b64(BLUE)
+    return write_jsonl(tmp_path / "bench.jsonl", rows)
+
+
+@pytest.fixture
+def parquet_file(tmp_path: Path) -> Path:
+    rows = base_rows()
+    for row, img in zip(rows, (RED, GREEN, BLUE), strict=True):
+        row["image"] = {"bytes": img, "path": "ignored-when-bytes-are-present.png"}
+    return write_parquet(tmp_path / "bench.parquet", rows)
+
+
+def test_jsonl_and_parquet_forms_load_the_same_examples(jsonl_file, parquet_file):
+    from_jsonl = load_preference_benchmark(jsonl_file)
+    assert from_jsonl == load_preference_benchmark(parquet_file)
+    first, second, third = from_jsonl
+    assert [e.better for e in from_jsonl] == [0, 1, 0]  # [1, 0]: response 1 has the lower rank
+    assert [e.category for e in from_jsonl] == ["hallucination", "reasoning", "ocr"]
+    assert [e.image for e in from_jsonl] == [RED, GREEN, BLUE]
+    assert first.hallucinated == [False, True] and second.hallucinated is None
+    assert second.metadata == {"query_source": "MathVerse"} and third.metadata == {}
+    assert first.responses == ["A red square.", "A red dog."]
+
+
+def test_a_json_array_and_absolute_image_paths_are_accepted(tmp_path):
+    image = tmp_path / "sub" / "x.png"
+    image.parent.mkdir()
+    image.write_bytes(RED)
+    row = base_rows()[1] | {"image": str(image)}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps([row]))
+    (example,) = load_preference_benchmark(path)
+    assert example.image == RED and example.better == 1
+
+
+def test_category_map_replaces_the_default_and_unknown_sources_are_general(tmp_path):
+    rows = [
+        {"id": "foo_1", "image_b64": b64(RED)},
+        {"id": "bar_2", "image_b64": b64(RED)},
+        {"id": "RLAIF-V_3", "image_b64": b64(RED)},  # a default key, absent from the custom map
+        {"id": "foo_4", "query_source": "baz", "image_b64": b64(RED)},  # query_source wins over the id
+    ]
+    rows = [r | {"query": "q", "response": ["a", "b"], "human_ranking": [0, 1]} for r in rows]
+    path = write_jsonl(tmp_path / "b.jsonl", rows)
+    loaded = load_preference_benchmark(path, category_map={"foo": "custom", "baz": "other"})
+    assert [e.category for e in loaded] == ["custom", "general", "general", "other"]
+    assert load_preference_benchmark(path)[2].category == "hallucination"
+
+
+def test_benchmark_examples_round_trip_through_json_with_base64_images(jsonl_file):
+    example = load_preference_benchmark(jsonl_file)[0]
+    wire = example.to_json_bytes()
+    assert b64(RED).encode() in wire
+    assert BenchmarkExample.model_validate_json(wire) == example
+
+
+GOOD = {"id": "ok", "query": "q", "response": ["a", "b"], "human_ranking": [0, 1], "image_b64": b64(RED)}
+BAD_ROWS: list[tuple[str, Any, str]] = [
+    ("missing query", {k: v for k, v in GOOD.items() if k != "query"} | {"id": "x"}, "missing field 'query'"),
+    ("missing image", {k: v for k, v in GOOD.items() if k != "image_b64"} | {"id": "x"}, "missing field 'image'"),
+    ("three responses", GOOD | {"id": "x", "response": ["a", "b", "c"]}, "exactly 2 responses, got 3"),
+    ("one response", GOOD | {"id": "x", "response": ["a"]}, "exactly 2 responses, got 1"),
+    ("tied ranking", GOOD | {"id": "x", "human_ranking": [0, 0]}, "permutation of"),
+    ("1-based ranking", GOOD | {"id": "x", "human_ranking": [1, 2]}, "permutation of"),
+    ("text ranking", GOOD | {"id": "x", "human_ranking": ["0", 1]}, "permutation of"),
+    ("image file missing", {k: v for k, v in GOOD.items() if k != "image_b64"} | {"id": "x", "image": "nope.png"},
+     "image file not found"),
+    ("image not an image", GOOD | {"id": "x", "image_b64": b64(b"definitely not a png")}, "not decodable"),
+    ("truncated png", GOOD | {"id": "x", "image_b64": b64(RED[:30])}, "not decodable"),
+    ("bad base64", GOOD | {"id": "x", "image_b64": "***"}, "not valid base64"),
+    ("two image fields", GOOD | {"id": "x", "image": {"bytes": b64(RED), "path": None}}, "ambiguous"),
+    ("bad hallucinated", GOOD | {"id": "x", "hallucinated": [True]}, "'hallucinated'"),
+    ("duplicate id", GOOD, "duplicate id 'ok'"),
+    ("not json", "{oops", "invalid JSON"),
+    ("not an object", "[1, 2]", "expected an object"),
+]
+
+
+@pytest.mark.parametrize(("bad", "problem"), [(b, p) for _, b, p in BAD_ROWS], ids=[n for n, _, _ in BAD_ROWS])
+def test_every_bad_row_is_a_format_error_naming_file_and_row(tmp_path, bad, problem):
+    path = write_jsonl(tmp_path / "bench.jsonl", [GOOD, bad])
+    with pytest.raises(BenchmarkFormatError) as info:
+        load_preference_benchmark(path)
+    assert info.value.row == 2 and isinstance(info.value, PermanentError)
+    assert f"{path}: row 2: " in str(info.value) and problem in str(info.value)
+
+
+def test_images_larger_than_the_limit_are_rejected_in_every_form(tmp_path, jsonl_file, parquet_file):
+    for path in (jsonl_file, parquet_file):  # row 1 is a file path in JSONL, raw bytes in Parquet
+        with pytest.raises(BenchmarkFormatError, match=r"row 1: .*larger than max_image_bytes=10\b"):
+            load_preference_benchmark(path, max_image_bytes=10)
+    write_jsonl(tmp_path / "b64.jsonl", [GOOD])
+    with pytest.raises(BenchmarkFormatError, match="larger than max_image_bytes"):
+        load_preference_benchmark(tmp_path / "b64.jsonl", max_image_bytes=10)
+
+
+def test_bad_parquet_rows_and_bad_files(tmp_path):
+    rows = [GOOD | {"image_b64": None, "image": {"bytes": RED, "path": None}},
+            GOOD | {"id": "y", "image_b64": None, "image": {"bytes": b"\x89PNG junk", "path": None}}]
+    write_parquet(tmp_path / "b.parquet", rows)
+    with pytest.raises(BenchmarkFormatError, match=r"b\.parquet: row 2: image is not decodable"):
+        load_preference_benchmark(tmp_path / "b.parquet")
+    (tmp_path / "junk.parquet").write_bytes(b"not parquet")
+    (tmp_path / "empty.jsonl").write_text("\n")
+    (tmp_path / "b.csv").write_text("id\n")
+    for name, problem in [("junk.parquet", "unreadable Parquet"), ("empty.jsonl", "no rows"),
+                          ("b.csv", "unknown suffix"), ("absent.jsonl", "file not found")]:
+        with pytest.raises(BenchmarkFormatError, match=problem) as info:
+            load_preference_benchmark(tmp_path / name)
+        assert info.value.row is None and name in str(info.value)
+
+
+def pred(category: str, p_first: float, better: int, i: int = 0) -> PairPrediction:
+    return PairPrediction(example_id=f"{category}-{i}", category=category, p_first=p_first, better=better)
+
+
+def test_known_accuracies_overall_per_category_and_macro():
+    preds = [
+        # hallucination: 3 of 4 right -> 3/4
+        pred("hallucination", 0.9, 0), pred("hallucination", 0.2, 1), pred("hallucination", 0.6, 0),
+        pred("hallucination", 0.7, 1),
+        # reasoning: 1 of 3 right -> 1/3
+        pred("reasoning", 0.1, 1), pred("reasoning", 0.4, 0), pred("reasoning", 0.51, 1),
+        # general: right, tie (half), wrong -> 1.5/3 = 1/2
+        pred("general", 0.8, 0), pred("general", 0.5, 1), pred("general", 0.3, 0),
+    ]
+    report = pairwise_accuracy(preds)
+    # overall = (3 + 1 + 1.5) / 10 = 0.55; macro = (3/4 + 1/3 + 1/2) / 3 = 19/36 ≈ 0.5278 (differs)
+    assert report.overall == 0.55
+    assert report.macro == 19 / 36
+    assert report.per_category == {"general": 0.5, "hallucination": 0.75, "reasoning": 1 / 3}
+    assert report.counts == {"general": 3, "hallucination": 4, "reasoning": 3}
+    assert report.n == 10
+    assert pairwise_accuracy(list(reversed(preds))) == report  # exact sums: order does not matter
+
+
+def test_a_probability_of_exactly_one_half_is_half_correct_either_way():
+    assert pairwise_accuracy([pred("c", 0.5, 0)]).overall == 0.5
+    assert pairwise_accuracy([pred("c", 0.5, 1)]).overall == 0.5
+    assert pairwise_accuracy([pred("c", 0.5000001, 0)]).overall == 1.0
+    with pytest.raises(ValueError, match="at least one"):
+        pairwise_accuracy([])
+    with pytest.raises(ValidationError):
+        pred("c", 1.5, 0)
+
+
+no_tie = st.floats(0.0, 1.0).filter(lambda p: p != 0.5 and 1 - p != 0.5)  # 0.49999999999999994 -> 1-p == 0.5
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("abc"), no_tie, st.integers(0, 1)), min_size=1, max_size=40))
+def test_accuracy_is_a_rate_and_flipping_every_prediction_complements_it(items):
+    preds = [pred(c, p, b, i) for i, (c, p, b) in enumerate(items)]
+    flipped = [p.model_copy(update={"p_first": 1 - p.p_first}) for p in preds]
+    report, inverse = pairwise_accuracy(preds), pairwise_accuracy(flipped)
+    assert 0.0 <= report.overall <= 1.0 and 0.0 <= report.macro <= 1.0
+    assert inverse.overall == pytest.approx(1 - report.overall, abs=1e-12)
+    assert inverse.macro == pytest.approx(1 - report.macro, abs=1e-12)
+
+
+def flag(predicted: bool, actual: bool, i: int) -> HallucinationPrediction:
+    return HallucinationPrediction(example_id=f"e{i}", response=i % 2, predicted=predicted, actual=actual)
+
+
+def test_detection_precision_recall_f1_on_a_hand_computed_confusion_matrix():
+    # tp=3 fp=1 fn=2 tn=4: P = 3/4, R = 3/5, F1 = 2PR/(P+R) = 0.9/1.35 = 2/3
+    cells = [(True, True)] * 3 + [(True, False)] + [(False, True)] * 2 + [(False, False)] * 4
+    report = hallucination_detection([flag(p, a, i) for i, (p, a) in enumerate(cells)])
+    assert (report.tp, report.fp, report.fn, report.tn) == (3, 1, 2, 4)
+    assert (report.precision, report.recall, report.f1) == (0.75, 0.6, 2 / 3)
+
+
+def test_detection_zero_over_zero_is_zero():
+    never_fires = hallucination_detection([flag(False, True, 0), flag(False, False, 1)])
+    assert (never_fires.precision, never_fires.recall, never_fires.f1) == (0.0, 0.0, 0.0)
+    nothing_to_find = hallucination_detection([flag(False, False, 0)])
+    assert (nothing_to_find.precision, nothing_to_find.recall, nothing_to_find.f1, nothing_to_find.tn) == (0, 0, 0, 1)
+    assert hallucination_detection([]).tn == 0
+
+
+def test_best_of_n_with_ties_shares_credit():
+    groups = [
+        BestOfNGroup(group_id="g1", scores=[0.1, 0.9, 0.3], best=1),  # clear win: 1
+        BestOfNGroup(group_id="g2", scores=[0.5, 0.5, 0.2], best=0),  # best among 2 tied maxima: 1/2
+        BestOfNGroup(group_id="g3", scores=[0.7, 0.7, 0.7, 0.1], best=3),  # best not at the max: 0
+        BestOfNGroup(group_id="g4", scores=[0.2, 0.8], best=0),  # wrong: 0
+    ]
+    report = best_of_n_accuracy(groups)
+    # accuracy = 1.5 / 4 = 0.375; mean N = (3 + 3 + 4 + 2) / 4 = 3
+    assert (report.accuracy, report.mean_n, report.groups) == (0.375, 3.0, 4)
+    assert best_of_n_accuracy([BestOfNGroup(group_id="g", scores=[1.0, 1.0, 1.0], best=2)]).accuracy == 1 / 3
+    with pytest.raises(ValidationError, match="out of range"):
+        BestOfNGroup(group_id="g", scores=[1.0], best=1)
+    with pytest.raises(ValidationError, match="NaN"):
+        BestOfNGroup(group_id="g", scores=[float("nan"), 1.0], best=1)
+    with pytest.raises(ValueError, match="at least one"):
+        best_of_n_accuracy([])
+
+
+def full_report() -> EvaluationReport:
+    preds = [pred("hallucination", 0.9, 0), pred("reasoning", 0.4, 0), pred("general", 0.5, 1)]
+    return EvaluationReport(
+        model="genrm-it3|ckpt-500",
+        dataset="vl-rewardbench",
+        accuracy=pairwise_accuracy(preds),
+        hallucination=hallucination_detection([flag(True, True, 0), flag(True, False, 1)]),
+        best_of_n=best_of_n_accuracy([BestOfNGroup(group_id="g", scores=[0.2, 0.8], best=1)]),
+    )
+
+
+def test_markdown_names_every_category_and_the_overall_number():
+    report = full_report()
+    md = report.to_markdown()
+    for category, count in report.accuracy.counts.items():
+        assert f"| {category} | {count} |" in md
+    assert f"**{report.accuracy.overall:.4f}**" in md and "**0.5000**" in md
+    assert "genrm-it3\\|ckpt-500" in md  # a pipe in a name must not break the table
+    assert "| 0.5000 | 1.0000 | 0.6667 | 1 | 1 | 0 | 0 |" in md
+    assert "Best-of-N" in md and "Hallucination" in md
+    bare = report.model_copy(update={"hallucination": None, "best_of_n": None}).to_markdown()
+    assert "Best-of-N" not in bare and "Hallucination detection" not in bare
+
+
+def test_report_json_round_trips():
+    report = full_report()
+    assert EvaluationReport.model_validate_json(report.to_json_bytes()) == report
+    bare = EvaluationReport(model="m", dataset="d", accuracy=report.accuracy)
+    assert EvaluationReport.model_validate_json(bare.to_json_bytes()) == bare
+    with pytest.raises(ValidationError):
+        EvaluationReport.model_validate_json(report.model_dump_json() + "x")

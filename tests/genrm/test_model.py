@@ -1,0 +1,119 @@
+"""The adapter: load/save, batched teacher forcing, generation, typed input errors."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.genrm.conftest import png
+from vlgenrm.contracts import Choice
+from vlgenrm.genrm.config import GenRMSettings, SamplingParams
+from vlgenrm.genrm.errors import ContextTooLongError, EmptyResponseError, ImageTooLargeError, InvalidImageError, UnsupportedModelError
+from vlgenrm.genrm.model import GenRM, PairwiseQuery, PointwiseQuery, upload_checkpoint
+from vlgenrm.genrm.verdicts import Mode
+from vlgenrm.store import LocalStore
+
+QUERIES = [
+    PairwiseQuery(png((250, 10, 10)), "What colour is the square?", "It is red.", "It is a blue square with text.", critique="Response A says red."),
+    PairwiseQuery(png((10, 10, 250)), "What is shown?", "A red circle and two stars.", "Blue.", critique=""),
+    PairwiseQuery(png((10, 250, 10), size=80), "Colour?", "Green.", "Purple triangle.", critique="Response B mentions a purple triangle that is missing."),
+]
+TARGETS = [Choice.A, Choice.B, Choice.A]
+
+
+def test_batched_equals_one_by_one(genrm: GenRM):
+    genrm.settings = genrm.settings.model_copy(update={"batch_size": 8})
+    batched_m = genrm.margins(QUERIES, TARGETS)
+    single_m = [genrm.margins([q], [t])[0] for q, t in zip(QUERIES, TARGETS)]
+    assert batched_m == pytest.approx(single_m, abs=1e-4)
+    batched_p = genrm.pairwise_probs(QUERIES)
+    single_p = [genrm.pairwise_probs([q])[0] for q in QUERIES]
+    assert batched_p == pytest.approx(single_p, abs=1e-5)
+    points = [PointwiseQuery(q.image, q.question, q.response_a, q.critique) for q in QUERIES]
+    assert genrm.pointwise_probs(points) == pytest.approx([genrm.pointwise_probs([p])[0] for p in points], abs=1e-5)
+    items = [(q.image, genrm.prompt(Mode.PAIRWISE, q.question, (q.response_a, q.response_b)), q.critique) for q in QUERIES]
+    batched_lp = genrm.option_logprobs(Mode.PAIRWISE, items)
+    assert all(a < 0 and b < 0 for a, b in batched_lp)
+    assert batched_lp == [pytest.approx(genrm.option_logprobs(Mode.PAIRWISE, [it])[0], abs=1e-4) for it in items]
+
+
+def test_margins_are_antisymmetric_and_probabilities_bounded(qwen: GenRM):
+    m_a = qwen.margins(QUERIES, [Choice.A] * 3)
+    m_b = qwen.margins(QUERIES, [Choice.B] * 3)
+    assert m_a == pytest.approx([-m for m in m_b])
+    assert all(0 < p < 1 for p in qwen.pairwise_probs(QUERIES))
+
+
+def test_save_then_load_gives_identical_logits(genrm: GenRM, tmp_path):
+    saved = genrm.save(tmp_path / "copy")
+    config = json.loads((saved / "processor_config.json").read_text())
+    assert config["processor_class"] == genrm.family.canonical_processor
+    again = GenRM.load(saved)
+    assert again.version == genrm.version == GenRM.load(saved).version
+    items = [(q.image, genrm.prompt(Mode.PAIRWISE, q.question, (q.response_a, q.response_b)), q.critique) for q in QUERIES]
+    assert again.option_logprobs(Mode.PAIRWISE, items) == genrm.option_logprobs(Mode.PAIRWISE, items)
+
+
+def test_load_from_the_store_verifies_the_manifest(tiny_dirs, tmp_path):
+    store = LocalStore(tmp_path / "store")
+    uri = upload_checkpoint(tiny_dirs["qwen2_vl"], store, "checkpoints/ns/it-0/final")
+    assert uri.endswith("checkpoints/ns/it-0/final")
+    settings = GenRMSettings(cache_dir=tmp_path / "cache")
+    loaded = GenRM.load("s3://bucket/checkpoints/ns/it-0/final", settings, store=store)
+    assert loaded.version == GenRM.load(tiny_dirs["qwen2_vl"]).version
+    store.put_bytes("checkpoints/ns/it-1/final/config.json", b"{}")
+    store.put_bytes("checkpoints/ns/it-1/final/vlgenrm-manifest.json", json.dumps({"files": {"config.json": "0" * 64}}).encode())
+    with pytest.raises(ValueError, match="failed verification"):
+        GenRM.load("s3://bucket/checkpoints/ns/it-1/final", settings, store=store)
+
+
+def test_generation_is_batched_and_repeatable(qwen: GenRM):
+    items = [(q.image, qwen.prompt(Mode.PAIRWISE, q.question, (q.response_a, q.response_b))) for q in QUERIES]
+    params = SamplingParams(max_new_tokens=6, temperature=1.0, n=2, seed=7)
+    first = qwen.generate(items, params)
+    assert [len(samples) for samples in first] == [2, 2, 2]
+    assert qwen.generate(items, params) == first
+    greedy = qwen.generate(items[:1], SamplingParams(max_new_tokens=6, temperature=0))
+    assert greedy == qwen.generate(items[:1], SamplingParams(max_new_tokens=6, temperature=0))
+
+
+def test_bad_inputs_are_typed_errors(qwen: GenRM):
+    with pytest.raises(InvalidImageError, match="cannot decode"):
+        qwen.margins([PairwiseQuery(b"not an image at all", "q?", "a", "b")], [Choice.A])
+    small = qwen.settings.model_copy(update={"max_image_bytes": 100})
+    with pytest.raises(ImageTooLargeError, match="max_image_bytes"):
+        GenRM(qwen.model, qwen.processor, qwen.family, small, qwen.version).margins([QUERIES[0]], [Choice.A])
+    few_pixels = qwen.settings.model_copy(update={"max_image_pixels": 100})
+    with pytest.raises(ImageTooLargeError, match="max_image_pixels"):
+        GenRM(qwen.model, qwen.processor, qwen.family, few_pixels, qwen.version).pairwise_probs([QUERIES[0]])
+    with pytest.raises(EmptyResponseError, match="response B"):
+        qwen.margins([PairwiseQuery(png((0, 0, 0)), "q?", "a", "   ")], [Choice.A])
+    short = qwen.settings.model_copy(update={"max_length": 40})
+    with pytest.raises(ContextTooLongError, match="max_length=40"):
+        GenRM(qwen.model, qwen.processor, qwen.family, short, qwen.version).margins([QUERIES[0]], [Choice.A])
+
+
+def test_unsupported_family_is_a_clear_error(tiny_dirs, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(tiny_dirs["qwen2_vl"], tmp_path / "odd")
+    config = json.loads((copy / "config.json").read_text())
+    from vlgenrm.genrm.families import family_of
+
+    with pytest.raises(UnsupportedModelError, match="gpt2"):
+        family_of("gpt2")
+    assert family_of(config["model_type"]).name == "qwen2_vl"
+
+
+def test_images_are_converted_and_pil_images_accepted(qwen: GenRM):
+    rgba = Image.new("RGBA", (60, 40), (10, 200, 10, 128))
+    buf = io.BytesIO()
+    rgba.save(buf, "PNG")
+    from_bytes = qwen.pointwise_probs([PointwiseQuery(buf.getvalue(), "Colour?", "Green.")])
+    from_pil = qwen.pointwise_probs([PointwiseQuery(rgba, "Colour?", "Green.")])
+    assert from_bytes == pytest.approx(from_pil)
+    assert torch.isfinite(torch.tensor(from_bytes)).all()

@@ -1,0 +1,178 @@
+"""Training math: masking, both orders, DPO, LoRA, checkpointing, and learning from pixels."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import pytest
+import torch
+
+from tests.genrm.conftest import png
+from vlgenrm.contracts import Choice
+from vlgenrm.genrm.model import GenRM, PairwiseQuery
+from vlgenrm.genrm.prompts import target_text
+from vlgenrm.genrm.training import (
+    IGNORE,
+    LoraSettings,
+    Objective,
+    SFTCollator,
+    SFTExample,
+    StepSettings,
+    apply_lora,
+    both_orders,
+    dpo_loss,
+    enable_gradient_checkpointing,
+    make_batch,
+    save_adapter,
+    train_step,
+)
+from vlgenrm.genrm.verdicts import Mode
+
+QUESTION = "What colour is the square?"
+RESPONSES = ("It is red.", "It is blue.")
+
+
+def colour_set(n: int, seed: int = 0) -> list[tuple[bytes, Choice]]:
+    """Same text every time; only the pixels say whether A (red) or B (blue) is right."""
+    rng = random.Random(seed)
+    out = []
+    for i in range(n):
+        if i % 2 == 0:
+            out.append((png((rng.randint(180, 255), rng.randint(0, 60), rng.randint(0, 60))), Choice.A))
+        else:
+            out.append((png((rng.randint(0, 60), rng.randint(0, 60), rng.randint(180, 255))), Choice.B))
+    return out
+
+
+def examples(data, critique: str = "") -> list[SFTExample]:
+    return [SFTExample(image, QUESTION, RESPONSES, target_text(critique, y.value)) for image, y in data]
+
+
+def test_collator_puts_loss_on_target_tokens_only(qwen: GenRM):
+    exs = examples(colour_set(2), critique="Response A names the colour.")
+    batch = SFTCollator(qwen)(exs)
+    for i, ex in enumerate(exs):
+        prompt_len = qwen._encode_prompt(ex.image, qwen.prompt(Mode.PAIRWISE, QUESTION, RESPONSES))["input_ids"].shape[1]
+        labels = batch["labels"][i].tolist()
+        target = qwen._ids(ex.target) + [qwen.tokenizer.eos_token_id]
+        assert labels[:prompt_len] == [IGNORE] * prompt_len
+        assert labels[prompt_len : prompt_len + len(target)] == target
+        assert all(x == IGNORE for x in labels[prompt_len + len(target) :])
+        assert batch["attention_mask"][i].sum().item() == prompt_len + len(target)
+    assert batch["labels"].shape == batch["input_ids"].shape
+
+
+def test_both_orders_swap_responses_and_verdicts():
+    ex = SFTExample(b"img", QUESTION, RESPONSES, "Response A is right.\nVerdict: [[A]]", rejected="Response B is right.\nVerdict: [[B]]")
+    shown = both_orders([ex])
+    assert shown[0] == ex
+    assert shown[1].responses == RESPONSES[::-1]
+    assert shown[1].target == "Response B is right.\nVerdict: [[B]]"
+    assert shown[1].rejected == "Response A is right.\nVerdict: [[A]]"
+
+
+def test_dpo_loss_and_gradients_match_hand_computation():
+    pc = torch.tensor([-1.0], requires_grad=True)
+    pr = torch.tensor([-2.0], requires_grad=True)
+    ref = torch.tensor([-1.5])
+    loss, chosen, rejected = dpo_loss(pc, pr, ref, ref, beta=0.5)
+    # logits = 0.5 * ((-1 + 1.5) - (-2 + 1.5)) = 0.5; loss = -log sigmoid(0.5)
+    assert loss.item() == pytest.approx(-math.log(1 / (1 + math.exp(-0.5))))
+    assert (chosen.item(), rejected.item()) == pytest.approx((0.25, -0.25))
+    loss.backward()
+    # d/dpc = -beta * sigmoid(-logits); d/dpr = +beta * sigmoid(-logits)
+    expected = 0.5 / (1 + math.exp(0.5))
+    assert pc.grad.item() == pytest.approx(-expected) and pr.grad.item() == pytest.approx(expected)
+    # Policy equal to the reference: loss is log 2 whatever beta.
+    equal, _, _ = dpo_loss(ref, ref - 1, ref, ref - 1, beta=3.0)
+    assert equal.item() == pytest.approx(math.log(2))
+
+
+def test_sft_plus_dpo_step_starts_at_log2_against_itself(tiny_dirs):
+    policy, reference = GenRM.load(tiny_dirs["qwen2_vl"]), GenRM.load(tiny_dirs["qwen2_vl"])
+    exs = [
+        SFTExample(image, QUESTION, RESPONSES, target_text("Response A is right.", y.value), rejected=target_text("Response B is right.", ("B" if y is Choice.A else "A")))
+        for image, y in colour_set(4)
+    ]
+    batch = make_batch(SFTCollator(policy), exs, reference=reference.model)
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=1e-3)
+    metrics = train_step(policy.model, optimizer, [batch], StepSettings(objective=Objective.SFT_DPO))
+    assert metrics["dpo_loss"] == pytest.approx(math.log(2), abs=1e-4)
+    assert metrics["loss"] == pytest.approx(metrics["sft_loss"] + metrics["dpo_loss"], abs=1e-4)
+    second = train_step(policy.model, optimizer, [batch], StepSettings(objective=Objective.SFT_DPO))
+    assert second["dpo_loss"] < metrics["dpo_loss"] and second["reward_margin"] > 0
+    with pytest.raises(ValueError, match="rejected"):
+        train_step(policy.model, optimizer, [make_batch(SFTCollator(policy), exs)], StepSettings(objective=Objective.SFT_DPO))
+
+
+def test_lora_adapters_train_save_and_load(tiny_dirs, tmp_path):
+    genrm = apply_lora(GenRM.load(tiny_dirs["qwen2_vl"]), LoraSettings(r=4, alpha=8))
+    frozen = {n: p.clone() for n, p in genrm.model.named_parameters() if "lora_" not in n}
+    trainable = [n for n, p in genrm.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    optimizer = torch.optim.AdamW([p for p in genrm.model.parameters() if p.requires_grad], lr=1e-2)
+    collator = SFTCollator(genrm)
+    for _ in range(3):
+        train_step(genrm.model, optimizer, [make_batch(collator, examples(colour_set(4)))])
+    assert all(torch.equal(p, frozen[n]) for n, p in genrm.model.named_parameters() if n in frozen)
+    save_adapter(genrm, tmp_path / "adapter")
+    reloaded = GenRM.load(tiny_dirs["qwen2_vl"], adapter=tmp_path / "adapter")
+    query = [PairwiseQuery(png((200, 0, 0)), QUESTION, *RESPONSES)]
+    assert reloaded.pairwise_probs(query) == pytest.approx(genrm.pairwise_probs(query), abs=1e-6)
+    assert genrm.pairwise_probs(query) != pytest.approx(GenRM.load(tiny_dirs["qwen2_vl"]).pairwise_probs(query), abs=1e-6)
+    merged = genrm.save(tmp_path / "merged")  # HF format with the adapter merged in
+    assert GenRM.load(merged).pairwise_probs(query) == pytest.approx(genrm.pairwise_probs(query), abs=1e-5)
+
+
+def test_gradient_checkpointing_gives_the_same_loss(tiny_dirs):
+    plain, checkpointed = GenRM.load(tiny_dirs["qwen2_vl"]), GenRM.load(tiny_dirs["qwen2_vl"])
+    enable_gradient_checkpointing(checkpointed)
+    batch = make_batch(SFTCollator(plain), examples(colour_set(4)))
+    a = train_step(plain.model, torch.optim.SGD(plain.model.parameters(), lr=0.0), [batch])
+    b = train_step(checkpointed.model, torch.optim.SGD(checkpointed.model.parameters(), lr=0.0), [batch])
+    assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["grad_norm"] == pytest.approx(b["grad_norm"], rel=1e-3)
+
+
+@pytest.fixture(scope="module")
+def colour_trained(tiny_dirs) -> tuple[GenRM, list[tuple[bytes, Choice]], list[float]]:
+    """The tiny model trained to answer from pixels: the text is identical in every example
+    and shown in one order, so only the image can tell A (red) from B (blue). 60 steps."""
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    genrm = GenRM.load(tiny_dirs["qwen2_vl"])
+    data = colour_set(16)
+    queries = [PairwiseQuery(image, QUESTION, *RESPONSES) for image, _ in data]
+    before = genrm.margins(queries, [Choice.A] * len(data))
+    collator, pool = SFTCollator(genrm), examples(data)
+    optimizer = torch.optim.AdamW(genrm.model.parameters(), lr=1e-3)
+    for _ in range(60):
+        train_step(genrm.model, optimizer, [make_batch(collator, rng.sample(pool, 8))])
+    return genrm, data, before
+
+
+def accuracy(margins_for_a: list[float], data) -> float:
+    """A verdict is right when the margin towards A is positive exactly for the red squares."""
+    return sum((m > 0) == (y is Choice.A) for m, (_, y) in zip(margins_for_a, data)) / len(data)
+
+
+@pytest.mark.slow
+def test_tiny_model_learns_an_image_conditioned_verdict(colour_trained):
+    genrm, data, before = colour_trained
+    after = genrm.margins([PairwiseQuery(image, QUESTION, *RESPONSES) for image, _ in data], [Choice.A] * len(data))
+    print(f"\ntrain accuracy before {accuracy(before, data):.2f}, after {accuracy(after, data):.2f}")
+    assert accuracy(before, data) <= 0.75, "the untrained model should not already know"
+    assert accuracy(after, data) >= 0.95
+
+
+@pytest.mark.slow
+def test_margin_sign_follows_the_learned_preference(colour_trained):
+    genrm, data, _ = colour_trained
+    queries = [PairwiseQuery(image, QUESTION, *RESPONSES) for image, _ in data]
+    right = genrm.margins(queries, [y for _, y in data])
+    wrong = genrm.margins(queries, [Choice.B if y is Choice.A else Choice.A for _, y in data])
+    assert sum(m > 0 for m in right) >= 0.95 * len(data)
+    assert right == pytest.approx([-m for m in wrong])
+    unseen = colour_set(8, seed=99)  # new shades: the rule generalises, not memorised bytes
+    fresh = genrm.margins([PairwiseQuery(image, QUESTION, *RESPONSES) for image, _ in unseen], [y for _, y in unseen])
+    assert sum(m > 0 for m in fresh) >= 7
