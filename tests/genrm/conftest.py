@@ -3,15 +3,24 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
+from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.model import GenRM
 from vlgenrm.genrm.tiny import build_tiny_genrm
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl", "llava"]
+#: The GPU check runs this suite with VLGENRM_TEST_DEVICE=cuda; CI runs it on the CPU.
+DEVICE = os.environ.get("VLGENRM_TEST_DEVICE", "cpu")
+
+
+def load(path: Path, **kwargs) -> GenRM:
+    """Load a tiny checkpoint on the test device, through the path real checkpoints take."""
+    return GenRM.load(path, GenRMSettings(device=DEVICE, **kwargs.pop("settings", {})), **kwargs)
 
 
 def png(colour: tuple[int, int, int], size: int = 56) -> bytes:
@@ -28,9 +37,9 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 @pytest.fixture(params=FAMILIES)
 def genrm(request: pytest.FixtureRequest, tiny_dirs: dict[str, Path]) -> GenRM:
-    return GenRM.load(tiny_dirs[request.param])
+    return load(tiny_dirs[request.param])
 
 
 @pytest.fixture
 def qwen(tiny_dirs: dict[str, Path]) -> GenRM:
-    return GenRM.load(tiny_dirs["qwen2_vl"])
+    return load(tiny_dirs["qwen2_vl"])

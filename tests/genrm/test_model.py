@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.genrm.conftest import png
+from tests.genrm.conftest import DEVICE, load, png
 from vlgenrm.contracts import Choice
 from vlgenrm.genrm.config import GenRMSettings, SamplingParams
 from vlgenrm.genrm.errors import ContextTooLongError, EmptyResponseError, ImageTooLargeError, InvalidImageError, UnsupportedModelError
@@ -23,22 +23,25 @@ QUERIES = [
     PairwiseQuery(png((10, 250, 10), size=80), "Colour?", "Green.", "Purple triangle.", critique="Response B mentions a purple triangle that is missing."),
 ]
 TARGETS = [Choice.A, Choice.B, Choice.A]
+# GPU kernels order reductions differently once padding is present; 1e-3 in a log-prob is
+# still far below anything a margin threshold or an accuracy could notice.
+TOL = 1e-4 if DEVICE == "cpu" else 1e-3
 
 
 def test_batched_equals_one_by_one(genrm: GenRM):
     genrm.settings = genrm.settings.model_copy(update={"batch_size": 8})
     batched_m = genrm.margins(QUERIES, TARGETS)
     single_m = [genrm.margins([q], [t])[0] for q, t in zip(QUERIES, TARGETS)]
-    assert batched_m == pytest.approx(single_m, abs=1e-4)
+    assert batched_m == pytest.approx(single_m, abs=TOL)
     batched_p = genrm.pairwise_probs(QUERIES)
     single_p = [genrm.pairwise_probs([q])[0] for q in QUERIES]
-    assert batched_p == pytest.approx(single_p, abs=1e-5)
+    assert batched_p == pytest.approx(single_p, abs=TOL / 10)
     points = [PointwiseQuery(q.image, q.question, q.response_a, q.critique) for q in QUERIES]
-    assert genrm.pointwise_probs(points) == pytest.approx([genrm.pointwise_probs([p])[0] for p in points], abs=1e-5)
+    assert genrm.pointwise_probs(points) == pytest.approx([genrm.pointwise_probs([p])[0] for p in points], abs=TOL / 10)
     items = [(q.image, genrm.prompt(Mode.PAIRWISE, q.question, (q.response_a, q.response_b)), q.critique) for q in QUERIES]
     batched_lp = genrm.option_logprobs(Mode.PAIRWISE, items)
     assert all(a < 0 and b < 0 for a, b in batched_lp)
-    assert batched_lp == [pytest.approx(genrm.option_logprobs(Mode.PAIRWISE, [it])[0], abs=1e-4) for it in items]
+    assert batched_lp == [pytest.approx(genrm.option_logprobs(Mode.PAIRWISE, [it])[0], abs=TOL) for it in items]
 
 
 def test_margins_are_antisymmetric_and_probabilities_bounded(qwen: GenRM):
@@ -52,8 +55,8 @@ def test_save_then_load_gives_identical_logits(genrm: GenRM, tmp_path):
     saved = genrm.save(tmp_path / "copy")
     config = json.loads((saved / "processor_config.json").read_text())
     assert config["processor_class"] == genrm.family.canonical_processor
-    again = GenRM.load(saved)
-    assert again.version == genrm.version == GenRM.load(saved).version
+    again = load(saved)
+    assert again.version == genrm.version == load(saved).version
     items = [(q.image, genrm.prompt(Mode.PAIRWISE, q.question, (q.response_a, q.response_b)), q.critique) for q in QUERIES]
     assert again.option_logprobs(Mode.PAIRWISE, items) == genrm.option_logprobs(Mode.PAIRWISE, items)
 
@@ -62,9 +65,9 @@ def test_load_from_the_store_verifies_the_manifest(tiny_dirs, tmp_path):
     store = LocalStore(tmp_path / "store")
     uri = upload_checkpoint(tiny_dirs["qwen2_vl"], store, "checkpoints/ns/it-0/final")
     assert uri.endswith("checkpoints/ns/it-0/final")
-    settings = GenRMSettings(cache_dir=tmp_path / "cache")
+    settings = GenRMSettings(device=DEVICE, cache_dir=tmp_path / "cache")
     loaded = GenRM.load("s3://bucket/checkpoints/ns/it-0/final", settings, store=store)
-    assert loaded.version == GenRM.load(tiny_dirs["qwen2_vl"]).version
+    assert loaded.version == load(tiny_dirs["qwen2_vl"]).version
     store.put_bytes("checkpoints/ns/it-1/final/config.json", b"{}")
     store.put_bytes("checkpoints/ns/it-1/final/vlgenrm-manifest.json", json.dumps({"files": {"config.json": "0" * 64}}).encode())
     with pytest.raises(ValueError, match="failed verification"):

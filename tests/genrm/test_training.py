@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from tests.genrm.conftest import png
+from tests.genrm.conftest import DEVICE, load, png
 from vlgenrm.contracts import Choice
 from vlgenrm.genrm.model import GenRM, PairwiseQuery
 from vlgenrm.genrm.prompts import target_text
@@ -90,7 +90,7 @@ def test_dpo_loss_and_gradients_match_hand_computation():
 
 
 def test_sft_plus_dpo_step_starts_at_log2_against_itself(tiny_dirs):
-    policy, reference = GenRM.load(tiny_dirs["qwen2_vl"]), GenRM.load(tiny_dirs["qwen2_vl"])
+    policy, reference = load(tiny_dirs["qwen2_vl"]), load(tiny_dirs["qwen2_vl"])
     exs = [
         SFTExample(image, QUESTION, RESPONSES, target_text("Response A is right.", y.value), rejected=target_text("Response B is right.", ("B" if y is Choice.A else "A")))
         for image, y in colour_set(4)
@@ -107,7 +107,7 @@ def test_sft_plus_dpo_step_starts_at_log2_against_itself(tiny_dirs):
 
 
 def test_lora_adapters_train_save_and_load(tiny_dirs, tmp_path):
-    genrm = apply_lora(GenRM.load(tiny_dirs["qwen2_vl"]), LoraSettings(r=4, alpha=8))
+    genrm = apply_lora(load(tiny_dirs["qwen2_vl"]), LoraSettings(r=4, alpha=8))
     frozen = {n: p.clone() for n, p in genrm.model.named_parameters() if "lora_" not in n}
     trainable = [n for n, p in genrm.model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)
@@ -117,16 +117,16 @@ def test_lora_adapters_train_save_and_load(tiny_dirs, tmp_path):
         train_step(genrm.model, optimizer, [make_batch(collator, examples(colour_set(4)))])
     assert all(torch.equal(p, frozen[n]) for n, p in genrm.model.named_parameters() if n in frozen)
     save_adapter(genrm, tmp_path / "adapter")
-    reloaded = GenRM.load(tiny_dirs["qwen2_vl"], adapter=tmp_path / "adapter")
+    reloaded = load(tiny_dirs["qwen2_vl"], adapter=tmp_path / "adapter")
     query = [PairwiseQuery(png((200, 0, 0)), QUESTION, *RESPONSES)]
     assert reloaded.pairwise_probs(query) == pytest.approx(genrm.pairwise_probs(query), abs=1e-6)
-    assert genrm.pairwise_probs(query) != pytest.approx(GenRM.load(tiny_dirs["qwen2_vl"]).pairwise_probs(query), abs=1e-6)
+    assert genrm.pairwise_probs(query) != pytest.approx(load(tiny_dirs["qwen2_vl"]).pairwise_probs(query), abs=1e-6)
     merged = genrm.save(tmp_path / "merged")  # HF format with the adapter merged in
-    assert GenRM.load(merged).pairwise_probs(query) == pytest.approx(genrm.pairwise_probs(query), abs=1e-5)
+    assert load(merged).pairwise_probs(query) == pytest.approx(genrm.pairwise_probs(query), abs=1e-5)
 
 
 def test_gradient_checkpointing_gives_the_same_loss(tiny_dirs):
-    plain, checkpointed = GenRM.load(tiny_dirs["qwen2_vl"]), GenRM.load(tiny_dirs["qwen2_vl"])
+    plain, checkpointed = load(tiny_dirs["qwen2_vl"]), load(tiny_dirs["qwen2_vl"])
     enable_gradient_checkpointing(checkpointed)
     batch = make_batch(SFTCollator(plain), examples(colour_set(4)))
     a = train_step(plain.model, torch.optim.SGD(plain.model.parameters(), lr=0.0), [batch])
@@ -140,7 +140,7 @@ def colour_trained(tiny_dirs) -> tuple[GenRM, list[tuple[bytes, Choice]], list[f
     and shown in one order, so only the image can tell A (red) from B (blue). 60 steps."""
     torch.manual_seed(0)
     rng = random.Random(0)
-    genrm = GenRM.load(tiny_dirs["qwen2_vl"])
+    genrm = load(tiny_dirs["qwen2_vl"])
     data = colour_set(16)
     queries = [PairwiseQuery(image, QUESTION, *RESPONSES) for image, _ in data]
     before = genrm.margins(queries, [Choice.A] * len(data))
