@@ -141,3 +141,10 @@ def test_concurrent_writers_to_one_key_leave_one_complete_object(store: BlobStor
     reader.join()
     assert not torn, torn[:3]
     assert store.get_bytes(key) in payloads
+
+
+def test_uris_map_back_to_keys(store: BlobStore):
+    assert store.key_for(store.uri("a/b/c.jsonl")) == "a/b/c.jsonl"
+    assert store.key_for("a/b") == "a/b"
+    with pytest.raises(InvalidKeyError):
+        store.key_for("s3://some-other-bucket/a/b")

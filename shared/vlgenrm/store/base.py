@@ -109,6 +109,12 @@ class BlobStore(abc.ABC):
     def uri(self, key: str) -> str:
         """A URI naming the object (s3://bucket/key or file:///path)."""
 
+    def key_for(self, uri: str) -> str:
+        """The key of an object named by a URI of this store (or a bare key), the inverse of ``uri``."""
+        if "://" in uri:
+            raise InvalidKeyError(f"{uri} is not an object of {type(self).__name__}")
+        return check_key(uri)
+
     def presigned_url(self, key: str, *, method: str = "GET", expires_s: int = 3600) -> str:
         """A URL granting temporary access without credentials (S3 only)."""
         raise StoreError(f"{type(self).__name__} has no presigned URLs; use an S3 store")

@@ -109,3 +109,7 @@ class LocalStore(BlobStore):
 
     def uri(self, key: str) -> str:
         return (self.root / key).as_uri()
+
+    def key_for(self, uri: str) -> str:
+        root = self.root.as_uri() + "/"
+        return check_key(uri[len(root) :]) if uri.startswith(root) else super().key_for(uri)

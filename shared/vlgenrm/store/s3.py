@@ -176,6 +176,10 @@ class S3Store(BlobStore):
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"
 
+    def key_for(self, uri: str) -> str:
+        prefix = f"s3://{self.bucket}/"
+        return check_key(uri[len(prefix) :]) if uri.startswith(prefix) else super().key_for(uri)
+
     def presigned_url(self, key: str, *, method: str = "GET", expires_s: int = 3600) -> str:
         check_key(key)
         expires = timedelta(seconds=expires_s)
