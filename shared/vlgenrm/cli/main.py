@@ -30,7 +30,15 @@ schemas_app = typer.Typer(help="JSON Schemas of the typed contracts (messages, o
 config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(config_app, name="config")
+
+
+def _register_subcommands() -> None:
+    # Imported here so `vlgenrm --help` stays fast: each group imports only what it needs.
+    from vlgenrm.cli.data import data_app
+
+    app.add_typer(data_app, name="data")
 console = Console()
+_register_subcommands()
 
 
 def _settings(ctx: typer.Context) -> Settings:

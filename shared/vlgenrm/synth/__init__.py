@@ -1,0 +1,1 @@
+"""The synthetic domain (§7): coloured shapes and rendered text whose truth is known."""
