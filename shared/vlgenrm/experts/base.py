@@ -1,0 +1,280 @@
+"""The vision-expert interface (§3.1, §5): claims in, verdicts out.
+
+An :class:`Expert` declares the claim types and labels it covers, runs its detector **once**
+per image and checks every covered claim against that one set of :class:`Detection` s.
+Several experts may cover the same claim; the registry returns all their verdicts and the
+voting happens downstream.
+
+This module also holds the typed configuration of every expert. It imports neither OpenCV
+nor torch, so settings and the CLI can load it cheaply; the experts import their heavy
+dependencies themselves.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from vlgenrm.contracts import Claim, ClaimType, Evidence, ExpertVerdict, VerdictLabel
+from vlgenrm.errors import PermanentError
+from vlgenrm.synth.vocab import COLOUR_SYNONYMS, COLOURS
+
+Box = tuple[float, float, float, float]
+
+#: Claim types a detector of objects can check (presence and number of a label).
+PRESENCE_TYPES: frozenset[ClaimType] = frozenset({ClaimType.EXISTENCE, ClaimType.COUNT, ClaimType.NEGATED_EXISTENCE})
+
+
+class InvalidImageError(PermanentError):
+    """The image is not an RGB (or grey / RGBA) uint8 array."""
+
+
+class Detection(BaseModel):
+    """One thing a detector found: a label, a box, a score and optional attributes/text."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    label: str = Field(description="Normalised label, e.g. 'circle', 'face', 'text'.")
+    box: Box = Field(description="x0, y0, x1, y1 in pixels of the input image.")
+    score: float = Field(ge=0.0, le=1.0, description="Probability that label and attributes are right.")
+    attributes: dict[str, str] = Field(default_factory=dict, description="E.g. {'colour': 'red'}.")
+    alternatives: dict[str, str] = Field(
+        default_factory=dict, description="Runner-up reading of a marginal detection: 'label' and/or attribute names."
+    )
+    text: str | None = Field(None, description="Recognised text (OCR).")
+    source: str | None = Field(None, description="Engine that produced it, when an expert has several.")
+
+    @property
+    def marginal(self) -> bool:
+        """A detection whose reading could plausibly be its runner-up."""
+        return bool(self.alternatives)
+
+    def readings(self) -> list[tuple[str, dict[str, str]]]:
+        """(label, attributes) as read first, then every mix with runner-up values substituted."""
+        keys = sorted(self.alternatives)
+        out = []
+        for mask in range(1 << len(keys)):
+            chosen = {k: self.alternatives[k] for i, k in enumerate(keys) if mask >> i & 1}
+            attrs = dict(self.attributes)
+            attrs.update({k: v for k, v in chosen.items() if k != "label"})
+            out.append((chosen.get("label", self.label), attrs))
+        return out
+
+    def to_evidence(self) -> Evidence:
+        """'red circle', 'face (haar:face)', 'text (tesseract)' with score, box and text."""
+        label = f"{self.attributes['colour']} {self.label}" if self.attributes.get("colour") else self.label
+        if self.source:
+            label += f" ({self.source})"
+        return Evidence(label=label, score=round(float(self.score), 4), box=tuple(round(float(v), 1) for v in self.box), text=self.text)
+
+
+# -- helpers shared by the experts -----------------------------------------------------------
+def as_rgb(image: Any) -> np.ndarray:
+    """An H x W x 3 uint8 RGB array from an RGB / RGBA / grey array or a PIL image."""
+    if not isinstance(image, np.ndarray):
+        try:
+            from PIL import Image
+        except ImportError:  # pragma: no cover - pillow ships with the ml extra
+            Image = None  # type: ignore[assignment]
+        if Image is not None and isinstance(image, Image.Image):
+            image = np.asarray(image.convert("RGB"))
+        else:
+            raise InvalidImageError(f"expected an RGB numpy array, got {type(image).__name__}")
+    if image.dtype != np.uint8:
+        raise InvalidImageError(f"expected a uint8 image, got {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (3, 4) or image.shape[0] < 1 or image.shape[1] < 1:
+        raise InvalidImageError(f"expected an H x W x 3 image, got shape {image.shape}")
+    return np.ascontiguousarray(image[:, :, :3])
+
+
+def normalise_label(word: str, aliases: Mapping[str, str] | None = None, known: Iterable[str] | None = None) -> str:
+    """Lower-case, single-spaced; aliases applied; a plain plural folded onto a known label."""
+    w = " ".join(str(word).lower().split())
+    aliases = aliases or {}
+    if w in aliases:
+        return aliases[w]
+    if known is not None:
+        known = set(known)
+        if w not in known:
+            for stem in (w[:-1] if w.endswith("s") else None, w[:-2] if w.endswith("es") else None):
+                if stem and stem in known:
+                    return stem
+                if stem and stem in aliases:
+                    return aliases[stem]
+    return w
+
+
+def normalise_colour(word: str | None) -> str | None:
+    """A vocabulary colour name (synonyms folded), or None when the word is not a known colour."""
+    if word is None:
+        return None
+    w = " ".join(word.lower().split())
+    w = COLOUR_SYNONYMS.get(w, w)
+    return w if w in COLOURS else None
+
+
+def presence_verdict(claim: Claim, found: int) -> VerdictLabel:
+    """The verdict on an existence / attribute / count / negated-existence claim given how
+    many matching objects were found."""
+    if claim.type in (ClaimType.EXISTENCE, ClaimType.ATTRIBUTE):
+        return VerdictLabel.SUPPORTED if found >= 1 else VerdictLabel.CONTRADICTED
+    if claim.type is ClaimType.NEGATED_EXISTENCE:
+        return VerdictLabel.SUPPORTED if found == 0 else VerdictLabel.CONTRADICTED
+    if claim.type is ClaimType.COUNT:
+        return VerdictLabel.SUPPORTED if found == claim.count else VerdictLabel.CONTRADICTED
+    raise ValueError(f"{claim.type} is not a presence claim")
+
+
+def clamp(x: float, lo: float = 0.0, hi: float = 1.0) -> float:
+    return float(min(hi, max(lo, x)))
+
+
+# -- the interface ---------------------------------------------------------------------------
+class Expert(ABC):
+    """A vision expert. Subclasses set ``name``, ``claim_types`` and ``labels`` and implement
+    :meth:`detect` (one pass over an image) and :meth:`judge` (one claim against detections)."""
+
+    name: str = "expert"
+    claim_types: frozenset[ClaimType] = frozenset()
+    #: Subjects this expert can check; None = any subject.
+    labels: frozenset[str] | None = None
+    #: Subject words mapped onto a label (e.g. 'people' -> 'person').
+    aliases: Mapping[str, str] = {}
+
+    def subject_label(self, claim: Claim) -> str:
+        """The claim's subject as one of this expert's labels (aliases, plurals folded)."""
+        return normalise_label(claim.subject, self.aliases, self.labels)
+
+    def covers(self, claim: Claim) -> bool:
+        """Whether this expert can say something about the claim."""
+        if claim.type not in self.claim_types:
+            return False
+        if claim.type is ClaimType.TEXT:
+            return True
+        return self.labels is None or self.subject_label(claim) in self.labels
+
+    @abstractmethod
+    def detect(self, image: np.ndarray, claims: Sequence[Claim]) -> list[Detection] | None:
+        """One detection pass over an RGB image; ``claims`` are the covered claims (experts
+        whose queries depend on them, e.g. open-vocabulary detection, use them). None means
+        the expert cannot judge this image at all (e.g. not of its domain)."""
+
+    def detect_many(self, images: Sequence[np.ndarray], claims: Sequence[Sequence[Claim]]) -> list[list[Detection] | None]:
+        """Detections for several images; experts that batch override this."""
+        return [self.detect(image, cs) for image, cs in zip(images, claims, strict=True)]
+
+    @abstractmethod
+    def judge(self, claim: Claim, detections: Sequence[Detection]) -> ExpertVerdict:
+        """The verdict on one covered claim given the image's detections."""
+
+    def verify(self, image: Any, claims: Sequence[Claim]) -> list[ExpertVerdict]:
+        """One verdict per covered claim (in order); one detection pass for all of them."""
+        return self.verify_many([(image, claims)])[0]
+
+    def verify_many(self, items: Sequence[tuple[Any, Sequence[Claim]]]) -> list[list[ExpertVerdict]]:
+        """:meth:`verify` over several images; images without covered claims are not looked at."""
+        covered = [[c for c in claims if self.covers(c)] for _, claims in items]
+        todo = [i for i, cs in enumerate(covered) if cs]
+        detections = self.detect_many([as_rgb(items[i][0]) for i in todo], [covered[i] for i in todo]) if todo else []
+        out: list[list[ExpertVerdict]] = [[] for _ in items]
+        for i, dets in zip(todo, detections, strict=True):
+            if dets is None:
+                out[i] = [self.verdict(c, VerdictLabel.UNVERIFIABLE, 0.0) for c in covered[i]]
+            else:
+                out[i] = [self.judge(c, dets) for c in covered[i]]
+        return out
+
+    def verdict(self, claim: Claim, label: VerdictLabel, confidence: float, evidence: Iterable[Detection | Evidence] = ()) -> ExpertVerdict:
+        ev = [e.to_evidence() if isinstance(e, Detection) else e for e in evidence]
+        return ExpertVerdict(claim_id=claim.id, expert=self.name, verdict=label, confidence=round(clamp(confidence), 4), evidence=ev)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+# -- configuration ---------------------------------------------------------------------------
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ColourShapeConfig(_Config):
+    """The classical colour/shape detector of the synthetic domain (§7)."""
+
+    enabled: bool = Field(True, description="Register this expert.")
+    min_area: int = Field(60, ge=1, description="Smaller coloured blobs (pixels) are ignored as noise.")
+    min_chroma: int = Field(60, ge=0, le=255, description="max(RGB)-min(RGB) a pixel needs to count as a coloured shape.")
+    min_value: int = Field(120, ge=0, le=255, description="max(RGB) a pixel needs (darker pixels are text or outlines).")
+    star_solidity: float = Field(0.75, gt=0, lt=1, description="Area/convex-hull area below which a blob is a star.")
+    shape_margin: float = Field(0.08, gt=0, description="Fit margin over the runner-up shape that makes a shape reading clear.")
+    colour_ratio: float = Field(0.5, gt=0, lt=1, description="Nearest/runner-up colour distance ratio at or below which the colour is clear.")
+    max_colour_distance: float = Field(90.0, gt=0, description="RGB distance beyond which a blob's colour is off-palette.")
+    min_side: int = Field(12, ge=1, description="Blobs whose box is thinner (pixels) are read as marginal.")
+    confidence: float = Field(0.95, gt=0, le=1, description="Confidence of a verdict no marginal detection can change.")
+
+
+class OCRConfig(_Config):
+    """Reading text: rapidocr (bundled ONNX models), plus tesseract where installed."""
+
+    enabled: bool = Field(True, description="Register this expert.")
+    engines: list[Literal["rapidocr", "tesseract"]] = Field(["rapidocr", "tesseract"], description="Engines to vote; tesseract is skipped when its binary is missing.")
+    min_score: float = Field(0.1, ge=0, le=1, description="Recognised text with a lower engine score is ignored (the score also weights its vote).")
+    min_chars: int = Field(2, ge=1, description="Readings with fewer letters/digits are ignored (single glyphs are mostly shapes).")
+    tesseract_weight: float = Field(0.5, ge=0, le=1, description="Factor on tesseract's contradiction votes (it reads shapes as letters more often).")
+    absent_confidence: float = Field(0.7, ge=0, le=1, description="Confidence of 'no text was read' verdicts on text existence claims.")
+    tesseract_cmd: str = Field("tesseract", description="The tesseract binary (name on PATH or a path).")
+    tesseract_psm: int = Field(11, ge=0, le=13, description="tesseract page segmentation mode (11 = sparse text).")
+    tesseract_timeout_s: float = Field(30.0, gt=0, description="Longest one tesseract run may take.")
+    confidence: float = Field(0.95, gt=0, le=1, description="Upper bound of any OCR verdict's confidence.")
+    threads: int = Field(0, ge=0, description="onnxruntime intra-op threads for rapidocr (0 = its default).")
+
+
+class OpenCVConfig(_Config):
+    """OpenCV 4 detectors: Haar cascades for faces and cat faces, HOG for people."""
+
+    enabled: bool = Field(False, description="Register this expert.")
+    faces: bool = Field(True, description="Detect frontal human faces (haarcascade_frontalface_default).")
+    cat_faces: bool = Field(True, description="Detect cat faces (haarcascade_frontalcatface).")
+    people: bool = Field(True, description="Detect standing people (HOG + the default people SVM).")
+    scale_factor: float = Field(1.1, gt=1.0, description="Haar pyramid step.")
+    min_neighbors: int = Field(5, ge=1, description="Haar detections a face needs to be kept.")
+    min_face: int = Field(24, ge=8, description="Smallest face side in pixels.")
+    max_side: int = Field(1024, ge=64, description="Larger images are downscaled to this side first.")
+    hog_threshold: float = Field(0.3, description="HOG SVM margin a person needs to be kept.")
+    nms_iou: float = Field(0.4, gt=0, le=1, description="Overlapping detections of a label above this IoU are merged.")
+    present_confidence: float = Field(0.9, gt=0, le=1, description="Upper bound of a 'found it' verdict.")
+    absent_confidence: float = Field(0.4, gt=0, le=1, description="Confidence of 'not found' verdicts (misses are common).")
+    count_confidence: float = Field(0.5, gt=0, le=1, description="Confidence of count verdicts.")
+
+
+class OpenVocabConfig(_Config):
+    """Open-vocabulary detection with OWLv2 through transformers (clusters, GPUs)."""
+
+    enabled: bool = Field(False, description="Register this expert.")
+    model: str = Field("google/owlv2-base-patch16-ensemble", description="Checkpoint folder or hub id of an Owlv2ForObjectDetection.")
+    device: str = Field("auto", description="cpu, cuda, cuda:N or auto.")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="Weights and activations dtype.")
+    batch_size: int = Field(4, ge=1, description="Images per forward pass.")
+    threshold: float = Field(0.2, ge=0, le=1, description="Detections with a lower score are dropped.")
+    nms_iou: float = Field(0.3, gt=0, le=1, description="Overlapping boxes of one label above this IoU are merged.")
+    query_template: str = Field("a photo of a {}", description="Text query built from a claim's subject (and colour).")
+    labels: list[str] | None = Field(None, description="Subjects this expert covers; None = any subject.")
+    aliases: dict[str, str] = Field(default_factory=lambda: {"people": "person", "man": "person", "woman": "person", "men": "person", "women": "person", "children": "child"}, description="Subject words mapped to a query label.")
+    image_backend: Literal["auto", "processor", "builtin"] = Field("auto", description="Image preprocessing: the checkpoint's processor (needs scipy), the built-in equivalent, or auto.")
+    present_confidence: float = Field(0.9, gt=0, le=1, description="Upper bound of a 'found it' verdict.")
+    absent_confidence: float = Field(0.5, gt=0, le=1, description="Confidence of 'not found' verdicts.")
+    count_confidence: float = Field(0.6, gt=0, le=1, description="Confidence of count verdicts.")
+
+
+class ExpertsSettings(_Config):
+    """Which experts run and how (the ``experts`` block of an Iteration spec)."""
+
+    colour_shape: ColourShapeConfig = Field(default_factory=ColourShapeConfig)
+    ocr: OCRConfig = Field(default_factory=OCRConfig)
+    opencv: OpenCVConfig = Field(default_factory=OpenCVConfig)
+    open_vocab: OpenVocabConfig = Field(default_factory=OpenVocabConfig)
