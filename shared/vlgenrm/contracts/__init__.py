@@ -15,7 +15,7 @@ from vlgenrm.contracts.data import (
 )
 from vlgenrm.contracts.enums import *  # noqa: F403 - the enums are part of the contract surface
 from vlgenrm.contracts.iteration import Condition, IterationSpec, IterationStatus, StageDeadlines, StageProgress
-from vlgenrm.contracts.stage import DeadLetter, ShardRef, StageEvent, StageTask
+from vlgenrm.contracts.stage import DeadLetter, ShardDone, ShardRef, StageEvent, StageTask
 
 __all__ = [
     "CONTRACTS",
@@ -33,6 +33,7 @@ __all__ = [
     "RationaleCandidate",
     "RefinedPair",
     "ScoredCandidate",
+    "ShardDone",
     "ShardRef",
     "StageDeadlines",
     "StageEvent",

@@ -74,3 +74,17 @@ class DeadLetter(Contract):
     group: str
     attempts: int = Field(1, ge=1)
     failed_at: datetime = Field(default_factory=utcnow)
+
+
+class ShardDone(Contract):
+    """The completion marker of one stage shard: written after its outputs, before its event.
+
+    The store is the source of truth for what is done: a marker exists only when every output
+    it names exists. It holds no timestamp, so a repeated run writes the same bytes.
+    """
+
+    task_id: Id
+    shard: ShardRef
+    outputs: list[str] = Field(description="Store keys the shard wrote.")
+    counts: dict[str, int] = Field(default_factory=dict)
+    errors: dict[str, str] = Field(default_factory=dict, description="Per-item errors (item id -> reason); the shard still completed.")

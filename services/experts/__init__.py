@@ -1,0 +1,1 @@
+"""The experts service: consumes ``tasks.experts`` and writes reports and refined pairs."""

@@ -1,0 +1,118 @@
+"""Experts stage service: a Worker on ``<prefix>.tasks.experts`` around the Annotator.
+
+Per shard task: read the shard of Examples, verify each example's claims against its image
+in batches, write ``iterations/<ns>/<it>/experts/<nnnnn>.jsonl`` (refined pairs) and
+``.../experts/reports/<nnnnn>.jsonl`` (expert reports), then the completion marker, then
+the event (vlgenrm.stages). A corrupt image is an error of that example only; an unreadable
+shard fails the task (dead-letter topic, with a failed event).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from prometheus_client import Counter, Histogram
+from pydantic import ValidationError
+
+from vlgenrm.bus import Bus, Topics, Worker
+from vlgenrm.contracts import Example, Stage, StageTask
+from vlgenrm.contracts.enums import FailureReason
+from vlgenrm.experts.pipeline import AnnotationSettings, Annotator, decode_image
+from vlgenrm.settings import Settings
+from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, output_key
+from vlgenrm.store import BlobStore, InvalidKeyError, ObjectNotFoundError, StoreError
+
+log = logging.getLogger(__name__)
+GROUP = "vlgenrm-experts"
+
+IMAGES = Counter("vlgenrm_experts_images_total", "Images verified by the experts stage")
+IMAGE_ERRORS = Counter("vlgenrm_experts_image_errors_total", "Examples skipped because their image was unusable")
+CLAIMS = Counter("vlgenrm_experts_claims_total", "Claims judged, by merged verdict", ["verdict"])
+LABELS = Counter("vlgenrm_experts_labels_total", "Refined label decisions, by source", ["source"])
+BATCH_SECONDS = Histogram("vlgenrm_experts_batch_seconds", "Wall time of one verification batch")
+
+
+def read_shard(store: BlobStore, uri: str) -> list[Example]:
+    """The examples of one input shard; a missing or malformed shard is an InvalidShardError."""
+    try:
+        data = store.get_bytes(store.key_for(uri))
+    except InvalidKeyError as exc:
+        raise InvalidShardError(f"input {uri} is not an object of this store: {exc}") from exc
+    except ObjectNotFoundError as exc:
+        raise InvalidShardError(f"input shard {uri} does not exist", FailureReason.MISSING_INPUT) from exc
+    examples = []
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            examples.append(Example.model_validate_json(line))
+        except ValidationError as exc:
+            raise InvalidShardError(f"{uri} line {number} is not an Example: {exc.errors()[0]['msg']}") from exc
+    return examples
+
+
+def jsonl(models: list) -> bytes:
+    return b"".join(m.to_json_bytes() + b"\n" for m in models)
+
+
+class ExpertsStage:
+    """``process(task)`` for the StageRunner: the experts stage of one shard.
+
+    A task carries its Iteration's ``experts`` block in ``task.config``; annotators are built
+    once per distinct configuration (building detectors can be expensive).
+    """
+
+    def __init__(self, store: BlobStore, default: AnnotationSettings | None = None) -> None:
+        self.store, self.default = store, default or AnnotationSettings()
+        self._annotators: dict[str, Annotator] = {}
+
+    def annotator_for(self, task: StageTask) -> Annotator:
+        try:
+            settings = AnnotationSettings.model_validate(task.config) if task.config else self.default
+        except ValidationError as exc:
+            raise InvalidShardError(f"task {task.task_id} has an invalid experts config: {exc.errors()[0]['msg']}") from exc
+        key = settings.model_dump_json()
+        if key not in self._annotators:
+            self._annotators[key] = Annotator(settings)
+        return self._annotators[key]
+
+    def process(self, task: StageTask) -> ShardResult:
+        annotator = self.annotator_for(task)
+        settings = annotator.settings
+        examples = [ex for uri in task.inputs for ex in read_shard(self.store, uri)]
+        log.info("shard %s: %d examples", task.shard.key, len(examples))
+        reports, pairs, errors, counts = [], [], {}, {"examples": len(examples)}
+        for start in range(0, len(examples), settings.batch_size):
+            batch, images = [], []
+            for ex in examples[start : start + settings.batch_size]:
+                try:
+                    images.append(decode_image(self.store.get_image(ex.image)))
+                    batch.append(ex)
+                except (StoreError, ValueError, OSError) as exc:  # one bad image never sinks the shard
+                    errors[ex.id] = f"{type(exc).__name__}: {exc}"
+                    IMAGE_ERRORS.inc()
+            began = time.perf_counter()
+            out = annotator.annotate(batch, images, created_at=task.created_at)
+            BATCH_SECONDS.observe(time.perf_counter() - began)
+            IMAGES.inc(len(batch))
+            reports += out.reports
+            pairs += out.pairs
+            for name, n in out.counts.items():
+                counts[name] = counts.get(name, 0) + n
+                if name.startswith("claims_"):
+                    CLAIMS.labels(name.removeprefix("claims_")).inc(n)
+                elif name.startswith("label_"):
+                    LABELS.labels(name.removeprefix("label_")).inc(n)
+            log.info("shard %s: %d/%d examples verified", task.shard.key, min(start + settings.batch_size, len(examples)), len(examples))
+        counts["errors"] = len(errors)
+        objects = {output_key(task.shard): jsonl(pairs), output_key(task.shard, "reports"): jsonl(reports)}
+        return ShardResult(objects, counts, errors)
+
+
+def build_worker(settings: Settings, bus: Bus, store: BlobStore, annotation: AnnotationSettings | None = None) -> Worker[StageTask]:
+    """The experts service's consume loop, ready to ``run()``."""
+    topics = Topics(settings.bus.topic_prefix)
+    stage = ExpertsStage(store, annotation)
+    runner = StageRunner(bus, store, topics, stage.process)
+    return Worker(bus, [topics.tasks(Stage.EXPERTS)], GROUP, StageTask, runner, dlq_topic=topics.dlq, settings=settings.worker)

@@ -1,0 +1,87 @@
+"""What every stage service does around its own work: object layout, completion markers,
+events, and the order that makes shards exactly-once in the store (§2, §4).
+
+Order of a shard: outputs (deterministic keys and bytes) -> marker -> event -> commit. A
+redelivered task whose marker exists only re-announces it. A process killed anywhere before
+the marker leaves no marker, so the task (still uncommitted) runs again and overwrites the
+same keys with the same bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vlgenrm.bus.base import Bus, Record, Topics
+from vlgenrm.contracts import EventType, FailureReason, ShardDone, ShardRef, StageEvent, StageTask
+from vlgenrm.errors import PermanentError
+from vlgenrm.store.base import BlobStore
+
+log = logging.getLogger(__name__)
+
+
+def stage_prefix(shard: ShardRef) -> str:
+    return f"iterations/{shard.namespace}/{shard.iteration}/{shard.stage.value}"
+
+
+def output_key(shard: ShardRef, kind: str | None = None) -> str:
+    """``iterations/<ns>/<name>/<stage>/[<kind>/]<nnnnn>.jsonl``"""
+    middle = f"/{kind}" if kind else ""
+    return f"{stage_prefix(shard)}{middle}/{shard.shard:05d}.jsonl"
+
+
+def marker_key(shard: ShardRef) -> str:
+    return f"{stage_prefix(shard)}/{shard.shard:05d}.done"
+
+
+@dataclass
+class ShardResult:
+    """What a stage produced for one shard: objects to write, counts, per-item errors."""
+
+    objects: dict[str, bytes]
+    counts: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)
+
+
+class InvalidShardError(PermanentError):
+    """The shard itself cannot be read (missing or malformed): dead-letter the task."""
+
+    def __init__(self, message: str, reason: FailureReason = FailureReason.INVALID_INPUT) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def event_for(task: StageTask, type_: EventType, **fields: object) -> StageEvent:
+    # Deterministic ids let consumers recognise a re-announced event as the same one.
+    return StageEvent(event_id=f"{task.task_id}/{task.attempt}/{type_.value}", task_id=task.task_id, shard=task.shard, attempt=task.attempt, type=type_, **fields)
+
+
+class StageRunner:
+    """Turns ``process(task) -> ShardResult`` into a Worker handler with markers and events."""
+
+    def __init__(self, bus: Bus, store: BlobStore, topics: Topics, process: Callable[[StageTask], ShardResult]) -> None:
+        self.bus, self.store, self.topics, self.process = bus, store, topics, process
+
+    def __call__(self, task: StageTask, record: Record) -> None:
+        marker = marker_key(task.shard)
+        existing = self.store.stat(marker)
+        if existing is not None:
+            done = self.store.get_model(marker, ShardDone)
+            log.info("%s already done; re-announcing", task.shard.key)
+            self._announce(task, done)
+            return
+        try:
+            result = self.process(task)
+        except InvalidShardError as exc:
+            self.bus.publish(self.topics.events, task.shard.key, event_for(task, EventType.SHARD_FAILED, reason=exc.reason, message=str(exc)))
+            raise
+        for key, data in sorted(result.objects.items()):
+            self.store.put_bytes(key, data)
+        done = ShardDone(task_id=task.task_id, shard=task.shard, outputs=sorted(result.objects), counts=result.counts, errors=result.errors)
+        self.store.put_model(marker, done)
+        self._announce(task, done)
+
+    def _announce(self, task: StageTask, done: ShardDone) -> None:
+        event = event_for(task, EventType.SHARD_DONE, output_uri=self.store.uri(marker_key(task.shard)), counts=done.counts)
+        self.bus.publish(self.topics.events, task.shard.key, event)

@@ -1,0 +1,151 @@
+"""The experts service over MemoryBus + LocalStore and over real Kafka + S3."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.bus.test_bus_contract import drain
+from tests.conftest import REPO
+from tests.services.conftest import Platform
+from vlgenrm.contracts import DeadLetter, DeadLetterReason, EventType, RefinedPair, ShardDone, ShardRef, Stage, StageEvent, StageTask
+from vlgenrm.services.experts.service import build_worker
+from vlgenrm.stages import marker_key, output_key
+from vlgenrm.synth.dataset import SynthConfig, generate_dataset
+
+
+def make_task(platform: Platform, shard_key: str, iteration: str = "it-0", shard: int = 0, config: dict | None = None) -> StageTask:
+    ref = ShardRef(namespace="test", iteration=iteration, stage=Stage.EXPERTS, shard=shard)
+    return StageTask(
+        task_id=f"{iteration}-experts-{shard}", shard=ref, shard_count=1, inputs=[platform.store.uri(shard_key)],
+        output_prefix=f"iterations/test/{iteration}/experts/", config=config or {},
+        created_at="2026-11-26T00:00:00Z",
+    )
+
+
+def synth(platform: Platform, n: int = 12, **kw) -> list[str]:
+    manifest = generate_dataset(SynthConfig(name="svc", n_train=n, n_eval=0, shard_size=n, seed=3, **kw), platform.store)
+    return manifest.splits["train"].shards
+
+
+def run_one(platform: Platform, n_messages: int = 1) -> None:
+    build_worker(platform.settings, platform.bus, platform.store).run(max_messages=n_messages, idle_timeout_s=60)
+
+
+def events(platform: Platform, n: int, group: str) -> list[StageEvent]:
+    with platform.bus.consumer([platform.topics.events], group) as consumer:
+        return [StageEvent.model_validate_json(r.value) for r in drain(consumer, n, timeout_s=30)]
+
+
+def test_a_shard_task_produces_reports_pairs_marker_and_event(platform: Platform):
+    [shard] = synth(platform)
+    task = make_task(platform, shard)
+    platform.bus.publish(platform.topics.tasks(Stage.EXPERTS), task.shard.key, task)
+    run_one(platform)
+    done = platform.store.get_model(marker_key(task.shard), ShardDone)
+    assert done.counts["examples"] == 12 and done.counts["errors"] == 0 and done.counts["claims"] > 12
+    pairs = [RefinedPair.model_validate_json(line) for line in platform.store.get_bytes(output_key(task.shard)).splitlines()]
+    assert len(pairs) == 12 and len({p.example.id for p in pairs}) == 12
+    assert len(platform.store.get_bytes(output_key(task.shard, "reports")).splitlines()) == 12
+    [event] = events(platform, 1, "reader-1")
+    assert event.type is EventType.SHARD_DONE and event.counts == done.counts and event.output_uri.endswith(".done")
+
+
+def test_the_same_task_twice_gives_identical_outputs(platform: Platform):
+    [shard] = synth(platform)
+    task = make_task(platform, shard)
+    topic = platform.topics.tasks(Stage.EXPERTS)
+    platform.bus.publish(topic, task.shard.key, task)
+    run_one(platform)
+    keys = [output_key(task.shard), output_key(task.shard, "reports"), marker_key(task.shard)]
+    first = {k: platform.store.get_bytes(k) for k in keys}
+    platform.bus.publish(topic, task.shard.key, task)  # a redelivery: answered from the marker
+    run_one(platform)
+    platform.store.delete(marker_key(task.shard))  # a crash before the marker: computed again
+    platform.bus.publish(topic, task.shard.key, task)
+    run_one(platform)
+    assert {k: platform.store.get_bytes(k) for k in keys} == first
+    assert [e.type for e in events(platform, 3, "reader-2")] == [EventType.SHARD_DONE] * 3
+
+
+def test_a_corrupt_image_fails_one_example_not_the_shard(platform: Platform):
+    [shard] = synth(platform)
+    first = platform.store.get_bytes(shard).splitlines()[0]
+    from vlgenrm.contracts import Example
+
+    victim = Example.model_validate_json(first)
+    platform.store.put_bytes(victim.image.key, b"\x89PNG garbage")  # digest no longer matches
+    task = make_task(platform, shard)
+    platform.bus.publish(platform.topics.tasks(Stage.EXPERTS), task.shard.key, task)
+    run_one(platform)
+    done = platform.store.get_model(marker_key(task.shard), ShardDone)
+    assert done.counts["errors"] == 1 and victim.id in done.errors
+    assert len(platform.store.get_bytes(output_key(task.shard)).splitlines()) == 11
+
+
+def test_an_unreadable_shard_is_dead_lettered_with_a_failed_event(platform: Platform):
+    platform.store.put_bytes("datasets/bad/shards/00000.jsonl", b'{"not": "an example"}\n')
+    missing = make_task(platform, "datasets/none/shards/00000.jsonl", iteration="it-missing")
+    malformed = make_task(platform, "datasets/bad/shards/00000.jsonl", iteration="it-bad")
+    for task in (missing, malformed):
+        platform.bus.publish(platform.topics.tasks(Stage.EXPERTS), task.shard.key, task)
+    run_one(platform, n_messages=2)
+    with platform.bus.consumer([platform.topics.dlq], "dlq-reader") as consumer:
+        letters = [DeadLetter.model_validate_json(r.value) for r in drain(consumer, 2, timeout_s=30)]
+    assert {letter.reason for letter in letters} == {DeadLetterReason.HANDLER_FAILED}
+    details = " ".join(letter.detail for letter in letters)
+    assert "does not exist" in details and "line 1 is not an Example" in details
+    failed = events(platform, 2, "reader-3")
+    assert {e.type for e in failed} == {EventType.SHARD_FAILED}
+    assert {e.reason.value for e in failed} == {"MissingInput", "InvalidInput"}
+    assert not platform.store.exists(marker_key(missing.shard))
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+def test_sigkill_mid_shard_then_restart_completes_the_shard_exactly_once(cluster: Platform):
+    platform = cluster
+    [shard] = synth(platform, n=40, text_probability=1.0)  # OCR on every image: slow enough to kill mid-way
+    task = make_task(platform, shard, config={"batch_size": 8})
+    platform.bus.publish(platform.topics.tasks(Stage.EXPERTS), task.shard.key, task)
+    env = os.environ | {
+        "PYTHONUNBUFFERED": "1",
+        "VLGENRM_BUS__KIND": "kafka",
+        "VLGENRM_BUS__BOOTSTRAP_SERVERS": platform.settings.bus.bootstrap_servers,
+        "VLGENRM_BUS__TOPIC_PREFIX": platform.settings.bus.topic_prefix,
+        "VLGENRM_BUS__SESSION_TIMEOUT_S": "6",
+        "VLGENRM_BUS__HEARTBEAT_INTERVAL_S": "1",
+        "VLGENRM_STORE__KIND": "s3",
+        "VLGENRM_STORE__ENDPOINT": platform.settings.store.endpoint,
+        "VLGENRM_STORE__ACCESS_KEY": platform.settings.store.access_key,
+        "VLGENRM_STORE__SECRET_KEY": platform.settings.store.secret_key.get_secret_value(),
+        "VLGENRM_STORE__BUCKET": platform.settings.store.bucket,
+    }
+
+    def start() -> subprocess.Popen[str]:
+        return subprocess.Popen([sys.executable, "-m", "vlgenrm.services.experts"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    first = start()
+    seen = []
+    for line in first.stdout:
+        seen.append(line)
+        if "8/40 examples verified" in line:
+            break
+    first.kill()  # SIGKILL in the middle of the shard
+    first.wait(10)
+    assert any("8/40 examples verified" in line for line in seen), "".join(seen[-20:])
+    assert not platform.store.exists(marker_key(task.shard)), "killed before the marker"
+    second = start()
+    deadline = time.monotonic() + 180
+    while not platform.store.exists(marker_key(task.shard)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(60) == 0
+    ids = [RefinedPair.model_validate_json(line).example.id for line in platform.store.get_bytes(output_key(task.shard)).splitlines()]
+    assert len(ids) == 40 and len(set(ids)) == 40
+    assert platform.store.get_model(marker_key(task.shard), ShardDone).counts["examples"] == 40
