@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 INFRA  := $(PY) scripts/infra/localinfra.py
 PYTEST_ARGS ?=
 
-.PHONY: help install test test-quick infra-up infra-down infra-status schemas clean
+.PHONY: help install system-deps test test-quick infra-up infra-down infra-status schemas clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -14,7 +14,7 @@ help: ## Show the targets
 $(STAMP): pyproject.toml setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt "pip==25.3" "setuptools==80.9.0" "wheel==0.48.0"
-	$(PY) -m pip install -q -c constraints.txt --no-build-isolation -e '.[dev,ml]'
+	$(PY) -m pip install -q -c constraints.txt --no-build-isolation -e '.[dev,ml,experts]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create or reuse .venv and install vlgenrm with its pinned dependencies
@@ -28,7 +28,10 @@ infra-down: ## Stop the local Kafka and S3 server
 infra-status: install ## Show the local servers
 	$(INFRA) status
 
-test: install infra-up ## The whole suite, against real Kafka and S3 (servers stay up: make infra-down)
+system-deps: ## Install missing system packages (tesseract) where possible
+	@bash scripts/install-system-deps.sh
+
+test: install system-deps infra-up ## The whole suite, against real Kafka and S3 (servers stay up: make infra-down)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-quick: install ## The tests that need no server and no big data
