@@ -120,3 +120,13 @@ def test_images_are_converted_and_pil_images_accepted(qwen: GenRM):
     from_pil = qwen.pointwise_probs([PointwiseQuery(rgba, "Colour?", "Green.")])
     assert from_bytes == pytest.approx(from_pil)
     assert torch.isfinite(torch.tensor(from_bytes)).all()
+
+
+def test_tiny_models_are_deterministic_by_seed(tmp_path, tiny_dirs):
+    from vlgenrm.genrm.tiny import build_tiny_genrm
+
+    again = build_tiny_genrm(tmp_path / "again", "qwen2_vl", seed=0)
+    other = build_tiny_genrm(tmp_path / "other", "qwen2_vl", seed=1)
+    assert (again / "tokenizer.json").read_bytes() == (tiny_dirs["qwen2_vl"] / "tokenizer.json").read_bytes()
+    assert load(again).version == load(tiny_dirs["qwen2_vl"]).version
+    assert load(other).version != load(again).version
