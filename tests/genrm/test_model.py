@@ -66,12 +66,12 @@ def test_load_from_the_store_verifies_the_manifest(tiny_dirs, tmp_path):
     uri = upload_checkpoint(tiny_dirs["qwen2_vl"], store, "checkpoints/ns/it-0/final")
     assert uri.endswith("checkpoints/ns/it-0/final")
     settings = GenRMSettings(device=DEVICE, cache_dir=tmp_path / "cache")
-    loaded = GenRM.load("s3://bucket/checkpoints/ns/it-0/final", settings, store=store)
+    loaded = GenRM.load(uri, settings, store=store)
     assert loaded.version == load(tiny_dirs["qwen2_vl"]).version
     store.put_bytes("checkpoints/ns/it-1/final/config.json", b"{}")
     store.put_bytes("checkpoints/ns/it-1/final/vlgenrm-manifest.json", json.dumps({"files": {"config.json": "0" * 64}}).encode())
     with pytest.raises(ValueError, match="failed verification"):
-        GenRM.load("s3://bucket/checkpoints/ns/it-1/final", settings, store=store)
+        GenRM.load(store.uri("checkpoints/ns/it-1/final"), settings, store=store)
 
 
 def test_generation_is_batched_and_repeatable(qwen: GenRM):

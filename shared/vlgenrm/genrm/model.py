@@ -113,11 +113,18 @@ class GenRM:
     # -- loading and saving ----------------------------------------------------------------
     @classmethod
     def load(cls, source: str | os.PathLike[str], settings: GenRMSettings | None = None, *, store: Any = None, adapter: str | os.PathLike[str] | None = None) -> GenRM:
-        """Load from a local folder or ``s3://bucket/prefix`` (needs ``store``), optionally with a LoRA adapter."""
+        """Load from a local folder or from a URI of ``store`` (``s3://bucket/prefix``; cached and
+        verified), optionally with a LoRA adapter."""
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
 
         settings = settings or GenRMSettings()
-        path = fetch_checkpoint(str(source), store, settings.cache_dir) if str(source).startswith("s3://") else Path(source)
+        source = str(source)
+        if "://" in source:
+            if store is None:
+                raise ValueError(f"loading {source} needs the BlobStore that holds it")
+            path = fetch_checkpoint(store, store.key_for(source), settings.cache_dir)
+        else:
+            path = Path(source)
         with _quiet_transformers():
             config = AutoConfig.from_pretrained(path)
             family = family_of(config.model_type)
@@ -329,20 +336,17 @@ def checkpoint_version(path: Path) -> str:
     return hashlib.sha256(json.dumps(weights).encode()).hexdigest()[:12]
 
 
-def fetch_checkpoint(uri: str, store: Any, cache_dir: Path) -> Path:
-    """Download ``s3://bucket/prefix`` into the cache (atomically) and verify it against its manifest."""
-    from vlgenrm.store import BlobStore
-
-    if not isinstance(store, BlobStore):
-        raise ValueError(f"loading {uri} needs a BlobStore for that bucket")
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
-    expected_bucket = getattr(store, "bucket", bucket)
-    if bucket != expected_bucket:
-        raise ValueError(f"{uri} is not in the store's bucket {expected_bucket!r}")
+def fetch_checkpoint(store: Any, prefix: str, cache_dir: Path) -> Path:
+    """Download the checkpoint under ``prefix`` into the cache (atomically) and verify it against its manifest."""
     prefix = prefix.rstrip("/") + "/"
+    uri = store.uri(prefix.rstrip("/"))
     target = Path(cache_dir).expanduser() / hashlib.sha256(uri.encode()).hexdigest()[:16]
     if (target / MANIFEST).exists():
-        return target
+        # A checkpoint prefix can be overwritten (a retrained model): the cache is only good
+        # while its manifest is the store's.
+        if store.exists(prefix + MANIFEST) and store.get_bytes(prefix + MANIFEST) == (target / MANIFEST).read_bytes():
+            return target
+        shutil.rmtree(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".download-", dir=target.parent))
     try:
