@@ -17,11 +17,10 @@ from pydantic import ValidationError
 
 from vlgenrm.bus import Bus, Topics, Worker
 from vlgenrm.contracts import Example, Stage, StageTask
-from vlgenrm.contracts.enums import FailureReason
 from vlgenrm.experts.pipeline import AnnotationSettings, Annotator, decode_image
 from vlgenrm.settings import Settings
-from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, output_key
-from vlgenrm.store import BlobStore, InvalidKeyError, ObjectNotFoundError, StoreError
+from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, output_key, read_jsonl
+from vlgenrm.store import BlobStore, StoreError
 
 log = logging.getLogger(__name__)
 GROUP = "vlgenrm-experts"
@@ -31,29 +30,6 @@ IMAGE_ERRORS = Counter("vlgenrm_experts_image_errors_total", "Examples skipped b
 CLAIMS = Counter("vlgenrm_experts_claims_total", "Claims judged, by merged verdict", ["verdict"])
 LABELS = Counter("vlgenrm_experts_labels_total", "Refined label decisions, by source", ["source"])
 BATCH_SECONDS = Histogram("vlgenrm_experts_batch_seconds", "Wall time of one verification batch")
-
-
-def read_shard(store: BlobStore, uri: str) -> list[Example]:
-    """The examples of one input shard; a missing or malformed shard is an InvalidShardError."""
-    try:
-        data = store.get_bytes(store.key_for(uri))
-    except InvalidKeyError as exc:
-        raise InvalidShardError(f"input {uri} is not an object of this store: {exc}") from exc
-    except ObjectNotFoundError as exc:
-        raise InvalidShardError(f"input shard {uri} does not exist", FailureReason.MISSING_INPUT) from exc
-    examples = []
-    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            examples.append(Example.model_validate_json(line))
-        except ValidationError as exc:
-            raise InvalidShardError(f"{uri} line {number} is not an Example: {exc.errors()[0]['msg']}") from exc
-    return examples
-
-
-def jsonl(models: list) -> bytes:
-    return b"".join(m.to_json_bytes() + b"\n" for m in models)
 
 
 class ExpertsStage:
@@ -80,7 +56,7 @@ class ExpertsStage:
     def process(self, task: StageTask) -> ShardResult:
         annotator = self.annotator_for(task)
         settings = annotator.settings
-        examples = [ex for uri in task.inputs for ex in read_shard(self.store, uri)]
+        examples = [ex for uri in task.inputs for ex in read_jsonl(self.store, uri, Example)]
         log.info("shard %s: %d examples", task.shard.key, len(examples))
         reports, pairs, errors, counts = [], [], {}, {"examples": len(examples)}
         for start in range(0, len(examples), settings.batch_size):

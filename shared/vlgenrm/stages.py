@@ -10,13 +10,18 @@ same keys with the same bytes.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
+
+from pydantic import ValidationError
 
 from vlgenrm.bus.base import Bus, Record, Topics
-from vlgenrm.contracts import EventType, FailureReason, ShardDone, ShardRef, StageEvent, StageTask
+from vlgenrm.contracts import Contract, EventType, FailureReason, ShardDone, ShardRef, StageEvent, StageTask
 from vlgenrm.errors import PermanentError
-from vlgenrm.store.base import BlobStore
+from vlgenrm.store.base import BlobStore, InvalidKeyError, ObjectNotFoundError
+
+M = TypeVar("M", bound=Contract)
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,30 @@ class InvalidShardError(PermanentError):
     def __init__(self, message: str, reason: FailureReason = FailureReason.INVALID_INPUT) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def read_jsonl(store: BlobStore, uri: str, model: type[M]) -> list[M]:
+    """The records of one input shard; a missing or malformed shard is an InvalidShardError."""
+    try:
+        data = store.get_bytes(store.key_for(uri))
+    except InvalidKeyError as exc:
+        raise InvalidShardError(f"input {uri} is not an object of this store: {exc}") from exc
+    except ObjectNotFoundError as exc:
+        raise InvalidShardError(f"input shard {uri} does not exist", FailureReason.MISSING_INPUT) from exc
+    records = []
+    for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(model.model_validate_json(line))
+        except ValidationError as exc:
+            raise InvalidShardError(f"{uri} line {number} is not a valid {model.__name__}: {exc.errors()[0]['msg']}") from exc
+    return records
+
+
+def jsonl(models: Sequence[Contract]) -> bytes:
+    """Records as JSON lines, in the given order (deterministic bytes)."""
+    return b"".join(m.to_json_bytes() + b"\n" for m in models)
 
 
 def event_for(task: StageTask, type_: EventType, **fields: object) -> StageEvent:
