@@ -1,0 +1,324 @@
+"""Critique generators for §3.3 behind one interface: ``engine.generate(requests, params)``
+returns ``params.n`` critiques per request, each meant to end with a verdict line.
+
+- ``TemplateEngine``: a rule-based iteration-0 teacher for the synthetic domain on a CPU. It is
+  *not* a language model: it writes critiques from the ExpertReport's findings.
+- ``TransformersEngine``: the GenRM itself (``GenRM.generate``), e.g. ``M_t`` from iteration 1 on.
+- ``VLLMEngine``: offline batched generation with vLLM (imported only when configured).
+- ``OpenAIEngine``: any OpenAI-compatible ``/chat/completions`` endpoint over httpx, with
+  bounded concurrency, per-request timeouts and bounded retries.
+
+Requests carry the responses in the order SHOWN to the generator; ``swapped`` says the shown A
+is the original B (the report's ``Choice`` values always refer to the original order).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import random
+import threading
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+from pydantic import BaseModel, Field, SecretStr
+
+from vlgenrm.contracts import Choice, ExpertReport, VerdictLabel
+from vlgenrm.errors import ConfigError, PermanentError, TransientError
+from vlgenrm.experts.verify import claim_findings
+from vlgenrm.genrm.config import SamplingParams
+from vlgenrm.genrm.prompts import pairwise_messages
+from vlgenrm.genrm.verdicts import Mode, verdict_line
+from vlgenrm.retry import Backoff
+
+
+@dataclass(frozen=True)
+class RationaleRequest:
+    """One prompt to critique, responses in the order shown to the generator."""
+
+    image: bytes
+    question: str
+    response_a: str
+    response_b: str
+    evidence: str | None
+    report: ExpertReport | None = None
+    swapped: bool = False  # True: the shown A is the original B
+
+
+class RationaleEngine(ABC):
+    name: str
+
+    @abstractmethod
+    def generate(self, requests: Sequence[RationaleRequest], params: SamplingParams) -> list[list[str]]:
+        """``params.n`` critiques per request, in request order."""
+
+
+class EngineSettings(BaseModel):
+    """Which generator writes the critiques, and how to reach it."""
+
+    kind: Literal["template", "transformers", "vllm", "openai"] = Field("template", description="Engine implementation.")
+    model: str | None = Field(None, description="Checkpoint path/URI (transformers, vllm) or served model name (openai).")
+    base_url: str | None = Field(None, description="OpenAI-compatible API root, e.g. http://host:8000/v1.")
+    api_key: SecretStr | None = Field(None, description="Bearer token for the openai engine.")
+    concurrency: int = Field(8, ge=1, description="Requests in flight at once (openai).")
+    timeout_s: float = Field(60.0, gt=0, description="Timeout of one HTTP request (openai).")
+    retry: Backoff = Field(default_factory=Backoff, description="Retries on 429, 5xx and connection errors (openai).")
+    vllm_args: dict[str, Any] = Field(default_factory=dict, description="Extra vllm.LLM(...) arguments, e.g. tensor_parallel_size.")
+
+
+def make_engine(settings: EngineSettings, *, genrm: Any = None) -> RationaleEngine:
+    """The engine ``settings`` describe; ``genrm`` (a loaded GenRM) serves kind=transformers."""
+    if settings.kind == "template":
+        return TemplateEngine()
+    if settings.kind == "transformers":
+        if genrm is None:
+            if not settings.model:
+                raise ConfigError("engine kind=transformers needs a loaded genrm or settings.model")
+            from vlgenrm.genrm.model import GenRM
+
+            genrm = GenRM.load(settings.model)
+        return TransformersEngine(genrm)
+    if not settings.model:
+        raise ConfigError(f"engine kind={settings.kind} needs settings.model")
+    if settings.kind == "vllm":
+        return VLLMEngine(settings.model, **settings.vllm_args)
+    if not settings.base_url:
+        raise ConfigError("engine kind=openai needs settings.base_url")
+    key = settings.api_key.get_secret_value() if settings.api_key else None
+    return OpenAIEngine(settings.base_url, settings.model, api_key=key, concurrency=settings.concurrency, timeout_s=settings.timeout_s, retry=settings.retry)
+
+
+# -- template teacher ----------------------------------------------------------------------------
+_CONTRA = (
+    'Response {r} claims "{s}", which the vision experts contradict (p={p:.2f}).',
+    'The experts contradict Response {r}\'s statement "{s}" (p={p:.2f}).',
+    'Response {r} says "{s}", but the image evidence disagrees (p={p:.2f}).',
+)
+_SUPPORT = (
+    'Response {r}\'s claim "{s}" is supported by the experts (p={p:.2f}).',
+    'The experts confirm "{s}" from Response {r} (p={p:.2f}).',
+)
+_ALL_SUPPORTED = ("Response {r}'s claims are all supported.", "Nothing in Response {r} is contradicted by the image.")
+_NO_FINDINGS = ("The experts could not check the claims of Response {r}.", "No claim of Response {r} could be verified either way.")
+_CONCLUDE = ("Response {w} is more faithful to the image.", "Overall, Response {w} hallucinates less.")
+_CONCLUDE_SUPPORT = ("Response {w} has more verified content.", "More of Response {w} is confirmed by the image.")
+_CONCLUDE_TIE = ("With no decisive evidence, Response {w} is slightly preferable.", "On balance, Response {w} is the better answer.")
+
+
+class TemplateEngine(RationaleEngine):
+    """Iteration-0 rule-based teacher for the synthetic domain (CPU, no language model).
+
+    The winner (in the original order) hallucinates less (lower summed p of contradicted
+    claims, h); ties go to more support (s); a full tie to a seeded coin. The ``n`` samples vary
+    wording (phrasings drawn from ``Random(f"{seed}:{index}:{sample}")``), never the verdict.
+    """
+
+    name = "template"
+
+    def generate(self, requests: Sequence[RationaleRequest], params: SamplingParams) -> list[list[str]]:
+        seed = params.seed if params.seed is not None else 0
+        return [[self.critique(req, random.Random(f"{seed}:{i}:{j}"), random.Random(f"{seed}:{i}")) for j in range(params.n)] for i, req in enumerate(requests)]
+
+    @staticmethod
+    def critique(req: RationaleRequest, rng: random.Random, coin: random.Random) -> str:
+        shown = {Choice.A: Choice.B, Choice.B: Choice.A} if req.swapped else {Choice.A: Choice.A, Choice.B: Choice.B}
+        contra: dict[Choice, list[tuple[float, str]]] = {Choice.A: [], Choice.B: []}
+        support: dict[Choice, list[tuple[float, str]]] = {Choice.A: [], Choice.B: []}
+        if req.report is not None:
+            findings = claim_findings(req.report.claims, req.report.verdicts)
+            for claim in req.report.claims:
+                label, p = findings[claim.id]
+                span = (claim.span or claim.subject).replace("[[", "[").replace("]]", "]").replace('"', "'")
+                if label is VerdictLabel.CONTRADICTED:
+                    contra[claim.response].append((p, span))
+                elif label is VerdictLabel.SUPPORTED:
+                    support[claim.response].append((p, span))
+        h = {c: sum(p for p, _ in contra[c]) for c in Choice}
+        s = {c: sum(p for p, _ in support[c]) for c in Choice}
+        if abs(h[Choice.A] - h[Choice.B]) > 1e-9:
+            winner, conclude = (Choice.A if h[Choice.A] < h[Choice.B] else Choice.B), _CONCLUDE
+        elif abs(s[Choice.A] - s[Choice.B]) > 1e-9:
+            winner, conclude = (Choice.A if s[Choice.A] > s[Choice.B] else Choice.B), _CONCLUDE_SUPPORT
+        else:
+            winner, conclude = coin.choice([Choice.A, Choice.B]), _CONCLUDE_TIE
+        lines = []
+        for orig in sorted(Choice, key=lambda c: shown[c].value):  # talk about shown A first
+            r = shown[orig].value
+            for p, span in sorted(contra[orig], reverse=True)[:3]:
+                lines.append(rng.choice(_CONTRA).format(r=r, s=span, p=p))
+            if not contra[orig] and support[orig]:
+                lines.append(rng.choice(_ALL_SUPPORTED).format(r=r))
+            elif support[orig]:
+                p, span = max(support[orig])
+                lines.append(rng.choice(_SUPPORT).format(r=r, s=span, p=p))
+            if not contra[orig] and not support[orig]:
+                lines.append(rng.choice(_NO_FINDINGS).format(r=r))
+        lines.append(rng.choice(conclude).format(w=shown[winner].value))
+        return " ".join(lines) + "\n" + verdict_line(shown[winner].value)
+
+
+# -- local models ---------------------------------------------------------------------------------
+class TransformersEngine(RationaleEngine):
+    """Critiques sampled from a loaded GenRM (already batched by ``GenRM.generate``)."""
+
+    def __init__(self, genrm: Any) -> None:
+        self.genrm = genrm
+        self.name = f"transformers:{getattr(genrm, 'version', 'genrm')}"
+
+    def generate(self, requests: Sequence[RationaleRequest], params: SamplingParams) -> list[list[str]]:
+        items = [(r.image, self.genrm.prompt(Mode.PAIRWISE, r.question, (r.response_a, r.response_b), r.evidence)) for r in requests]
+        return self.genrm.generate(items, params) if items else []
+
+
+class VLLMEngine(RationaleEngine):
+    """Offline batched generation with vLLM: ``LLM.generate`` on chat-templated prompts + PIL images.
+
+    ``prompt_fn`` overrides the prompt (default: the model tokenizer's chat template applied to
+    ``pairwise_messages``, the same messages the GenRM uses).
+    """
+
+    def __init__(self, model: str, prompt_fn: Callable[[RationaleRequest], str] | None = None, **kwargs: Any) -> None:
+        try:
+            from vllm import LLM
+            from vllm import SamplingParams as VSP
+        except ImportError as exc:
+            raise ConfigError("engine kind=vllm needs the 'vllm' package (pip install vllm, on a GPU machine); use kind=transformers or openai otherwise") from exc
+        self._vsp = VSP
+        self.llm = LLM(model=model, **kwargs)
+        self.name = f"vllm:{model}"
+        self._prompt_fn = prompt_fn or self._chat_prompt
+
+    def _chat_prompt(self, r: RationaleRequest) -> str:
+        messages = pairwise_messages(r.question, r.response_a, r.response_b, r.evidence)
+        return self.llm.get_tokenizer().apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def generate(self, requests: Sequence[RationaleRequest], params: SamplingParams) -> list[list[str]]:
+        from PIL import Image
+
+        if not requests:
+            return []
+        sp = self._vsp(n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens, seed=params.seed)
+        inputs = [{"prompt": self._prompt_fn(r), "multi_modal_data": {"image": Image.open(io.BytesIO(r.image)).convert("RGB")}} for r in requests]
+        results = self.llm.generate(inputs, sp, use_tqdm=False)
+        return [[o.text for o in res.outputs] for res in results]
+
+
+# -- OpenAI-compatible HTTP -----------------------------------------------------------------------
+class _Retryable(Exception):
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+def _mime(data: bytes) -> str:
+    if data.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "image/webp"
+    if data[:3] == b"GIF":
+        return "image/gif"
+    return "image/png"
+
+
+def chat_messages(r: RationaleRequest) -> list[dict[str, Any]]:
+    """OpenAI chat messages: the GenRM's pairwise prompt with the image as a data URL."""
+    url = f"data:{_mime(r.image)};base64,{base64.b64encode(r.image).decode()}"
+    messages = pairwise_messages(r.question, r.response_a, r.response_b, r.evidence)
+    for m in messages:
+        m["content"] = [{"type": "image_url", "image_url": {"url": url}} if part["type"] == "image" else part for part in m["content"]]
+    return messages
+
+
+class OpenAIEngine(RationaleEngine):
+    """Any OpenAI-compatible chat endpoint (OpenAI, vLLM serve, SGLang, ...).
+
+    One POST per request (``n`` samples), at most ``concurrency`` in flight, ``timeout_s`` per
+    HTTP request; 429 (``Retry-After`` honoured, capped at ``retry.max_s``), 5xx, timeouts and
+    connection errors are retried up to ``retry.max_attempts`` attempts, then ``TransientError``.
+    Other 4xx and malformed replies raise ``PermanentError`` at once.
+    """
+
+    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, concurrency: int = 8, timeout_s: float = 60.0, retry: Backoff | None = None) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model = model
+        self.name = f"openai:{model}"
+        self.concurrency = concurrency
+        self.retry = retry or Backoff()
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        self._client = httpx.Client(headers=headers, timeout=httpx.Timeout(timeout_s), limits=limits)
+        self._stop = threading.Event()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._client.close()
+
+    def generate(self, requests: Sequence[RationaleRequest], params: SamplingParams) -> list[list[str]]:
+        if not requests:
+            return []
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)), thread_name_prefix="openai-engine")
+        try:
+            futures = [pool.submit(self._complete, r, params) for r in requests]
+            return [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _complete(self, r: RationaleRequest, params: SamplingParams) -> list[str]:
+        body: dict[str, Any] = {
+            "model": self.model, "messages": chat_messages(r), "n": params.n,
+            "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_new_tokens,
+        }
+        if params.seed is not None:
+            body["seed"] = params.seed
+        delays = self.retry.delays()
+        for attempt in range(1, self.retry.max_attempts + 1):
+            try:
+                return self._post(body, params.n)
+            except _Retryable as exc:
+                delay = next(delays, None)
+                if delay is None:
+                    raise TransientError(f"{self.url}: gave up after {attempt} attempts; last: {exc}") from exc
+                if exc.retry_after is not None:
+                    delay = min(exc.retry_after, self.retry.max_s)
+                if self._stop.wait(delay):
+                    raise TransientError(f"{self.url}: engine closed while retrying; last: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    def _post(self, body: dict[str, Any], n: int) -> list[str]:
+        try:
+            resp = self._client.post(self.url, json=body)
+        except httpx.TimeoutException as exc:
+            raise _Retryable(f"timeout ({type(exc).__name__})") from exc
+        except httpx.TransportError as exc:
+            raise _Retryable(f"connection error: {exc!r}") from exc
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise _Retryable(f"HTTP {resp.status_code}: {resp.text[:200]}", _retry_after(resp) if resp.status_code == 429 else None)
+        if resp.status_code >= 400:
+            raise PermanentError(f"{self.url}: HTTP {resp.status_code}: {_server_message(resp)}")
+        try:
+            choices = resp.json()["choices"]
+            texts = [c["message"]["content"] or "" for c in choices]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise PermanentError(f"{self.url}: malformed chat completion ({type(exc).__name__}: {exc}): {resp.text[:200]!r}") from exc
+        if len(texts) != n:
+            raise PermanentError(f"{self.url}: asked for n={n} choices, got {len(texts)} (does the server support 'n'?)")
+        return texts
+
+
+def _retry_after(resp: httpx.Response) -> float | None:
+    try:
+        return max(0.0, float(resp.headers["retry-after"]))
+    except (KeyError, ValueError):
+        return None  # absent, or an HTTP date: fall back to the backoff
+
+
+def _server_message(resp: httpx.Response) -> str:
+    try:
+        err = resp.json().get("error")
+        return str(err.get("message", err) if isinstance(err, dict) else err or resp.text[:500])
+    except (ValueError, AttributeError):
+        return resp.text[:500]
