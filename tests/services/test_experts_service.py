@@ -99,7 +99,7 @@ def test_an_unreadable_shard_is_dead_lettered_with_a_failed_event(platform: Plat
         letters = [DeadLetter.model_validate_json(r.value) for r in drain(consumer, 2, timeout_s=30)]
     assert {letter.reason for letter in letters} == {DeadLetterReason.HANDLER_FAILED}
     details = " ".join(letter.detail for letter in letters)
-    assert "does not exist" in details and "line 1 is not an Example" in details
+    assert "does not exist" in details and "line 1 is not a valid Example" in details
     failed = events(platform, 2, "reader-3")
     assert {e.type for e in failed} == {EventType.SHARD_FAILED}
     assert {e.reason.value for e in failed} == {"MissingInput", "InvalidInput"}

@@ -15,7 +15,13 @@ def schema_filename(model: type[Contract]) -> str:
 
 #: Modules whose contracts are published. Only these count, so a Contract subclass defined
 #: elsewhere (a test, a plugin) never changes the exported set.
-CONTRACT_MODULES = ("vlgenrm.contracts", "vlgenrm.genrm.evaluation", "vlgenrm.synth.scene", "vlgenrm.synth.dataset")
+CONTRACT_MODULES = (
+    "vlgenrm.contracts",
+    "vlgenrm.genrm.evaluation",
+    "vlgenrm.synth.scene",
+    "vlgenrm.synth.dataset",
+    "vlgenrm.sampling.sampler",
+)
 
 
 def published_contracts() -> dict[str, type[Contract]]:

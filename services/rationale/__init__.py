@@ -1,0 +1,1 @@
+"""The rationale service: consumes ``tasks.rationale`` and writes candidate critiques."""

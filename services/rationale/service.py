@@ -1,0 +1,93 @@
+"""Rationale stage service: k candidate critiques per labelled pair (§3.3).
+
+Task inputs: ``[refined pairs shard, expert reports shard]`` (the experts stage's outputs);
+``task.config`` is the Iteration's rationale block (RationaleSettings). Output:
+``iterations/<ns>/<it>/rationale/<nnnnn>.jsonl`` (RationaleCandidates), then marker, then event.
+"""
+
+from __future__ import annotations
+
+import logging
+import zlib
+
+from prometheus_client import Counter
+from pydantic import ValidationError
+
+from vlgenrm.bus import Bus, Topics, Worker
+from vlgenrm.contracts import ExpertReport, RefinedPair, Stage, StageTask
+from vlgenrm.rationale.engines import EngineSettings, RationaleEngine, make_engine
+from vlgenrm.rationale.stage import RationaleSettings, generate_candidates
+from vlgenrm.settings import Settings
+from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, output_key, read_jsonl
+from vlgenrm.store import BlobStore, StoreError
+
+log = logging.getLogger(__name__)
+GROUP = "vlgenrm-rationale"
+CANDIDATES = Counter("vlgenrm_rationale_candidates_total", "Candidate critiques generated, by outcome", ["outcome"])
+
+
+class RationaleStage:
+    def __init__(self, store: BlobStore) -> None:
+        self.store = store
+        self._engines: dict[str, RationaleEngine] = {}
+
+    def engine_for(self, settings: EngineSettings) -> RationaleEngine:
+        key = settings.model_dump_json()
+        if key not in self._engines:
+            genrm = None
+            if settings.kind == "transformers":
+                from vlgenrm.genrm.model import GenRM
+
+                if not settings.model:
+                    raise InvalidShardError("the transformers engine needs engine.model (a checkpoint path or s3:// URI)")
+                genrm = GenRM.load(settings.model, store=self.store)
+            self._engines[key] = make_engine(settings, genrm=genrm)
+        return self._engines[key]
+
+    def process(self, task: StageTask) -> ShardResult:
+        try:
+            settings = RationaleSettings.model_validate(task.config) if task.config else RationaleSettings()
+        except ValidationError as exc:
+            raise InvalidShardError(f"task {task.task_id} has an invalid rationale config: {exc.errors()[0]['msg']}") from exc
+        if not task.inputs:
+            raise InvalidShardError(f"task {task.task_id} names no input shard")
+        pairs = read_jsonl(self.store, task.inputs[0], RefinedPair)
+        reports = {r.example_id: r for uri in task.inputs[1:] for r in read_jsonl(self.store, uri, ExpertReport)}
+        images, errors = {}, {}
+        for pair in pairs:
+            if pair.label is None:
+                continue
+            try:
+                images[pair.example.image.key] = self.store.get_image(pair.example.image)
+            except StoreError as exc:  # one bad image never sinks the shard
+                errors[pair.id] = f"{type(exc).__name__}: {exc}"
+        from vlgenrm.sampling.sampler import HardPoolEntry
+
+        hard = [entry for uri in settings.hard_pool for entry in read_jsonl(self.store, uri, HardPoolEntry)]
+        known = {p.id for p in pairs}
+        for entry in hard:  # a hard pair of the previous iteration that this shard does not hold
+            if entry.pair.id not in known and entry.pair.label is not None:
+                pairs.append(entry.pair)
+                known.add(entry.pair.id)
+                try:
+                    images[entry.pair.example.image.key] = self.store.get_image(entry.pair.example.image)
+                except StoreError as exc:
+                    errors[entry.pair.id] = f"{type(exc).__name__}: {exc}"
+        usable = [p for p in pairs if p.id not in errors]
+        seed = zlib.crc32(task.task_id.encode())  # the same task samples the same candidates
+        def progress(done: int, total: int) -> None:
+            log.info("shard %s: %d/%d prompts done", task.shard.key, done, total)
+
+        extra = {entry.pair.id: entry.extra_samples for entry in hard}
+        candidates, counts = generate_candidates(usable, reports, images, self.engine_for(settings.engine), settings, seed, progress, extra)
+        CANDIDATES.labels("parseable").inc(counts["parseable"])
+        CANDIDATES.labels("unparseable").inc(counts["unparseable"])
+        counts["errors"] = len(errors)
+        log.info("shard %s: %d candidates from %d pairs (%d unparseable)", task.shard.key, len(candidates), counts["pairs"], counts["unparseable"])
+        return ShardResult({output_key(task.shard): jsonl(candidates)}, dict(counts), errors)
+
+
+def build_worker(settings: Settings, bus: Bus, store: BlobStore) -> Worker[StageTask]:
+    topics = Topics(settings.bus.topic_prefix)
+    runner = StageRunner(bus, store, topics, RationaleStage(store).process)
+    return Worker(bus, [topics.tasks(Stage.RATIONALE)], GROUP, StageTask, runner, dlq_topic=topics.dlq, settings=settings.worker)

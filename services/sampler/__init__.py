@@ -1,0 +1,1 @@
+"""The sampler service: consumes ``tasks.sampling`` and writes the training set (§3.4)."""

@@ -1,0 +1,119 @@
+"""Rationale and sampler services: redelivery gives identical outputs; SIGKILL mid-shard and
+a restart complete the shard exactly once (over real Kafka + S3)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import REPO
+from tests.services.conftest import Platform
+from tests.services.test_experts_service import run_one, synth
+from tests.services.test_pipeline_e2e import task
+from vlgenrm.contracts import RationaleCandidate, ShardDone, Stage, TrainingRecord
+from vlgenrm.genrm.model import upload_checkpoint
+from vlgenrm.genrm.tiny import build_tiny_genrm
+from vlgenrm.services.rationale.service import build_worker as rationale_worker
+from vlgenrm.services.sampler.service import build_worker as sampler_worker
+from vlgenrm.stages import marker_key, output_key, stage_prefix
+
+WORKERS = {Stage.RATIONALE: rationale_worker, Stage.SAMPLING: sampler_worker}
+
+
+def experts_outputs(platform: Platform, n: int) -> tuple[str, str]:
+    [shard] = synth(platform, n=n)
+    experts = task(platform, Stage.EXPERTS, [shard], {})
+    platform.bus.publish(platform.topics.tasks(Stage.EXPERTS), experts.shard.key, experts)
+    run_one(platform)
+    return output_key(experts.shard), output_key(experts.shard, "reports")
+
+
+def run_stage(platform: Platform, stage_task) -> None:
+    platform.bus.publish(platform.topics.tasks(stage_task.shard.stage), stage_task.shard.key, stage_task)
+    WORKERS[stage_task.shard.stage](platform.settings, platform.bus, platform.store).run(max_messages=1, idle_timeout_s=120)
+
+
+def snapshot(platform: Platform, stage_task) -> dict[str, bytes]:
+    prefix = stage_prefix(stage_task.shard) + "/"
+    return {o.key: platform.store.get_bytes(o.key) for o in platform.store.list(prefix)}
+
+
+@pytest.mark.slow
+def test_redelivered_and_recomputed_tasks_write_identical_bytes(platform: Platform, tmp_path):
+    pairs_key, reports_key = experts_outputs(platform, 8)
+    rationale = task(platform, Stage.RATIONALE, [pairs_key, reports_key], {"k": 3, "both_orders": True})
+    model_uri = upload_checkpoint(build_tiny_genrm(tmp_path / "m"), platform.store, "checkpoints/test/m0")
+    sampling = task(platform, Stage.SAMPLING, [output_key(rationale.shard), pairs_key], {"model": model_uri, "sampler": {"tau0": -1.0}})
+    for stage_task in (rationale, sampling):
+        run_stage(platform, stage_task)
+        first = snapshot(platform, stage_task)
+        assert marker_key(stage_task.shard) in first
+        run_stage(platform, stage_task)  # redelivery: answered from the marker
+        platform.store.delete(marker_key(stage_task.shard))  # as if killed before the marker
+        run_stage(platform, stage_task)
+        assert snapshot(platform, stage_task) == first, f"{stage_task.shard.stage} outputs changed on a re-run"
+
+
+def service_env(platform: Platform) -> dict[str, str]:
+    s = platform.settings
+    return os.environ | {
+        "PYTHONUNBUFFERED": "1",
+        "VLGENRM_BUS__KIND": "kafka", "VLGENRM_BUS__BOOTSTRAP_SERVERS": s.bus.bootstrap_servers,
+        "VLGENRM_BUS__TOPIC_PREFIX": s.bus.topic_prefix, "VLGENRM_BUS__SESSION_TIMEOUT_S": "6", "VLGENRM_BUS__HEARTBEAT_INTERVAL_S": "1",
+        "VLGENRM_STORE__KIND": "s3", "VLGENRM_STORE__ENDPOINT": s.store.endpoint, "VLGENRM_STORE__ACCESS_KEY": s.store.access_key,
+        "VLGENRM_STORE__SECRET_KEY": s.store.secret_key.get_secret_value(), "VLGENRM_STORE__BUCKET": s.store.bucket,
+    }
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.parametrize("stage", [Stage.RATIONALE, Stage.SAMPLING])
+def test_sigkill_mid_shard_then_restart_completes_exactly_once(cluster: Platform, tmp_path, stage: Stage):
+    platform = cluster
+    pairs_key, reports_key = experts_outputs(platform, 24)
+    model_uri = upload_checkpoint(build_tiny_genrm(tmp_path / "m"), platform.store, "checkpoints/test/m0")
+    if stage is Stage.RATIONALE:
+        # The tiny model's generations are slow enough to be killed between batches.
+        engine = {"kind": "transformers", "model": model_uri}
+        stage_task = task(platform, stage, [pairs_key, reports_key], {"engine": engine, "k": 2, "batch_size": 2, "sampling": {"max_new_tokens": 48}})
+        progress = "prompts done"
+    else:
+        rationale = task(platform, Stage.RATIONALE, [pairs_key, reports_key], {"k": 4, "both_orders": True})
+        run_stage(platform, rationale)
+        stage_task = task(platform, stage, [output_key(rationale.shard), pairs_key], {"model": model_uri, "genrm": {"batch_size": 4}})
+        progress = "margins done"
+    platform.bus.publish(platform.topics.tasks(stage), stage_task.shard.key, stage_task)
+
+    def start() -> subprocess.Popen[str]:
+        module = "vlgenrm.services.rationale" if stage is Stage.RATIONALE else "vlgenrm.services.sampler"
+        return subprocess.Popen([sys.executable, "-m", module], cwd=REPO, env=service_env(platform), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    first, seen = start(), []
+    for line in first.stdout:
+        seen.append(line)
+        if progress in line:
+            break
+    first.kill()
+    first.wait(10)
+    assert any(progress in line for line in seen), "".join(seen[-20:])
+    assert not platform.store.exists(marker_key(stage_task.shard)), "killed before the marker"
+    second = start()
+    deadline = time.monotonic() + 240
+    while not platform.store.exists(marker_key(stage_task.shard)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(60) == 0
+    done = platform.store.get_model(marker_key(stage_task.shard), ShardDone)
+    lines = platform.store.get_bytes(output_key(stage_task.shard)).splitlines()
+    if stage is Stage.RATIONALE:
+        ids = [RationaleCandidate.model_validate_json(line).id for line in lines]
+        assert done.counts["candidates"] == 2 * done.counts["pairs"]  # every prompt sampled once
+    else:
+        ids = [TrainingRecord.model_validate_json(line).id for line in lines]
+        assert done.counts["scored"] == done.counts["candidates"] - done.counts["unparseable"]
+    assert len(ids) == len(set(ids))
