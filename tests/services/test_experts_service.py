@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 
 from tests.bus.test_bus_contract import drain
-from tests.conftest import REPO
 from tests.services.conftest import Platform
+from tests.services.procs import kill_mid_shard_then_restart
 from vlgenrm.contracts import DeadLetter, DeadLetterReason, EventType, RefinedPair, ShardDone, ShardRef, Stage, StageEvent, StageTask
 from vlgenrm.services.experts.service import build_worker
 from vlgenrm.stages import marker_key, output_key
@@ -113,39 +107,7 @@ def test_sigkill_mid_shard_then_restart_completes_the_shard_exactly_once(cluster
     [shard] = synth(platform, n=40, text_probability=1.0)  # OCR on every image: slow enough to kill mid-way
     task = make_task(platform, shard, config={"batch_size": 8})
     platform.bus.publish(platform.topics.tasks(Stage.EXPERTS), task.shard.key, task)
-    env = os.environ | {
-        "PYTHONUNBUFFERED": "1",
-        "VLGENRM_BUS__KIND": "kafka",
-        "VLGENRM_BUS__BOOTSTRAP_SERVERS": platform.settings.bus.bootstrap_servers,
-        "VLGENRM_BUS__TOPIC_PREFIX": platform.settings.bus.topic_prefix,
-        "VLGENRM_BUS__SESSION_TIMEOUT_S": "6",
-        "VLGENRM_BUS__HEARTBEAT_INTERVAL_S": "1",
-        "VLGENRM_STORE__KIND": "s3",
-        "VLGENRM_STORE__ENDPOINT": platform.settings.store.endpoint,
-        "VLGENRM_STORE__ACCESS_KEY": platform.settings.store.access_key,
-        "VLGENRM_STORE__SECRET_KEY": platform.settings.store.secret_key.get_secret_value(),
-        "VLGENRM_STORE__BUCKET": platform.settings.store.bucket,
-    }
-
-    def start() -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", "vlgenrm.services.experts"], cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    first = start()
-    seen = []
-    for line in first.stdout:
-        seen.append(line)
-        if "8/40 examples verified" in line:
-            break
-    first.kill()  # SIGKILL in the middle of the shard
-    first.wait(10)
-    assert any("8/40 examples verified" in line for line in seen), "".join(seen[-20:])
-    assert not platform.store.exists(marker_key(task.shard)), "killed before the marker"
-    second = start()
-    deadline = time.monotonic() + 180
-    while not platform.store.exists(marker_key(task.shard)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    second.send_signal(signal.SIGTERM)
-    assert second.wait(60) == 0
+    kill_mid_shard_then_restart(platform, "vlgenrm.services.experts", "8/40 examples verified", marker_key(task.shard), timeout_s=180)
     ids = [RefinedPair.model_validate_json(line).example.id for line in platform.store.get_bytes(output_key(task.shard)).splitlines()]
     assert len(ids) == 40 and len(set(ids)) == 40
     assert platform.store.get_model(marker_key(task.shard), ShardDone).counts["examples"] == 40

@@ -3,16 +3,10 @@ a restart complete the shard exactly once (over real Kafka + S3)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 
-from tests.conftest import REPO
 from tests.services.conftest import Platform
+from tests.services.procs import kill_mid_shard_then_restart
 from tests.services.test_experts_service import run_one, synth
 from tests.services.test_pipeline_e2e import task
 from vlgenrm.contracts import RationaleCandidate, ShardDone, Stage, TrainingRecord
@@ -59,17 +53,6 @@ def test_redelivered_and_recomputed_tasks_write_identical_bytes(platform: Platfo
         assert snapshot(platform, stage_task) == first, f"{stage_task.shard.stage} outputs changed on a re-run"
 
 
-def service_env(platform: Platform) -> dict[str, str]:
-    s = platform.settings
-    return os.environ | {
-        "PYTHONUNBUFFERED": "1",
-        "VLGENRM_BUS__KIND": "kafka", "VLGENRM_BUS__BOOTSTRAP_SERVERS": s.bus.bootstrap_servers,
-        "VLGENRM_BUS__TOPIC_PREFIX": s.bus.topic_prefix, "VLGENRM_BUS__SESSION_TIMEOUT_S": "6", "VLGENRM_BUS__HEARTBEAT_INTERVAL_S": "1",
-        "VLGENRM_STORE__KIND": "s3", "VLGENRM_STORE__ENDPOINT": s.store.endpoint, "VLGENRM_STORE__ACCESS_KEY": s.store.access_key,
-        "VLGENRM_STORE__SECRET_KEY": s.store.secret_key.get_secret_value(), "VLGENRM_STORE__BUCKET": s.store.bucket,
-    }
-
-
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.parametrize("stage", [Stage.RATIONALE, Stage.SAMPLING])
@@ -89,25 +72,8 @@ def test_sigkill_mid_shard_then_restart_completes_exactly_once(cluster: Platform
         progress = "margins done"
     platform.bus.publish(platform.topics.tasks(stage), stage_task.shard.key, stage_task)
 
-    def start() -> subprocess.Popen[str]:
-        module = "vlgenrm.services.rationale" if stage is Stage.RATIONALE else "vlgenrm.services.sampler"
-        return subprocess.Popen([sys.executable, "-m", module], cwd=REPO, env=service_env(platform), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-
-    first, seen = start(), []
-    for line in first.stdout:
-        seen.append(line)
-        if progress in line:
-            break
-    first.kill()
-    first.wait(10)
-    assert any(progress in line for line in seen), "".join(seen[-20:])
-    assert not platform.store.exists(marker_key(stage_task.shard)), "killed before the marker"
-    second = start()
-    deadline = time.monotonic() + 240
-    while not platform.store.exists(marker_key(stage_task.shard)) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    second.send_signal(signal.SIGTERM)
-    assert second.wait(60) == 0
+    module = "vlgenrm.services.rationale" if stage is Stage.RATIONALE else "vlgenrm.services.sampler"
+    kill_mid_shard_then_restart(platform, module, progress, marker_key(stage_task.shard))
     done = platform.store.get_model(marker_key(stage_task.shard), ShardDone)
     lines = platform.store.get_bytes(output_key(stage_task.shard)).splitlines()
     if stage is Stage.RATIONALE:
