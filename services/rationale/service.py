@@ -40,7 +40,7 @@ class RationaleStage:
 
                 if not settings.model:
                     raise InvalidShardError("the transformers engine needs engine.model (a checkpoint path or s3:// URI)")
-                genrm = GenRM.load(settings.model, store=self.store)
+                genrm = GenRM.load(settings.model, settings.genrm, store=self.store)
             self._engines[key] = make_engine(settings, genrm=genrm)
         return self._engines[key]
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, Field, SecretStr
 from vlgenrm.contracts import Choice, ExpertReport, VerdictLabel
 from vlgenrm.errors import ConfigError, PermanentError, TransientError
 from vlgenrm.experts.verify import claim_findings
-from vlgenrm.genrm.config import SamplingParams
+from vlgenrm.genrm.config import GenRMSettings, SamplingParams
 from vlgenrm.genrm.prompts import pairwise_messages
 from vlgenrm.genrm.verdicts import Mode, verdict_line
 from vlgenrm.retry import Backoff
@@ -68,6 +68,7 @@ class EngineSettings(BaseModel):
     timeout_s: float = Field(60.0, gt=0, description="Timeout of one HTTP request (openai).")
     retry: Backoff = Field(default_factory=Backoff, description="Retries on 429, 5xx and connection errors (openai).")
     vllm_args: dict[str, Any] = Field(default_factory=dict, description="Extra vllm.LLM(...) arguments, e.g. tensor_parallel_size.")
+    genrm: GenRMSettings = Field(default_factory=GenRMSettings, description="Device, dtype and batching of the transformers engine's model.")
 
 
 def make_engine(settings: EngineSettings, *, genrm: Any = None) -> RationaleEngine:
@@ -80,7 +81,7 @@ def make_engine(settings: EngineSettings, *, genrm: Any = None) -> RationaleEngi
                 raise ConfigError("engine kind=transformers needs a loaded genrm or settings.model")
             from vlgenrm.genrm.model import GenRM
 
-            genrm = GenRM.load(settings.model)
+            genrm = GenRM.load(settings.model, settings.genrm)
         return TransformersEngine(genrm)
     if not settings.model:
         raise ConfigError(f"engine kind={settings.kind} needs settings.model")
