@@ -94,8 +94,7 @@ class StageRunner:
 
     def __call__(self, task: StageTask, record: Record) -> None:
         marker = marker_key(task.shard)
-        existing = self.store.stat(marker)
-        if existing is not None:
+        if self.store.exists(marker):
             done = self.store.get_model(marker, ShardDone)
             log.info("%s already done; re-announcing", task.shard.key)
             self._announce(task, done)

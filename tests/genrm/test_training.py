@@ -53,9 +53,9 @@ def test_collator_puts_loss_on_target_tokens_only(qwen: GenRM):
     exs = examples(colour_set(2), critique="Response A names the colour.")
     batch = SFTCollator(qwen)(exs)
     for i, ex in enumerate(exs):
-        prompt_len = qwen._encode_prompt(ex.image, qwen.prompt(Mode.PAIRWISE, QUESTION, RESPONSES))["input_ids"].shape[1]
+        prompt_len = qwen.encode_prompt(ex.image, qwen.prompt(Mode.PAIRWISE, QUESTION, RESPONSES))["input_ids"].shape[1]
         labels = batch["labels"][i].tolist()
-        target = qwen._ids(ex.target) + [qwen.tokenizer.eos_token_id]
+        target = qwen.token_ids(ex.target) + [qwen.tokenizer.eos_token_id]
         assert labels[:prompt_len] == [IGNORE] * prompt_len
         assert labels[prompt_len : prompt_len + len(target)] == target
         assert all(x == IGNORE for x in labels[prompt_len + len(target) :])

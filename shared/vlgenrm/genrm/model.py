@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "vlgenrm-manifest.json"
 #: Keys of processor output that run along the token axis (padded), all others are per image.
 TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
+IGNORE = -100  # label value transformers' loss skips
 ImageInput = bytes | Image.Image
 
 
@@ -189,19 +191,21 @@ class GenRM:
         messages = messages_for(mode, question, tuple(responses), evidence)
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def _encode_prompt(self, image: ImageInput, prompt: str) -> dict[str, torch.Tensor]:
+    def encode_prompt(self, image: ImageInput, prompt: str) -> dict[str, torch.Tensor]:
+        """Processor features of one (image, prompt): token ids with the image expanded, pixels."""
         with _quiet_transformers():
             enc = self.processor(images=[self.load_image(image)], text=[prompt], return_tensors="pt")
         return {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
 
-    def _ids(self, text: str) -> list[int]:
+    def token_ids(self, text: str) -> list[int]:
+        """Ids of a continuation, tokenized on its own (training and scoring agree on this)."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     # -- teacher forcing -------------------------------------------------------------------
     def _option_sequences(self, mode: Mode, image: ImageInput, prompt: str, critique: str) -> list[_Sequence]:
         """The two verdict continuations of one prompt, each scored after their shared prefix."""
-        features = self._encode_prompt(image, prompt)
-        conts = [self._ids(target_text(critique, option)) for option in OPTIONS[mode]]
+        features = self.encode_prompt(image, prompt)
+        conts = [self.token_ids(target_text(critique, option)) for option in OPTIONS[mode]]
         lcp = 0
         while lcp < min(map(len, conts)) and conts[0][lcp] == conts[1][lcp]:
             lcp += 1
@@ -221,32 +225,17 @@ class GenRM:
             out += self._tail_batch(sequences[start : start + self.settings.batch_size])
         return out
 
+    @property
+    def pad_id(self) -> int:
+        return self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
     def _tail_batch(self, batch: list[_Sequence]) -> list[float]:
-        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        rows = []
-        for seq in batch:
-            ids = seq.features["input_ids"][0].tolist() + seq.continuation
-            row = {"input_ids": ids, "attention_mask": [1] * len(ids)}
-            for key in TOKEN_KEYS[2:]:
-                if key in seq.features:
-                    row[key] = seq.features[key][0].tolist() + [0] * len(seq.continuation)
-            rows.append(row)
-        width = max(len(r["input_ids"]) for r in rows)
-        inputs: dict[str, Any] = {}
-        for key in rows[0]:
-            fill = pad_id if key == "input_ids" else 0
-            # Left padding puts every continuation at the end, so one logits_to_keep serves all.
-            inputs[key] = torch.tensor([[fill] * (width - len(r[key])) + r[key] for r in rows])
-        for key in batch[0].features:
-            if key not in TOKEN_KEYS:
-                inputs[key] = torch.cat([seq.features[key] for seq in batch])
+        # Left padding puts every continuation at the end, so one logits_to_keep serves all.
+        inputs = join_and_pad([s.features for s in batch], [s.continuation for s in batch], self.pad_id, left=True)
         if not self.family.positions_from_mask:
             inputs["position_ids"] = (inputs["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         keep = max(seq.tail for seq in batch) + 1
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        if "pixel_values" in inputs:
-            inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        logits = self.model(**inputs, logits_to_keep=keep).logits.float()
+        logits = self.model(**to_model(inputs, self.model), logits_to_keep=keep).logits.float()
         logprobs = torch.log_softmax(logits, dim=-1)
         results = []
         for i, seq in enumerate(batch):
@@ -274,13 +263,13 @@ class GenRM:
             for shown in (q, q.swapped()):
                 items.append((shown.image, self.prompt(Mode.PAIRWISE, shown.question, (shown.response_a, shown.response_b), shown.evidence), shown.critique))
         pairs = self.option_logprobs(Mode.PAIRWISE, items)
-        probs = [torch.softmax(torch.tensor(p), 0)[0].item() for p in pairs]
+        probs = [first_option_probability(*p) for p in pairs]
         return [(probs[2 * i] + (1.0 - probs[2 * i + 1])) / 2 for i in range(len(queries))]
 
     def pointwise_probs(self, queries: Sequence[PointwiseQuery]) -> list[float]:
         """P("Yes") that the response is accurate and helpful for the image."""
         items = [(q.image, self.prompt(Mode.POINTWISE, q.question, (q.response,), q.evidence), q.critique) for q in queries]
-        return [torch.softmax(torch.tensor(p), 0)[0].item() for p in self.option_logprobs(Mode.POINTWISE, items)]
+        return [first_option_probability(*p) for p in self.option_logprobs(Mode.POINTWISE, items)]
 
     # -- generation ----------------------------------------------------------------------------
     @torch.inference_mode()
@@ -314,6 +303,53 @@ class GenRM:
             texts = self.tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             outputs += [texts[i * params.n : (i + 1) * params.n] for i in range(len(chunk))]
         return outputs
+
+
+def first_option_probability(first: float, second: float) -> float:
+    """P(first option) normalised over the two verdict options, from their log-probabilities."""
+    return 1.0 / (1.0 + math.exp(second - first))
+
+
+def join_and_pad(
+    prompts: Sequence[dict[str, torch.Tensor]], continuations: Sequence[list[int]], pad_id: int, *, left: bool, labels: bool = False
+) -> dict[str, torch.Tensor]:
+    """One batch from per-item prompt features and continuation ids.
+
+    Token-axis keys get the continuation appended (zeros for type ids) and are padded on the
+    left (scoring, generation) or right (training); per-image keys are concatenated. With
+    ``labels``, the prompt and padding are IGNORE so the loss covers continuations only.
+    """
+    rows = []
+    for features, cont in zip(prompts, continuations, strict=True):
+        prompt_ids = features["input_ids"][0].tolist()
+        row = {"input_ids": prompt_ids + cont, "attention_mask": [1] * (len(prompt_ids) + len(cont))}
+        for key in TOKEN_KEYS[2:]:
+            if key in features:
+                row[key] = features[key][0].tolist() + [0] * len(cont)
+        if labels:
+            row["labels"] = [IGNORE] * len(prompt_ids) + cont
+        rows.append(row)
+    width = max(len(r["input_ids"]) for r in rows)
+    fills = {"input_ids": pad_id, "labels": IGNORE}
+
+    def pad(values: list[int], fill: int) -> list[int]:
+        padding = [fill] * (width - len(values))
+        return padding + values if left else values + padding
+
+    batch = {key: torch.tensor([pad(r[key], fills.get(key, 0)) for r in rows]) for key in rows[0]}
+    for key in prompts[0]:
+        if key not in TOKEN_KEYS:
+            batch[key] = torch.cat([f[key] for f in prompts])
+    return batch
+
+
+def to_model(inputs: dict[str, torch.Tensor], model: Any) -> dict[str, torch.Tensor]:
+    """Move a batch to the model's device, pixels in the model's dtype."""
+    param = next(model.parameters())
+    out = {k: v.to(param.device) for k, v in inputs.items()}
+    if "pixel_values" in out:
+        out["pixel_values"] = out["pixel_values"].to(param.dtype)
+    return out
 
 
 def resolve_device(device: str) -> torch.device:

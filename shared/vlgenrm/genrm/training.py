@@ -15,10 +15,8 @@ import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
 from vlgenrm.genrm.errors import ContextTooLongError
-from vlgenrm.genrm.model import TOKEN_KEYS, GenRM, ImageInput
+from vlgenrm.genrm.model import IGNORE, GenRM, ImageInput, join_and_pad, to_model
 from vlgenrm.genrm.verdicts import Mode, swap_ab
-
-IGNORE = -100  # label value transformers' loss skips
 
 
 @dataclass(frozen=True)
@@ -53,51 +51,26 @@ class SFTCollator:
 
     def __init__(self, genrm: GenRM) -> None:
         self.genrm = genrm
-        tok = genrm.tokenizer
-        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else 0
-        self.eos_id = tok.eos_token_id
 
     def __call__(self, examples: Sequence[SFTExample], *, use_rejected: bool = False) -> dict[str, torch.Tensor]:
-        rows, image_features = [], []
+        prompts, targets = [], []
         for ex in examples:
             target = ex.rejected if use_rejected else ex.target
             if target is None:
                 raise ValueError("use_rejected needs every example to carry a rejected critique")
-            prompt = self.genrm.prompt(ex.mode, ex.question, ex.responses, ex.evidence)
-            features = self.genrm._encode_prompt(ex.image, prompt)
-            prompt_ids = features["input_ids"][0].tolist()
-            target_ids = self.genrm._ids(target) + [self.eos_id]
-            if len(prompt_ids) + len(target_ids) > self.genrm.settings.max_length:
-                raise ContextTooLongError(f"example of {len(prompt_ids) + len(target_ids)} tokens exceeds max_length={self.genrm.settings.max_length}")
-            row = {
-                "input_ids": prompt_ids + target_ids,
-                "attention_mask": [1] * (len(prompt_ids) + len(target_ids)),
-                "labels": [IGNORE] * len(prompt_ids) + target_ids,
-            }
-            for key in TOKEN_KEYS[2:]:
-                if key in features:
-                    row[key] = features[key][0].tolist() + [0] * len(target_ids)
-            rows.append(row)
-            image_features.append({k: v for k, v in features.items() if k not in TOKEN_KEYS})
-        width = max(len(r["input_ids"]) for r in rows)
-        fills = {"input_ids": self.pad_id, "labels": IGNORE}
-        batch = {k: torch.tensor([r[k] + [fills.get(k, 0)] * (width - len(r[k])) for r in rows]) for k in rows[0]}
-        for key in image_features[0]:
-            batch[key] = torch.cat([f[key] for f in image_features])
-        return batch
-
-
-def _to(batch: dict[str, torch.Tensor], model: Any) -> dict[str, torch.Tensor]:
-    device = next(model.parameters()).device
-    out = {k: v.to(device) for k, v in batch.items()}
-    if "pixel_values" in out:
-        out["pixel_values"] = out["pixel_values"].to(next(model.parameters()).dtype)
-    return out
+            features = self.genrm.encode_prompt(ex.image, self.genrm.prompt(ex.mode, ex.question, ex.responses, ex.evidence))
+            target_ids = self.genrm.token_ids(target) + [self.genrm.tokenizer.eos_token_id]
+            length = features["input_ids"].shape[1] + len(target_ids)
+            if length > self.genrm.settings.max_length:
+                raise ContextTooLongError(f"example of {length} tokens exceeds max_length={self.genrm.settings.max_length}")
+            prompts.append(features)
+            targets.append(target_ids)
+        return join_and_pad(prompts, targets, self.genrm.pad_id, left=False, labels=True)
 
 
 def sequence_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Sum of log p(target tokens) per sequence (what DPO compares)."""
-    batch = _to(batch, model)
+    batch = to_model(batch, model)
     labels = batch.pop("labels")
     logits = model(**batch).logits[:, :-1].float()
     targets = labels[:, 1:]
@@ -108,7 +81,7 @@ def sequence_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tenso
 
 def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     """Mean cross-entropy over target tokens (transformers shifts labels and skips IGNORE)."""
-    return model(**_to(batch, model)).loss
+    return model(**to_model(batch, model)).loss
 
 
 def dpo_loss(

@@ -50,7 +50,7 @@ class S3Store(BlobStore):
         self.endpoint = settings.endpoint
         self.bucket = settings.bucket
         # Retries are ours (bounded, logged, with a clear final error), not urllib3's.
-        http = urllib3.PoolManager(
+        self._http = http = urllib3.PoolManager(
             timeout=urllib3.Timeout(connect=settings.connect_timeout_s, read=settings.read_timeout_s),
             retries=urllib3.Retry(total=0, connect=0, read=0, redirect=0),
             maxsize=10,
@@ -190,4 +190,4 @@ class S3Store(BlobStore):
         raise StoreError(f"presigned URLs support GET and PUT, not {method}")
 
     def close(self) -> None:
-        self.client._http.clear()
+        self._http.clear()
