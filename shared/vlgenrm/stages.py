@@ -47,6 +47,9 @@ class ShardResult:
     objects: dict[str, bytes]
     counts: dict[str, int] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    #: Named URIs of what the stage wrote itself (e.g. a checkpoint), announced with the event.
+    artifacts: dict[str, str] = field(default_factory=dict)
 
 
 class InvalidShardError(PermanentError):
@@ -106,10 +109,16 @@ class StageRunner:
             raise
         for key, data in sorted(result.objects.items()):
             self.store.put_bytes(key, data)
-        done = ShardDone(task_id=task.task_id, shard=task.shard, outputs=sorted(result.objects), counts=result.counts, errors=result.errors)
+        done = ShardDone(
+            task_id=task.task_id, shard=task.shard, outputs=sorted(result.objects), counts=result.counts,
+            errors=result.errors, metrics=result.metrics, artifacts=result.artifacts,
+        )
         self.store.put_model(marker, done)
         self._announce(task, done)
 
     def _announce(self, task: StageTask, done: ShardDone) -> None:
-        event = event_for(task, EventType.SHARD_DONE, output_uri=self.store.uri(marker_key(task.shard)), counts=done.counts)
+        event = event_for(
+            task, EventType.SHARD_DONE, output_uri=self.store.uri(marker_key(task.shard)), counts=done.counts,
+            metrics=done.metrics, artifacts=done.artifacts,
+        )
         self.bus.publish(self.topics.events, task.shard.key, event)

@@ -53,6 +53,7 @@ class StageEvent(Contract):
     output_uri: str | None = None
     counts: dict[str, int] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
+    artifacts: dict[str, str] = Field(default_factory=dict, description="Named URIs the stage wrote, e.g. the checkpoint.")
     reason: FailureReason | None = None
     message: str = ""
     at: datetime = Field(default_factory=utcnow)
@@ -88,3 +89,5 @@ class ShardDone(Contract):
     outputs: list[str] = Field(description="Store keys the shard wrote.")
     counts: dict[str, int] = Field(default_factory=dict)
     errors: dict[str, str] = Field(default_factory=dict, description="Per-item errors (item id -> reason); the shard still completed.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Stage metrics, e.g. final loss or accuracy.")
+    artifacts: dict[str, str] = Field(default_factory=dict, description="Named URIs the stage wrote itself, e.g. the checkpoint.")
