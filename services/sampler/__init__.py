@@ -1,1 +1,2 @@
-"""The sampler service: consumes ``tasks.sampling`` and writes the training set (§3.4)."""
+"""The sampler service: consumes ``tasks.sampling`` (writes the training set, §3.4) and
+``tasks.evaluation`` (writes the evaluation report and promotion decision, §3.6)."""

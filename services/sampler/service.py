@@ -1,9 +1,18 @@
-"""Sampler stage service: margin-based rejection sampling with the current GenRM (§3.4).
+"""Sampler service: margin-based rejection sampling (§3.4) and evaluation (§3.6).
 
-Task inputs: ``[candidates shard, refined pairs shard]``; ``task.config``: SamplingTaskSettings
+One worker consumes ``tasks.sampling`` and ``tasks.evaluation`` and dispatches on the task's
+stage; both stages score with a GenRM, so they share one bounded cache of loaded models.
+
+Sampling. Task inputs: ``[candidates shard, refined pairs shard]``; ``task.config``: SamplingTaskSettings
 (the checkpoint M_t, the sampler constants); ``task.iteration_index`` is t. Outputs under
 ``iterations/<ns>/<it>/sampling/``: ``<nnnnn>.jsonl`` (TrainingRecords), ``scored/``,
 ``hard/`` (the hard pool), ``report/<nnnnn>.{md,png,json}``; then marker, then event.
+
+Evaluation. Task inputs: ``[benchmark URI]``; ``task.config``: EvaluationTaskSettings (the
+candidate checkpoint, optional explicit incumbent, metrics settings). Outputs under
+``iterations/<ns>/<it>/evaluation/``: ``<nnnnn>.jsonl`` (per-example predictions),
+``report/<nnnnn>.{json,md}``, ``decision/<nnnnn>.json`` (the PromotionDecision; the pointer
+itself is written by the Promoting phase); see :mod:`vlgenrm.evaluation.stage`.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from pydantic import BaseModel, Field, ValidationError
 
 from vlgenrm.bus import Bus, Topics, Worker
 from vlgenrm.contracts import RationaleCandidate, RefinedPair, Stage, StageTask
+from vlgenrm.evaluation.stage import EvaluationStage, GenRMCache
 from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.verdicts import strip_verdict
 from vlgenrm.sampling.report import margin_histogram_png, stage_report_markdown
@@ -28,6 +38,8 @@ log = logging.getLogger(__name__)
 GROUP = "vlgenrm-sampler"
 MARGINS = Counter("vlgenrm_sampler_margins_total", "Candidates scored by the current GenRM")
 ACCEPTED = Counter("vlgenrm_sampler_accepted_total", "Candidates accepted into the training set")
+EVALUATED = Counter("vlgenrm_evaluation_examples_total", "Benchmark examples scored by the evaluation stage", ["role"])
+DECISIONS = Counter("vlgenrm_evaluation_decisions_total", "Promotion decisions of the evaluation stage", ["promote"])
 
 
 class SamplingTaskSettings(BaseModel):
@@ -39,17 +51,12 @@ class SamplingTaskSettings(BaseModel):
 
 
 class SamplerStage:
-    def __init__(self, store: BlobStore) -> None:
+    def __init__(self, store: BlobStore, models: GenRMCache | None = None) -> None:
         self.store = store
-        self._models: dict[str, object] = {}
+        self.models = models or GenRMCache(store)
 
     def genrm_for(self, settings: SamplingTaskSettings):
-        from vlgenrm.genrm.model import GenRM
-
-        key = settings.model + settings.genrm.model_dump_json()
-        if key not in self._models:
-            self._models[key] = GenRM.load(settings.model, settings.genrm, store=self.store)
-        return self._models[key]
+        return self.models.get(settings.model, settings.genrm)
 
     def process(self, task: StageTask) -> ShardResult:
         try:
@@ -103,7 +110,28 @@ class SamplerStage:
         return ShardResult(objects, counts)
 
 
+class SamplerService:
+    """Routes a task to the stage named by its shard; both stages share the model cache."""
+
+    def __init__(self, store: BlobStore) -> None:
+        models = GenRMCache(store)
+        self.sampler, self.evaluation = SamplerStage(store, models), EvaluationStage(store, models)
+
+    def process(self, task: StageTask) -> ShardResult:
+        if task.shard.stage is Stage.SAMPLING:
+            return self.sampler.process(task)
+        if task.shard.stage is Stage.EVALUATION:
+            result = self.evaluation.process(task)
+            EVALUATED.labels("candidate").inc(result.counts["examples"])
+            EVALUATED.labels("incumbent").inc(result.counts["incumbent_examples"])
+            DECISIONS.labels(str(bool(result.metrics["promote"])).lower()).inc()
+            return result
+        # Only a misrouted task can get here: the worker subscribes to these two topics.
+        raise InvalidShardError(f"task {task.task_id} is for stage {task.shard.stage.value}; this service runs sampling and evaluation")
+
+
 def build_worker(settings: Settings, bus: Bus, store: BlobStore) -> Worker[StageTask]:
     topics = Topics(settings.bus.topic_prefix)
-    runner = StageRunner(bus, store, topics, SamplerStage(store).process)
-    return Worker(bus, [topics.tasks(Stage.SAMPLING)], GROUP, StageTask, runner, dlq_topic=topics.dlq, settings=settings.worker)
+    runner = StageRunner(bus, store, topics, SamplerService(store).process)
+    stages = [topics.tasks(Stage.SAMPLING), topics.tasks(Stage.EVALUATION)]
+    return Worker(bus, stages, GROUP, StageTask, runner, dlq_topic=topics.dlq, settings=settings.worker)

@@ -21,6 +21,7 @@ CONTRACT_MODULES = (
     "vlgenrm.synth.scene",
     "vlgenrm.synth.dataset",
     "vlgenrm.sampling.sampler",
+    "vlgenrm.evaluation",
 )
 
 
