@@ -112,3 +112,24 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BlobStore]
     s3 = S3Store(s3_settings(request.getfixturevalue("s3_server")))
     yield s3
     s3.close()
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[None]:
+    """One local Ray for the session's in-process training runs (started as the trainer does)."""
+    import ray
+
+    from vlgenrm.settings import RaySettings
+    from vlgenrm.training.run import ensure_ray
+
+    ensure_ray(RaySettings(num_cpus=2))
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_start(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny Qwen2-VL checkpoint to train from (built once per session)."""
+    from vlgenrm.genrm.tiny import build_tiny_genrm
+
+    return build_tiny_genrm(tmp_path_factory.mktemp("trainer-start") / "qwen2_vl", "qwen2_vl", seed=0)

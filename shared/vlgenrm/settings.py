@@ -87,6 +87,16 @@ class WorkerSettings(BaseModel):
     )
 
 
+class RaySettings(BaseModel):
+    """Which Ray cluster the trainer (and the scorer) use: an existing one, or a local one."""
+
+    address: str | None = Field(None, description="ray://host:10001 or host:6379 of a running cluster; None = RAY_ADDRESS, else start a local one.")
+    num_cpus: int | None = Field(None, ge=1, description="CPUs of a local cluster (None = all of this machine's).")
+    num_gpus: int | None = Field(None, ge=0, description="GPUs of a local cluster (None = detect).")
+    object_store_memory_mb: int = Field(256, ge=64, description="Object store of a local cluster; the trainer moves little through it.")
+    include_dashboard: bool = Field(False, description="Start the Ray dashboard with a local cluster.")
+
+
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("vlgenrm_config_file", default=None)
 
 
@@ -100,6 +110,7 @@ class Settings(BaseSettings):
     bus: BusSettings = Field(default_factory=BusSettings)
     store: StoreSettings = Field(default_factory=StoreSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
 
     @classmethod
     def settings_customise_sources(

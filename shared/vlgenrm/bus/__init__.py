@@ -3,7 +3,7 @@
 from vlgenrm.bus.base import Bus, BusUnavailableError, CommitFailedError, Consumer, Record, TopicError, Topics
 from vlgenrm.bus.codec import DecodeFailure, Decoded, decode, encode
 from vlgenrm.bus.memory import MemoryBus
-from vlgenrm.bus.worker import Worker, WorkerStats
+from vlgenrm.bus.worker import Interrupted, Worker, WorkerStats
 from vlgenrm.settings import BusKind, BusSettings
 
 
@@ -22,6 +22,7 @@ __all__ = [
     "CommitFailedError",
     "Consumer",
     "DecodeFailure",
+    "Interrupted",
     "Decoded",
     "MemoryBus",
     "Record",

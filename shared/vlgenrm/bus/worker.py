@@ -37,8 +37,12 @@ log = logging.getLogger(__name__)
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError)
 
 
-class _Interrupted(Exception):
-    """Stop was requested while a message waited for a retry: leave it uncommitted."""
+class Interrupted(Exception):
+    """Stop was requested mid-message: leave it uncommitted so it is delivered again.
+
+    The worker raises it while a message waits for a retry; a long handler (training) raises
+    it itself when it sees ``Worker.stopping`` rather than finishing hours of work.
+    """
 
 
 @dataclass
@@ -102,7 +106,7 @@ class Worker(Generic[M]):
                         break  # the rest stays uncommitted and is redelivered
                     try:
                         self._process(record)
-                    except _Interrupted:
+                    except Interrupted:
                         break
                     try:
                         consumer.commit(record)
@@ -129,6 +133,8 @@ class Worker(Generic[M]):
                 self.handler(decoded.message, record)
                 self.stats.processed += 1
                 return
+            except Interrupted:
+                raise
             except TRANSIENT_ERRORS as exc:
                 delay = next(delays, None)
                 if delay is None:
@@ -137,7 +143,7 @@ class Worker(Generic[M]):
                 log.warning("%s@%d transient failure (attempt %d): %s", record.topic, record.offset, attempt, exc)
                 self.stats.retries += 1
                 if self._stop.wait(delay):
-                    raise _Interrupted from exc
+                    raise Interrupted from exc
                 attempt += 1
             except Exception as exc:  # noqa: BLE001 - a permanent failure is dead-lettered, never swallowed
                 self._dead_letter(record, DeadLetterReason.HANDLER_FAILED, f"{type(exc).__name__}: {exc}", attempt)

@@ -22,6 +22,7 @@ CONTRACT_MODULES = (
     "vlgenrm.synth.dataset",
     "vlgenrm.sampling.sampler",
     "vlgenrm.evaluation",
+    "vlgenrm.training.report",
 )
 
 

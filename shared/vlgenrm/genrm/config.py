@@ -35,3 +35,19 @@ class SamplingParams(BaseModel):
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     n: int = Field(1, ge=1, description="Samples per prompt.")
     seed: int | None = Field(None, description="Makes sampling repeatable.")
+
+
+class Objective(StrEnum):
+    """What training optimises (§3.5)."""
+
+    SFT = "sft"
+    SFT_DPO = "sft+dpo"
+
+
+class LoraSettings(BaseModel):
+    """LoRA adapters on the language model's attention projections (base weights frozen)."""
+
+    r: int = Field(8, ge=1, description="Adapter rank.")
+    alpha: int = Field(16, ge=1, description="Adapter scaling numerator (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapter input.")
+    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"], description="Module names that get adapters.")

@@ -4,9 +4,9 @@ Ray Train worker calls."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
+from vlgenrm.genrm.config import LoraSettings, Objective
 from vlgenrm.genrm.errors import ContextTooLongError
 from vlgenrm.genrm.model import IGNORE, GenRM, ImageInput, join_and_pad, to_model
 from vlgenrm.genrm.verdicts import Mode, swap_ab
@@ -95,11 +96,6 @@ def dpo_loss(
     return loss, chosen_reward.detach(), rejected_reward.detach()
 
 
-class Objective(StrEnum):
-    SFT = "sft"
-    SFT_DPO = "sft+dpo"
-
-
 class StepSettings(BaseModel):
     """What one optimisation step does."""
 
@@ -118,6 +114,9 @@ class TrainBatch:
     rejected: dict[str, torch.Tensor] | None = None
     reference_chosen: torch.Tensor | None = None
     reference_rejected: torch.Tensor | None = None
+    #: 0 keeps a micro-batch in the step (so data-parallel workers stay in lockstep) while
+    #: contributing no gradient: what a worker runs when all its examples were unusable.
+    weight: float = 1.0
 
 
 def make_batch(collator: SFTCollator, examples: Sequence[SFTExample], reference: Any = None) -> TrainBatch:
@@ -131,27 +130,23 @@ def make_batch(collator: SFTCollator, examples: Sequence[SFTExample], reference:
     return batch
 
 
-def train_step(model: Any, optimizer: torch.optim.Optimizer, micro_batches: Sequence[TrainBatch], settings: StepSettings | None = None) -> dict[str, float]:
-    """One optimiser step over ``micro_batches`` (gradient accumulation), returning metrics."""
+def train_step(
+    model: Any, optimizer: torch.optim.Optimizer, micro_batches: Sequence[TrainBatch], settings: StepSettings | None = None,
+    *, no_sync: Callable[[], AbstractContextManager[Any]] | None = None,
+) -> dict[str, float]:
+    """One optimiser step over ``micro_batches`` (gradient accumulation), returning metrics.
+
+    ``no_sync`` (DDP's ``model.no_sync``) skips the gradient all-reduce on every micro-batch
+    but the last: one all-reduce per step instead of one per micro-batch.
+    """
     settings = settings or StepSettings()
     model.train()
     totals = {"loss": 0.0, "sft_loss": 0.0, "dpo_loss": 0.0, "reward_margin": 0.0}
     n = len(micro_batches)
-    for mb in micro_batches:
-        loss = sft_loss(model, mb.sft)
-        totals["sft_loss"] += loss.item() / n
-        if settings.objective is Objective.SFT_DPO:
-            if mb.chosen is None or mb.rejected is None or mb.reference_chosen is None or mb.reference_rejected is None:
-                raise ValueError("objective sft+dpo needs rejected critiques and reference log-probs in every micro-batch")
-            term, chosen_r, rejected_r = dpo_loss(
-                sequence_logprobs(model, mb.chosen), sequence_logprobs(model, mb.rejected),
-                mb.reference_chosen.to(loss.device), mb.reference_rejected.to(loss.device), settings.dpo_beta,
-            )
-            loss = loss + settings.dpo_weight * term
-            totals["dpo_loss"] += term.item() / n
-            totals["reward_margin"] += (chosen_r - rejected_r).mean().item() / n
-        (loss / n).backward()
-        totals["loss"] += loss.item() / n
+    counted = sum(1 for mb in micro_batches if mb.weight) or 1
+    for i, mb in enumerate(micro_batches):
+        with no_sync() if no_sync is not None and i < n - 1 else nullcontext():
+            _accumulate(model, mb, settings, n, counted, totals)
     grad_norm = torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], settings.max_grad_norm)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -159,13 +154,23 @@ def train_step(model: Any, optimizer: torch.optim.Optimizer, micro_batches: Sequ
     return totals | {"grad_norm": float(grad_norm)}
 
 
-class LoraSettings(BaseModel):
-    """LoRA adapters on the language model's attention projections."""
-
-    r: int = Field(8, ge=1)
-    alpha: int = Field(16, ge=1)
-    dropout: float = Field(0.0, ge=0, lt=1)
-    target_modules: list[str] = Field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+def _accumulate(model: Any, mb: TrainBatch, settings: StepSettings, n: int, counted: int, totals: dict[str, float]) -> None:
+    """Forward and backward of one micro-batch; metrics average over the weighted ones."""
+    share = mb.weight / counted
+    loss = sft_loss(model, mb.sft)
+    totals["sft_loss"] += loss.item() * share
+    if settings.objective is Objective.SFT_DPO:
+        if mb.chosen is None or mb.rejected is None or mb.reference_chosen is None or mb.reference_rejected is None:
+            raise ValueError("objective sft+dpo needs rejected critiques and reference log-probs in every micro-batch")
+        term, chosen_r, rejected_r = dpo_loss(
+            sequence_logprobs(model, mb.chosen), sequence_logprobs(model, mb.rejected),
+            mb.reference_chosen.to(loss.device), mb.reference_rejected.to(loss.device), settings.dpo_beta,
+        )
+        loss = loss + settings.dpo_weight * term
+        totals["dpo_loss"] += term.item() * share
+        totals["reward_margin"] += (chosen_r - rejected_r).mean().item() * share
+    (loss * (mb.weight / n)).backward()
+    totals["loss"] += loss.item() * share
 
 
 def apply_lora(genrm: GenRM, settings: LoraSettings | None = None) -> GenRM:
