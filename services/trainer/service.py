@@ -8,7 +8,7 @@ checkpoints under ``checkpoints/<ns>/<it>/ray/``; the exported model under
 ``checkpoints/<ns>/<it>/model`` (its URI is the event's ``checkpoint`` artifact).
 
 A training task runs for hours, longer than Kafka lets a consumer go without polling by
-default: run this service with ``bus.max_poll_interval_s`` above the training deadline.
+default: ``__main__`` raises ``bus.max_poll_interval_s`` to the training deadline.
 """
 
 from __future__ import annotations

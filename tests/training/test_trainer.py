@@ -74,3 +74,41 @@ def test_two_workers_with_the_same_global_batch_follow_the_one_worker_loss_curve
         assert len(curves[name]) == 8
         for a, b in zip(one, curves[name], strict=True):
             assert math.isclose(a, b, rel_tol=0.05), (name, one, curves[name])
+
+
+def test_lora_dpo_bf16_accumulation_and_checkpointing_train_and_export(local_ray, tmp_path, tiny_start):
+    """The options together: LoRA adapters (merged in the export), sft+dpo against the start
+    model, bf16 autocast, 2 micro-batches, activation checkpointing; a corrupt image in the
+    store is skipped and counted by the worker, not fatal."""
+    store = LocalStore(tmp_path / "store")
+    records = colour_records(store, 16, seed=0)
+    records = [r.model_copy(update={"rejected": f"Response B is right.\nVerdict: [[{'B' if r.verdict is Choice.A else 'A'}]]"}) if i % 2 else r
+               for i, r in enumerate(records)]
+    key = write_training_set(store, "sets/opts.jsonl", records)
+    store.put_bytes(records[3].image.key, b"not the image any more")  # fails its digest in the worker
+    config = TrainingConfig(batch_size=4, accumulation=2, max_steps=4, learning_rate=1e-3, log_every=2, checkpoint_every=2,
+                            lora={"r": 4, "alpha": 8}, objective="sft+dpo", precision="bf16", gradient_checkpointing=True)
+    outcome = train(tmp_path / "store", tiny_start, key, config, "opts")
+    assert outcome.state.step == 4
+    assert outcome.state.skipped.get("image_unavailable", 0) >= 1
+    assert outcome.state.skipped.get("no_rejected_for_dpo", 0) >= 1  # critiques without a rejected one
+    trained = GenRM.load(outcome.checkpoint_uri, GenRMSettings(), store=store)
+    assert not any("lora" in name for name, _ in trained.model.named_parameters())
+    assert trained.version != GenRM.load(tiny_start).version
+
+
+def test_the_driver_joins_an_existing_cluster_named_by_ray_address(local_ray):
+    import os
+    import subprocess
+    import sys
+
+    import ray
+
+    address = ray.get_runtime_context().gcs_address
+    code = ("import logging, ray; logging.basicConfig(level=logging.INFO)\n"
+            "from vlgenrm.settings import RaySettings; from vlgenrm.training.run import ensure_ray\n"
+            "ensure_ray(RaySettings()); print('joined', ray.get_runtime_context().gcs_address, ray.cluster_resources()['CPU'])")
+    out = subprocess.run([sys.executable, "-c", code], env=os.environ | {"RAY_ADDRESS": address}, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert f"connecting to the Ray cluster at {address}" in out.stderr
+    assert f"joined {address} 2.0" in out.stdout
