@@ -120,7 +120,7 @@ def local_ray() -> Iterator[None]:
     import ray
 
     from vlgenrm.settings import RaySettings
-    from vlgenrm.training.run import ensure_ray
+    from vlgenrm.ray_cluster import ensure_ray
 
     ensure_ray(RaySettings(num_cpus=2))
     yield

@@ -23,6 +23,7 @@ from pydantic_settings import (
 )
 
 from vlgenrm.errors import ConfigError
+from vlgenrm.scoring.config import ServingConfig
 from vlgenrm.retry import Backoff
 
 
@@ -75,6 +76,13 @@ class StoreSettings(BaseModel):
     part_size_mb: int = Field(16, ge=5, le=5120, description="Multipart part size; bounds memory per upload.")
     retry: Backoff = Field(default_factory=lambda: Backoff(max_attempts=4, initial_s=0.5, max_s=4.0))
 
+    def portable(self) -> dict[str, Any]:
+        """As JSON with the secret in clear: for processes that open the store themselves
+        (Ray Train workers, Serve replicas), which receive their settings as arguments."""
+        data = self.model_dump(mode="json")
+        data["secret_key"] = self.secret_key.get_secret_value()
+        return data
+
 
 class WorkerSettings(BaseModel):
     """How stage services consume their task topics."""
@@ -111,6 +119,7 @@ class Settings(BaseSettings):
     store: StoreSettings = Field(default_factory=StoreSettings)
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     ray: RaySettings = Field(default_factory=RaySettings)
+    serving: ServingConfig = Field(default_factory=ServingConfig)
 
     @classmethod
     def settings_customise_sources(

@@ -90,3 +90,11 @@ def test_doctor_against_real_kafka_and_s3(kafka_server, s3_server, unique):
 
 def test_console_script_is_installed():
     assert shutil.which("vlgenrm") or (REPO / ".venv" / "bin" / "vlgenrm").exists()
+
+
+def test_serve_hashes_a_key_for_the_config_and_explains_itself():
+    import hashlib
+
+    assert invoke("serve", "--hash-key", "s3cret").output == hashlib.sha256(b"s3cret").hexdigest()
+    help_text = invoke("serve", "--help").output
+    assert "/get_reward" in help_text and "--insecure" in help_text

@@ -106,7 +106,7 @@ def test_the_driver_joins_an_existing_cluster_named_by_ray_address(local_ray):
 
     address = ray.get_runtime_context().gcs_address
     code = ("import logging, ray; logging.basicConfig(level=logging.INFO)\n"
-            "from vlgenrm.settings import RaySettings; from vlgenrm.training.run import ensure_ray\n"
+            "from vlgenrm.settings import RaySettings; from vlgenrm.ray_cluster import ensure_ray\n"
             "ensure_ray(RaySettings()); print('joined', ray.get_runtime_context().gcs_address, ray.cluster_resources()['CPU'])")
     out = subprocess.run([sys.executable, "-c", code], env=os.environ | {"RAY_ADDRESS": address}, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -118,6 +118,33 @@ def doctor(ctx: typer.Context, fix: Annotated[bool, typer.Option(help="Create mi
     console.print("[green]all checks passed[/green]")
 
 
+@app.command()
+def serve(
+    ctx: typer.Context,
+    model: Annotated[str | None, typer.Option(help="Checkpoint folder or store URI to serve (default: serving.model, else the promoted model).")] = None,
+    port: Annotated[int | None, typer.Option(help="HTTP port (default: serving.port).")] = None,
+    insecure: Annotated[bool, typer.Option(help="Accept calls without an API key (only on a trusted machine).")] = False,
+    hash_key: Annotated[str | None, typer.Option(help="Print the SHA-256 to configure for this API key, and exit.")] = None,
+) -> None:
+    """Serve the GenRM over HTTP on Ray Serve: /v1/score, /v1/compare, /get_reward (OpenRLHF)."""
+    if hash_key is not None:
+        from vlgenrm.scoring.security import hash_key as digest
+
+        console.print(digest(hash_key))
+        return
+    from vlgenrm.services.scorer.server import serve_forever
+
+    settings = _settings(ctx)
+    update: dict = {}
+    if model:
+        update["model"] = model
+    if port:
+        update["port"] = port
+    if insecure:
+        update["security"] = settings.serving.security.model_copy(update={"require_api_key": False})
+    serve_forever(settings.model_copy(update={"serving": settings.serving.model_copy(update=update)}))
+
+
 def main() -> None:
     app()
 

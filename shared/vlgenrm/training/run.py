@@ -9,9 +9,7 @@ name carries the config digest, so an edited spec starts a new run instead.
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,41 +17,13 @@ from typing import Any
 
 from vlgenrm.bus import Interrupted
 from vlgenrm.genrm.model import checkpoint_version, upload_checkpoint
+from vlgenrm.ray_cluster import ensure_ray
 from vlgenrm.settings import RaySettings, StoreKind, StoreSettings
 from vlgenrm.store import BlobStore
 from vlgenrm.training.config import TrainingTaskSettings
 from vlgenrm.training.loop import EXPORT, STATE, TrainerState, WorkerJob, train_loop_per_worker
 
 log = logging.getLogger(__name__)
-
-#: Ray's defaults that cost time on every run and buy nothing here (see DESIGN §8).
-LOCAL_RAY_ENV = {
-    "RAY_USAGE_STATS_ENABLED": "0",
-    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.1",
-    "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-}
-
-
-def ensure_ray(settings: RaySettings) -> None:
-    """Connect to ``settings.address`` / ``RAY_ADDRESS``, or start a local Ray once per process."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = settings.address or os.environ.get("RAY_ADDRESS")
-    if address:
-        log.info("connecting to the Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=True)
-        return
-    for key, value in LOCAL_RAY_ENV.items():
-        os.environ.setdefault(key, value)
-    started = time.monotonic()
-    ray.init(
-        num_cpus=settings.num_cpus, num_gpus=settings.num_gpus, include_dashboard=settings.include_dashboard,
-        object_store_memory=settings.object_store_memory_mb << 20, log_to_driver=True,
-    )
-    log.info("started a local Ray in %.1f s: %s", time.monotonic() - started, ray.cluster_resources())
-
 
 @dataclass(frozen=True)
 class RunStorage:
@@ -103,7 +73,7 @@ def run_training(
     ensure_ray(ray_settings)
     config = task.training
     storage = RunStorage.for_store(store_settings, storage_prefix)
-    job = WorkerJob(task=task, store=_clear(store_settings), data_key=data_key, label=label)
+    job = WorkerJob(task=task, store=store_settings.portable(), data_key=data_key, label=label)
     use_gpu = config.gpus_per_worker > 0
     resources = {"CPU": config.cpus_per_worker} | ({"GPU": config.gpus_per_worker} if use_gpu else {})
     trainer = TorchTrainer(
@@ -162,9 +132,3 @@ def _fit_unless_stopped(trainer: Any, should_stop: Callable[[], bool]) -> Any:
     if "error" in outcome:
         raise RuntimeError(f"training failed: {outcome['error']}") from outcome["error"]
     return outcome["result"]
-
-
-def _clear(settings: StoreSettings) -> dict[str, Any]:
-    data = settings.model_dump(mode="json")
-    data["secret_key"] = settings.secret_key.get_secret_value()
-    return data
