@@ -11,7 +11,6 @@ from vlgenrm.contracts import (
     ClaimType,
     Example,
     ImageRef,
-    IterationSpec,
     IterationStatus,
     LabelSource,
     Phase,
@@ -26,7 +25,7 @@ from tests.conftest import REPO
 
 REQUIRED = {
     "Example", "Claim", "ExpertVerdict", "ExpertReport", "RefinedPair", "RationaleCandidate",
-    "ScoredCandidate", "TrainingRecord", "StageTask", "StageEvent", "DeadLetter", "IterationSpec", "IterationStatus",
+    "ScoredCandidate", "TrainingRecord", "StageTask", "StageEvent", "DeadLetter", "IterationStatus",
 }
 IMAGE = ImageRef(key="images/" + "a" * 64 + ".png", sha256="a" * 64)
 
@@ -68,7 +67,9 @@ def test_only_conflicts_may_drop_a_pair():
 
 
 def test_iteration_spec_and_status_speak_camel_case():
-    spec = IterationSpec.model_validate({"dataset": "synth", "evalSet": "synth-eval", "backoffLimit": 2})
+    from vlgenrm.iteration.spec import IterationSpec
+
+    spec = IterationSpec.model_validate({"dataset": "synth", "evalSet": "synth-eval", "backoffLimit": 2, "baseModel": "s3://b/m"})
     assert spec.eval_set == "synth-eval" and spec.backoff_limit == 2
     dumped = spec.model_dump(by_alias=True)
     assert "evalSet" in dumped and "backoffLimit" in dumped

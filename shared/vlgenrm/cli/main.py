@@ -28,8 +28,10 @@ app = typer.Typer(
 )
 schemas_app = typer.Typer(help="JSON Schemas of the typed contracts (messages, objects, CRD parts).", no_args_is_help=True)
 config_app = typer.Typer(help="Inspect the effective settings.", no_args_is_help=True)
+crd_app = typer.Typer(help="The Iteration CustomResourceDefinition, generated from the typed spec and status.", no_args_is_help=True)
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(config_app, name="config")
+app.add_typer(crd_app, name="crd")
 
 
 def _register_subcommands() -> None:
@@ -96,6 +98,29 @@ def schemas_check(directory: Annotated[Path, typer.Option("--dir", help="Folder 
 def config_show(ctx: typer.Context) -> None:
     """Print the effective settings as YAML (secrets masked)."""
     console.print(yaml.safe_dump(_settings(ctx).model_dump(mode="json"), sort_keys=False), end="", markup=False)
+
+
+@crd_app.command("export")
+def crd_export(out: Annotated[Path | None, typer.Option(help="File to write (default: the Helm chart's crds/ file).")] = None) -> None:
+    """Write the CRD YAML (into the chart by default)."""
+    from vlgenrm.iteration.crd import CRD_PATH, render
+
+    path = out or CRD_PATH
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render())
+    console.print(f"wrote {path}")
+
+
+@crd_app.command("check")
+def crd_check(path: Annotated[Path | None, typer.Option(help="File to compare (default: the Helm chart's crds/ file).")] = None) -> None:
+    """Fail when the CRD file differs from what the code generates."""
+    from vlgenrm.iteration.crd import CRD_PATH, is_stale
+
+    target = path or CRD_PATH
+    if is_stale(target):
+        console.print(f"[red]{target} is stale[/red]: run `vlgenrm crd export`")
+        raise typer.Exit(1)
+    console.print(f"{target} is up to date")
 
 
 @app.command()

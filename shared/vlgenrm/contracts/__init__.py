@@ -14,7 +14,7 @@ from vlgenrm.contracts.data import (
     TrainingRecord,
 )
 from vlgenrm.contracts.enums import *  # noqa: F403 - the enums are part of the contract surface
-from vlgenrm.contracts.iteration import Condition, IterationSpec, IterationStatus, StageDeadlines, StageProgress
+from vlgenrm.contracts.iteration import Condition, IterationStatus, ShardRetry, StageDeadlines, StageProgress
 from vlgenrm.contracts.stage import DeadLetter, ShardDone, ShardRef, StageEvent, StageTask
 
 __all__ = [
@@ -28,13 +28,13 @@ __all__ = [
     "ExpertReport",
     "ExpertVerdict",
     "ImageRef",
-    "IterationSpec",
     "IterationStatus",
     "RationaleCandidate",
     "RefinedPair",
     "ScoredCandidate",
     "ShardDone",
     "ShardRef",
+    "ShardRetry",
     "StageDeadlines",
     "StageEvent",
     "StageProgress",

@@ -119,3 +119,19 @@ class ConditionStatus(StrEnum):
     TRUE = "True"
     FALSE = "False"
     UNKNOWN = "Unknown"
+
+
+class IterationReason(StrEnum):
+    """Why an Iteration is where it is: the reason of its conditions and of Failed."""
+
+    CREATED = "Created"
+    STAGE_RUNNING = "StageRunning"
+    RETRYING = "Retrying"
+    SUSPENDED = "Suspended"
+    RESUMED = "Resumed"
+    PROMOTED = "Promoted"
+    NOT_PROMOTED = "NotPromoted"
+    INVALID_SPEC = "InvalidSpec"
+    MISSING_INPUT = "MissingInput"
+    BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"

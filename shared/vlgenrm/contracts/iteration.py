@@ -1,21 +1,21 @@
-"""The base of the ``Iteration`` custom resource's spec and status (§4).
+"""The ``Iteration`` custom resource's status and the pieces its spec shares (§4).
 
 Field names are camelCase on the wire (Kubernetes convention) and snake_case in Python.
-Stage configurations stay open dictionaries here; each stage's milestone types its own.
+The spec lives in :mod:`vlgenrm.iteration.spec`: it types every stage's config with the
+stage's own model, which imports from here.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
 
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from vlgenrm.contracts.base import Contract
-from vlgenrm.contracts.enums import ConditionStatus, ConditionType, Phase, Stage
+from vlgenrm.contracts.enums import ConditionStatus, ConditionType, FailureReason, IterationReason, Phase, Stage
 
-_CAMEL = ConfigDict(
+CAMEL = ConfigDict(
     alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
     populate_by_name=True,
     extra="forbid",
@@ -25,7 +25,7 @@ _CAMEL = ConfigDict(
 class StageDeadlines(BaseModel):
     """Per-stage wall-clock limits in seconds; a stage past its deadline fails the Iteration."""
 
-    model_config = _CAMEL
+    model_config = CAMEL
     experts: int = Field(3600, ge=1)
     rationale: int = Field(4 * 3600, ge=1)
     sampling: int = Field(4 * 3600, ge=1)
@@ -33,32 +33,24 @@ class StageDeadlines(BaseModel):
     evaluation: int = Field(3600, ge=1)
 
 
-class IterationSpec(Contract):
-    """What one iteration of the method should do."""
+class ShardRetry(BaseModel):
+    """A shard past its first attempt: which attempt is out, and why the last one failed."""
 
-    model_config = _CAMEL
-    dataset: str = Field(description="Dataset name in the store (datasets/<name>/manifest.json).")
-    eval_set: str = Field(description="Held-out dataset for evaluation.")
-    base_model: str | None = Field(None, description="Model path or URI to start from.")
-    previous_iteration: str | None = Field(None, description="Iteration whose checkpoint and hard pool to continue from.")
-    index: int = Field(0, ge=0, description="t: the iteration's position in its chain.")
-    experts: dict[str, Any] = Field(default_factory=dict)
-    rationale: dict[str, Any] = Field(default_factory=dict)
-    sampling: dict[str, Any] = Field(default_factory=dict)
-    training: dict[str, Any] = Field(default_factory=dict)
-    evaluation: dict[str, Any] = Field(default_factory=dict)
-    deadlines: StageDeadlines = Field(default_factory=StageDeadlines)
-    backoff_limit: int = Field(3, ge=0, description="Retries per shard before the Iteration fails.")
-    suspend: bool = False
+    model_config = CAMEL
+    attempt: int = Field(ge=2, description="The attempt now outstanding (or waiting for retryAt).")
+    retry_at: datetime | None = Field(None, description="When the attempt is published; None once it has been.")
+    last_reason: FailureReason | None = None
+    last_message: str = ""
 
 
 class StageProgress(BaseModel):
     """Shards done out of total, and attempts spent, for one stage."""
 
-    model_config = _CAMEL
+    model_config = CAMEL
     shards_done: int = Field(0, ge=0)
     shards_total: int = Field(0, ge=0)
-    attempts: int = Field(0, ge=0)
+    attempts: int = Field(0, ge=0, description="Tasks published for this stage, retries included.")
+    retries: dict[int, ShardRetry] = Field(default_factory=dict, description="Shards beyond their first attempt, by shard number.")
     started_at: datetime | None = None
     finished_at: datetime | None = None
 
@@ -66,7 +58,7 @@ class StageProgress(BaseModel):
 class Condition(BaseModel):
     """A Kubernetes condition (type, status, reason, message, lastTransitionTime)."""
 
-    model_config = _CAMEL
+    model_config = CAMEL
     type: ConditionType
     status: ConditionStatus
     reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
@@ -78,8 +70,12 @@ class Condition(BaseModel):
 class IterationStatus(Contract):
     """What the operator has observed about an Iteration."""
 
-    model_config = _CAMEL
+    model_config = CAMEL
     phase: Phase = Phase.PENDING
+    reason: IterationReason = Field(IterationReason.CREATED, description="Why the Iteration is in its phase.")
+    message: str = Field("", description="What happened last, for a human.")
+    resume_phase: Phase | None = Field(None, description="The phase a Suspended Iteration returns to.")
+    progress: str = Field("", description="Shards done of the current stage, e.g. 'sampling 3/8' (a printer column).")
     stages: dict[Stage, StageProgress] = Field(default_factory=dict)
     conditions: list[Condition] = Field(default_factory=list)
     metrics: dict[str, float] = Field(default_factory=dict)

@@ -23,6 +23,7 @@ CONTRACT_MODULES = (
     "vlgenrm.sampling.sampler",
     "vlgenrm.evaluation",
     "vlgenrm.training.report",
+    "vlgenrm.iteration.spec",
 )
 
 

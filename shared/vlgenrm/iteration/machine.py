@@ -1,0 +1,336 @@
+"""The Iteration state machine (§4): one pure function from (spec, status, what was observed,
+now) to (new status, actions). The kopf operator and the local driver are shells around it:
+they gather observations, execute the actions, persist the status.
+
+Observations are recounted from completion markers in the store (the store is the truth), so
+a lost, duplicated or reordered event can delay progress but never make it wrong; failure
+events only matter for the attempt that is outstanding. Every transition is idempotent: a
+shell that crashes after publishing tasks but before saving the status publishes them again,
+and the stage services answer a repeated task from its marker.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from vlgenrm.contracts import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    FailureReason,
+    IterationReason,
+    IterationStatus,
+    Phase,
+    ShardDone,
+    ShardRef,
+    ShardRetry,
+    Stage,
+    StageEvent,
+    StageProgress,
+    StageTask,
+)
+from vlgenrm.iteration.spec import IterationSpec
+from vlgenrm.stages import output_key, stage_prefix
+
+#: Stage phases in order; Promoting and the terminal phases follow Evaluating.
+STAGE_PHASES: dict[Phase, Stage] = {
+    Phase.ANNOTATING: Stage.EXPERTS,
+    Phase.RATIONALIZING: Stage.RATIONALE,
+    Phase.SAMPLING: Stage.SAMPLING,
+    Phase.TRAINING: Stage.TRAINING,
+    Phase.EVALUATING: Stage.EVALUATION,
+}
+ORDER = [Phase.PENDING, *STAGE_PHASES, Phase.PROMOTING, Phase.SUCCEEDED]
+TERMINAL = {Phase.SUCCEEDED, Phase.FAILED}
+
+
+# --------------------------------------------------------------------------- inputs and outputs
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the shell saw: the dataset, markers in the store, failure events, the models."""
+
+    namespace: str
+    name: str
+    dataset_shards: list[str]  # URIs of the training split's Example shards (empty: missing)
+    eval_uri: str | None  # the benchmark file of spec.evalSet
+    uri: Callable[[str], str]  # store key -> URI
+    base_model: str | None  # resolved spec.baseModel
+    current_model: str | None  # M_t: the previous iteration's checkpoint, else the base model
+    done: dict[Stage, dict[int, ShardDone]] = field(default_factory=dict)
+    failures: list[StageEvent] = field(default_factory=list)
+    hard_pool: list[str] = field(default_factory=list)  # the previous iteration's hard-pool shards
+
+
+@dataclass(frozen=True)
+class PublishTask:
+    task: StageTask
+
+
+@dataclass(frozen=True)
+class Promote:
+    """Write the promotion pointer from the evaluation stage's decision object."""
+
+    decision_key: str
+
+
+@dataclass(frozen=True)
+class Announce:
+    """A Kubernetes Event (or a log line in the local driver) about a transition."""
+
+    reason: IterationReason
+    message: str
+    warning: bool = False
+
+
+Action = PublishTask | Promote | Announce
+
+
+@dataclass
+class Reconciliation:
+    status: IterationStatus
+    actions: list[Action] = field(default_factory=list)
+
+    @property
+    def tasks(self) -> list[StageTask]:
+        return [a.task for a in self.actions if isinstance(a, PublishTask)]
+
+
+# --------------------------------------------------------------------------- the machine
+
+
+def retry_delay(attempt: int) -> timedelta:
+    """Backoff before attempt ``attempt`` (2, 3, ...): 10 s, 20 s, 40 s ... capped at 5 min."""
+    return timedelta(seconds=min(300, 10 * 2 ** max(0, attempt - 2)))
+
+
+def reconcile(spec: IterationSpec, status: IterationStatus, obs: Observation, now: datetime, generation: int = 1) -> Reconciliation:
+    """The next status and what to do to get there."""
+    r = Reconciliation(status.model_copy(deep=True))
+    s = r.status
+    s.observed_generation = generation
+    if s.phase in TERMINAL:
+        return r
+    if s.start_time is None:
+        s.start_time = now
+    _aggregate_metrics(s, obs)
+    if spec.suspend and s.phase is not Phase.SUSPENDED:
+        s.resume_phase, s.phase = s.phase, Phase.SUSPENDED
+        _set(r, IterationReason.SUSPENDED, "suspended by spec.suspend; in-flight shards may still finish", now)
+        return r
+    if s.phase is Phase.SUSPENDED:
+        if spec.suspend:
+            return r
+        s.phase, s.resume_phase = s.resume_phase or Phase.PENDING, None
+        _set(r, IterationReason.RESUMED, f"resumed in {s.phase.value}", now)
+        if s.phase in STAGE_PHASES:
+            _publish_outstanding(r, spec, obs, STAGE_PHASES[s.phase], now, resume=True)
+    if s.phase is Phase.PENDING:
+        problem = _missing_inputs(spec, obs)
+        if problem:
+            return _fail(r, IterationReason.MISSING_INPUT, problem, now)
+        _enter(r, spec, obs, Phase.ANNOTATING, now)
+    # Several stages may complete in one pass when their markers are already in the store
+    # (an operator restarted after the services finished): advance as far as the truth allows.
+    while s.phase in STAGE_PHASES:
+        stage = STAGE_PHASES[s.phase]
+        progress = s.stages[stage]
+        done = obs.done.get(stage, {})
+        progress.shards_done = sum(1 for i in range(progress.shards_total) if i in done)
+        s.progress = f"{stage.value} {progress.shards_done}/{progress.shards_total}"
+        if progress.shards_done == progress.shards_total:
+            progress.finished_at = progress.finished_at or now
+            nxt = ORDER[ORDER.index(s.phase) + 1]
+            if nxt is Phase.PROMOTING:
+                s.phase = Phase.PROMOTING
+                break
+            _enter(r, spec, obs, nxt, now)
+            continue
+        if not _handle_failures(r, spec, obs, stage, now):
+            return r  # failed
+        deadline = getattr(spec.deadlines, stage.value)
+        if progress.started_at is not None and now - progress.started_at > timedelta(seconds=deadline):
+            return _fail(r, IterationReason.DEADLINE_EXCEEDED, f"{stage.value} ran past its deadline of {deadline} s "
+                                                                 f"({progress.shards_done}/{progress.shards_total} shards done)", now)
+        _publish_due_retries(r, spec, obs, stage, now)
+        break
+    if s.phase is Phase.PROMOTING:
+        _promote(r, obs, now)
+    return r
+
+
+# --------------------------------------------------------------------------- transitions
+
+
+def _enter(r: Reconciliation, spec: IterationSpec, obs: Observation, phase: Phase, now: datetime) -> None:
+    s = r.status
+    s.phase = phase
+    stage = STAGE_PHASES[phase]
+    total = shard_count(stage, obs)
+    s.stages[stage] = StageProgress(shards_total=total, started_at=now)
+    _set(r, IterationReason.STAGE_RUNNING, f"{stage.value}: {total} shard(s) published", now)
+    _publish_outstanding(r, spec, obs, stage, now)
+
+
+def shard_count(stage: Stage, obs: Observation) -> int:
+    return 1 if stage in (Stage.TRAINING, Stage.EVALUATION) else len(obs.dataset_shards)
+
+
+def _publish_outstanding(r: Reconciliation, spec: IterationSpec, obs: Observation, stage: Stage, now: datetime, resume: bool = False) -> None:
+    """Publish every shard not done, at its outstanding attempt (already-published retries
+    again only when resuming: a suspended Iteration may have missed them)."""
+    progress = r.status.stages[stage]
+    done = obs.done.get(stage, {})
+    for shard in range(progress.shards_total):
+        if shard in done:
+            continue
+        retry = progress.retries.get(shard)
+        if retry is not None and retry.retry_at is not None and not resume:
+            continue  # waits for its backoff
+        attempt = retry.attempt if retry else 1
+        if retry is not None:
+            retry.retry_at = None
+        r.actions.append(PublishTask(make_task(spec, obs, stage, shard, attempt, now)))
+        progress.attempts += 1
+
+
+def _handle_failures(r: Reconciliation, spec: IterationSpec, obs: Observation, stage: Stage, now: datetime) -> bool:
+    """Schedule retries for failed outstanding attempts; False once one exhausts backoffLimit."""
+    progress = r.status.stages[stage]
+    done = obs.done.get(stage, {})
+    for event in sorted(obs.failures, key=lambda e: (e.shard.shard, e.attempt)):
+        if event.shard.stage is not stage or event.shard.iteration != obs.name or event.shard.namespace != obs.namespace:
+            continue
+        shard = event.shard.shard
+        if shard in done or shard >= progress.shards_total:
+            continue
+        retry = progress.retries.get(shard)
+        outstanding = retry.attempt if retry else 1
+        if event.attempt != outstanding or (retry is not None and retry.retry_at is not None):
+            continue  # stale, duplicate, or already scheduled
+        if outstanding > spec.backoff_limit:
+            reason = event.reason.value if event.reason else FailureReason.INTERNAL.value
+            _fail(r, IterationReason.BACKOFF_LIMIT_EXCEEDED,
+                  f"{stage.value} shard {shard} failed {outstanding} time(s), backoffLimit {spec.backoff_limit}: {reason}: {event.message}", now)
+            return False
+        nxt = outstanding + 1
+        progress.retries[shard] = ShardRetry(attempt=nxt, retry_at=now + retry_delay(nxt), last_reason=event.reason, last_message=event.message[:500])
+        _set(r, IterationReason.RETRYING, f"{stage.value} shard {shard} attempt {outstanding} failed ({event.message[:200]}); retrying", now, warning=True)
+    return True
+
+
+def _publish_due_retries(r: Reconciliation, spec: IterationSpec, obs: Observation, stage: Stage, now: datetime) -> None:
+    progress = r.status.stages[stage]
+    done = obs.done.get(stage, {})
+    for shard, retry in sorted(progress.retries.items()):
+        if shard not in done and retry.retry_at is not None and retry.retry_at <= now:
+            retry.retry_at = None
+            r.actions.append(PublishTask(make_task(spec, obs, stage, shard, retry.attempt, now)))
+            progress.attempts += 1
+
+
+def _promote(r: Reconciliation, obs: Observation, now: datetime) -> None:
+    s = r.status
+    evaluation = obs.done.get(Stage.EVALUATION, {}).get(0)
+    training = obs.done.get(Stage.TRAINING, {}).get(0)
+    s.checkpoint_uri = training.artifacts.get("checkpoint") if training else None
+    promote = bool(evaluation and evaluation.metrics.get("promote", 0.0) >= 0.5)
+    s.phase, s.finish_time, s.progress = Phase.SUCCEEDED, now, "done"
+    if promote and evaluation is not None:
+        ref = ShardRef(namespace=obs.namespace, iteration=obs.name, stage=Stage.EVALUATION, shard=0)
+        r.actions.append(Promote(f"{stage_prefix(ref)}/decision/00000.json"))
+        _set(r, IterationReason.PROMOTED, f"promoted {s.checkpoint_uri} (accuracy {s.metrics.get('accuracy', float('nan')):.4f})", now)
+    else:
+        _set(r, IterationReason.NOT_PROMOTED, f"succeeded; {s.checkpoint_uri} not promoted (accuracy {s.metrics.get('accuracy', float('nan')):.4f})", now)
+
+
+def _fail(r: Reconciliation, reason: IterationReason, message: str, now: datetime) -> Reconciliation:
+    r.status.phase, r.status.finish_time = Phase.FAILED, now
+    _set(r, reason, message, now, warning=True)
+    return r
+
+
+def _missing_inputs(spec: IterationSpec, obs: Observation) -> str | None:
+    if not obs.dataset_shards:
+        return f"dataset {spec.dataset!r} has no training shards in the store"
+    if obs.eval_uri is None:
+        return f"eval set {spec.eval_set!r} was not found in the store"
+    if obs.current_model is None or obs.base_model is None:
+        return "no model to start from: set baseModel, or previousIteration to a succeeded Iteration"
+    return None
+
+
+# --------------------------------------------------------------------------- tasks
+
+
+def make_task(spec: IterationSpec, obs: Observation, stage: Stage, shard: int, attempt: int, now: datetime) -> StageTask:
+    """The task of one shard: inputs from the previous stage's outputs, config from the spec."""
+    ref = ShardRef(namespace=obs.namespace, iteration=obs.name, stage=stage, shard=shard)
+
+    def out(s: Stage, i: int, kind: str | None = None) -> str:
+        return obs.uri(output_key(ShardRef(namespace=obs.namespace, iteration=obs.name, stage=s, shard=i), kind))
+
+    n = len(obs.dataset_shards)
+    genrm = {"genrm": spec.genrm.model_dump(mode="json")} if spec.genrm else {}
+    if stage is Stage.EXPERTS:
+        inputs, config = [obs.dataset_shards[shard]], spec.experts.model_dump(mode="json")
+    elif stage is Stage.RATIONALE:
+        inputs = [out(Stage.EXPERTS, shard), out(Stage.EXPERTS, shard, "reports")]
+        config = spec.rationale.model_dump(mode="json") | ({"hard_pool": obs.hard_pool} if obs.hard_pool else {})
+    elif stage is Stage.SAMPLING:
+        inputs = [out(Stage.RATIONALE, shard), out(Stage.EXPERTS, shard)]
+        config = {"model": obs.current_model, "sampler": spec.sampling.model_dump(mode="json")} | genrm
+    elif stage is Stage.TRAINING:
+        inputs = [out(Stage.SAMPLING, i) for i in range(n)]
+        previous = obs.current_model if spec.previous_iteration else None
+        config = {"base_model": obs.base_model, "previous_model": previous, "training": spec.training.model_dump(mode="json")} | genrm
+    else:
+        training = obs.done.get(Stage.TRAINING, {}).get(0)
+        model = training.artifacts.get("checkpoint") if training else None
+        inputs, config = [obs.eval_uri or ""], {"model": model, "evaluation": spec.evaluation.model_dump(mode="json")} | genrm
+    return StageTask(
+        task_id=f"{obs.namespace}.{obs.name}.{stage.value}.{shard:05d}.{attempt}", shard=ref, shard_count=shard_count(stage, obs),
+        attempt=attempt, iteration_index=spec.index, inputs=inputs, output_prefix=stage_prefix(ref) + "/", config=config, created_at=now,
+    )
+
+
+# --------------------------------------------------------------------------- status details
+
+
+def _aggregate_metrics(s: IterationStatus, obs: Observation) -> None:
+    """Counts summed per stage ("experts.kept", ...); training and evaluation metrics as they are."""
+    for stage, markers in obs.done.items():
+        totals: dict[str, float] = {}
+        for marker in markers.values():
+            for k, v in marker.counts.items():
+                totals[k] = totals.get(k, 0.0) + v
+        for k, v in totals.items():
+            s.metrics[f"{stage.value}.{k}"] = v
+        if stage in (Stage.TRAINING, Stage.EVALUATION) and 0 in markers:
+            for k, v in markers[0].metrics.items():
+                s.metrics[k if stage is Stage.EVALUATION else f"training.{k}"] = v
+
+
+def _set(r: Reconciliation, reason: IterationReason, message: str, now: datetime, warning: bool = False) -> None:
+    """Phase reason and the four conditions, changed only when their status/reason change."""
+    s = r.status
+    s.reason, s.message = reason, message
+    running = s.phase not in TERMINAL and s.phase is not Phase.SUSPENDED
+    wanted = {
+        ConditionType.READY: (s.phase is Phase.SUCCEEDED, reason),
+        ConditionType.PROGRESSING: (running, reason),
+        ConditionType.DEGRADED: (s.phase is Phase.FAILED or reason is IterationReason.RETRYING, reason),
+        ConditionType.SUSPENDED: (s.phase is Phase.SUSPENDED, reason),
+    }
+    by_type = {c.type: c for c in s.conditions}
+    for ctype, (true, why) in wanted.items():
+        status = ConditionStatus.TRUE if true else ConditionStatus.FALSE
+        old = by_type.get(ctype)
+        if old is None or old.status is not status or old.reason != why.value:
+            by_type[ctype] = Condition(type=ctype, status=status, reason=why.value, message=message[:1000], last_transition_time=now,
+                                       observed_generation=s.observed_generation)
+    s.conditions = [by_type[t] for t in ConditionType]
+    r.actions.append(Announce(reason, message, warning))
