@@ -1,0 +1,108 @@
+"""What a shell (operator or local driver) gathers for the state machine: the dataset and
+eval set in the store, the models to start from, completion markers (the truth), and the
+failures reported on the events and dead-letter topics."""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from pydantic import ValidationError
+
+from vlgenrm.bus.base import Record, Topics
+from vlgenrm.contracts import DeadLetter, EventType, FailureReason, ShardDone, Stage, StageEvent, StageTask
+from vlgenrm.iteration.machine import Observation
+from vlgenrm.iteration.spec import IterationSpec
+from vlgenrm.store import BlobStore
+from vlgenrm.store.base import ObjectNotFoundError, StoreError
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_prefix(namespace: str, name: str) -> str:
+    """Where an Iteration's trained model lives (§4: checkpoints/<ns>/<name>/...)."""
+    return f"checkpoints/{namespace}/{name}/model"
+
+
+class FailureLog:
+    """Failure reports per Iteration, from ``shard_failed`` events and from dead letters of
+    stage tasks (a task that crashed its handler reaches only the dead-letter topic)."""
+
+    def __init__(self, topics: Topics) -> None:
+        self.topics = topics
+        self._by_iteration: dict[tuple[str, str], list[StageEvent]] = defaultdict(list)
+
+    def add(self, record: Record) -> None:
+        try:
+            if record.topic == self.topics.dlq:
+                letter = DeadLetter.model_validate_json(record.value)
+                task = StageTask.model_validate_json(letter.original)
+                event = StageEvent(event_id=f"{task.task_id}/{task.attempt}/dlq", task_id=task.task_id, shard=task.shard, attempt=task.attempt,
+                                   type=EventType.SHARD_FAILED, reason=FailureReason.INTERNAL, message=f"dead-lettered ({letter.reason.value}): {letter.detail}")
+            else:
+                event = StageEvent.model_validate_json(record.value)
+        except (ValidationError, ValueError):
+            return  # not about a stage task (or not ours): nothing the machine can use
+        if event.type is EventType.SHARD_FAILED:
+            self._by_iteration[(event.shard.namespace, event.shard.iteration)].append(event)
+
+    def of(self, namespace: str, name: str) -> list[StageEvent]:
+        return list(self._by_iteration.get((namespace, name), []))
+
+    def forget(self, namespace: str, name: str) -> None:
+        self._by_iteration.pop((namespace, name), None)
+
+
+@dataclass
+class MarkerCache:
+    """Completion markers never change once written: read each one once."""
+
+    markers: dict[str, ShardDone] = field(default_factory=dict)
+
+    def stage(self, store: BlobStore, namespace: str, name: str, stage: Stage) -> dict[int, ShardDone]:
+        prefix = f"iterations/{namespace}/{name}/{stage.value}/"
+        out = {}
+        for obj in store.list(prefix):
+            rest = obj.key[len(prefix):]
+            if "/" in rest or not rest.endswith(".done"):
+                continue
+            if obj.key not in self.markers:
+                self.markers[obj.key] = store.get_model(obj.key, ShardDone)
+            out[int(rest[: -len(".done")])] = self.markers[obj.key]
+        return out
+
+    def forget(self, namespace: str, name: str) -> None:
+        prefix = f"iterations/{namespace}/{name}/"
+        for key in [k for k in self.markers if k.startswith(prefix)]:
+            del self.markers[key]
+
+
+def observe(store: BlobStore, spec: IterationSpec, namespace: str, name: str, *, failures: list[StageEvent],
+            markers: MarkerCache, previous_succeeded: bool | None = None) -> Observation:
+    """The Observation of one Iteration. ``previous_succeeded``: whether spec.previousIteration
+    finished (the shell knows its status); without it the previous checkpoint must exist."""
+    from vlgenrm.synth.dataset import eval_export_key, load_manifest
+
+    try:
+        manifest = load_manifest(store, spec.dataset)
+        split = manifest.splits.get("train")
+        shards = [store.uri(key) for key in split.shards] if split else []
+    except (ObjectNotFoundError, StoreError, ValidationError) as exc:
+        log.warning("dataset %s: %s", spec.dataset, exc)
+        shards = []
+    eval_key = eval_export_key(spec.eval_set)
+    eval_uri = store.uri(eval_key) if store.exists(eval_key) else None
+    current, hard_pool = spec.base_model, []
+    if spec.previous_iteration:
+        prefix = checkpoint_prefix(namespace, spec.previous_iteration)
+        exists = store.exists(f"{prefix}/vlgenrm-manifest.json")
+        current = store.uri(prefix) if exists and previous_succeeded is not False else None
+        hard_prefix = f"iterations/{namespace}/{spec.previous_iteration}/sampling/hard/"
+        hard_pool = [store.uri(o.key) for o in store.list(hard_prefix) if o.key.endswith(".jsonl")]
+    base = spec.base_model or current
+    done = {stage: markers.stage(store, namespace, name, stage) for stage in Stage}
+    return Observation(
+        namespace=namespace, name=name, dataset_shards=shards, eval_uri=eval_uri, uri=store.uri, base_model=base,
+        current_model=current, done=done, failures=failures, hard_pool=hard_pool,
+    )
