@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 INFRA  := $(PY) scripts/infra/localinfra.py
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps test test-quick infra-up infra-down infra-status schemas clean
+.PHONY: help install system-deps test test-quick demo infra-up infra-down infra-status schemas clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -19,10 +19,10 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 
 install: $(STAMP) ## Create or reuse .venv and install vlgenrm with its pinned dependencies
 
-infra-up: install ## Install (cached) and start Kafka and the S3 server on 127.0.0.1
+infra-up: install ## Install (cached) and start Kafka, the S3 server, etcd and kube-apiserver on 127.0.0.1
 	$(INFRA) up
 
-infra-down: ## Stop the local Kafka and S3 server
+infra-down: ## Stop the local servers (Kafka, S3, kube-apiserver, etcd)
 	@test -x $(PY) && $(INFRA) down || true
 
 infra-status: install ## Show the local servers
@@ -31,11 +31,14 @@ infra-status: install ## Show the local servers
 system-deps: ## Install missing system packages (tesseract) where possible
 	@bash scripts/install-system-deps.sh
 
-test: install system-deps infra-up ## The whole suite, against real Kafka and S3 (servers stay up: make infra-down)
+test: install system-deps infra-up ## The whole suite, against real Kafka, S3 and Kubernetes API (servers stay up: make infra-down)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-quick: install ## The tests that need no server and no big data
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
+
+demo: install system-deps ## The whole loop on this machine: 2 iterations with and without experts, report in vlgenrm-report/
+	$(VENV)/bin/vlgenrm --set store.root=$(CURDIR)/.demo/store --log-level WARNING run --ablate-experts --report vlgenrm-report
 
 schemas: install ## Re-export the JSON Schemas of the contracts into schemas/
 	$(VENV)/bin/vlgenrm schemas export --out schemas

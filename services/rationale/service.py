@@ -63,16 +63,11 @@ class RationaleStage:
                 errors[pair.id] = f"{type(exc).__name__}: {exc}"
         from vlgenrm.sampling.sampler import HardPoolEntry
 
-        hard = [entry for uri in settings.hard_pool for entry in read_jsonl(self.store, uri, HardPoolEntry)]
+        # Every shard is handed the whole hard pool; it gives more samples to the hard pairs it
+        # holds. (A pair of another shard gets its extra samples there: adding it here would
+        # leave this shard's candidates without their pair in the sampler.)
         known = {p.id for p in pairs}
-        for entry in hard:  # a hard pair of the previous iteration that this shard does not hold
-            if entry.pair.id not in known and entry.pair.label is not None:
-                pairs.append(entry.pair)
-                known.add(entry.pair.id)
-                try:
-                    images[entry.pair.example.image.key] = self.store.get_image(entry.pair.example.image)
-                except StoreError as exc:
-                    errors[entry.pair.id] = f"{type(exc).__name__}: {exc}"
+        hard = [entry for uri in settings.hard_pool for entry in read_jsonl(self.store, uri, HardPoolEntry) if entry.pair.id in known]
         usable = [p for p in pairs if p.id not in errors]
         seed = zlib.crc32(task.task_id.encode())  # the same task samples the same candidates
         def progress(done: int, total: int) -> None:

@@ -40,6 +40,25 @@ def marker_key(shard: ShardRef) -> str:
     return f"{stage_prefix(shard)}/{shard.shard:05d}.done"
 
 
+def cancelled_key(namespace: str, iteration: str) -> str:
+    """The tombstone of a deleted Iteration: its queued tasks are skipped, not processed."""
+    return f"iterations/{namespace}/{iteration}/CANCELLED"
+
+
+def cancel_iteration(store: BlobStore, namespace: str, iteration: str, *, delete_outputs: bool = False) -> int:
+    """Stop an Iteration's remaining tasks (tombstone first), then optionally delete its stage
+    outputs. Returns the number of objects deleted."""
+    tombstone = cancelled_key(namespace, iteration)
+    store.put_bytes(tombstone, b"cancelled\n")
+    deleted = 0
+    if delete_outputs:
+        for obj in list(store.list(f"iterations/{namespace}/{iteration}/")):
+            if obj.key != tombstone:
+                store.delete(obj.key)
+                deleted += 1
+    return deleted
+
+
 @dataclass
 class ShardResult:
     """What a stage produced for one shard: objects to write, counts, per-item errors."""
@@ -96,6 +115,9 @@ class StageRunner:
         self.bus, self.store, self.topics, self.process = bus, store, topics, process
 
     def __call__(self, task: StageTask, record: Record) -> None:
+        if self.store.exists(cancelled_key(task.shard.namespace, task.shard.iteration)):
+            log.info("%s belongs to a deleted Iteration; skipped", task.shard.key)
+            return
         marker = marker_key(task.shard)
         if self.store.exists(marker):
             done = self.store.get_model(marker, ShardDone)

@@ -83,3 +83,36 @@ def test_sigkill_mid_shard_then_restart_completes_exactly_once(cluster: Platform
         ids = [TrainingRecord.model_validate_json(line).id for line in lines]
         assert done.counts["scored"] == done.counts["candidates"] - done.counts["unparseable"]
     assert len(ids) == len(set(ids))
+
+
+def test_a_shard_gives_extra_samples_only_to_the_hard_pairs_it_holds(platform: Platform):
+    """Every rationale task gets the whole hard pool; pairs of other shards are not its business
+    (their candidates would have no pair in this shard's sampling task)."""
+    from vlgenrm.contracts import RefinedPair
+    from vlgenrm.sampling.sampler import HardPoolEntry
+    from vlgenrm.stages import jsonl, read_jsonl
+
+    pairs_key, reports_key = experts_outputs(platform, 6)
+    pairs = [p for p in read_jsonl(platform.store, platform.store.uri(pairs_key), RefinedPair) if p.label is not None]
+    elsewhere = pairs[0].model_copy(update={"id": "another-shard/refined"})
+    hard = [HardPoolEntry(id=f"{p.id}/hard/0", pair=p, iteration=0, extra_samples=3, reason="none accepted") for p in (pairs[1], elsewhere)]
+    platform.store.put_bytes("iterations/test/prev/sampling/hard/00000.jsonl", jsonl(hard))
+    rationale = task(platform, Stage.RATIONALE, [pairs_key, reports_key], {"k": 1, "hard_pool": [platform.store.uri("iterations/test/prev/sampling/hard/00000.jsonl")]})
+    run_stage(platform, rationale)
+    done = platform.store.get_model(marker_key(rationale.shard), ShardDone)
+    candidates = read_jsonl(platform.store, platform.store.uri(output_key(rationale.shard)), RationaleCandidate)
+    assert done.counts["pairs_hard"] == 1
+    assert {c.pair_id for c in candidates} <= {p.id for p in pairs}
+    assert sum(c.pair_id == pairs[1].id for c in candidates) == 1 + 3
+
+
+def test_tasks_of_a_deleted_iteration_are_skipped_and_its_outputs_can_go(platform: Platform):
+    from vlgenrm.stages import cancel_iteration, cancelled_key
+
+    pairs_key, reports_key = experts_outputs(platform, 4)
+    assert cancel_iteration(platform.store, "test", "e2e", delete_outputs=True) >= 2
+    assert not platform.store.exists(pairs_key) and platform.store.exists(cancelled_key("test", "e2e"))
+    rationale = task(platform, Stage.RATIONALE, [pairs_key, reports_key], {"k": 1})
+    run_stage(platform, rationale)  # queued before the deletion: consumed, not processed
+    assert not platform.store.exists(marker_key(rationale.shard))
+    assert [o.key for o in platform.store.list("iterations/test/e2e/")] == [cancelled_key("test", "e2e")]

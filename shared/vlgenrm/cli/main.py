@@ -144,6 +144,59 @@ def doctor(ctx: typer.Context, fix: Annotated[bool, typer.Option(help="Create mi
 
 
 @app.command()
+def run(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file of RunConfig fields (data, iterations, spec, ...).")] = None,
+    iterations: Annotated[int | None, typer.Option(min=1, help="Chained Iterations per variant (default 2).")] = None,
+    ablate_experts: Annotated[bool, typer.Option(help="Also run the chain without expert refinement, for comparison.")] = False,
+    report: Annotated[Path | None, typer.Option(help="Folder for report.md and the plots (default vlgenrm-report).")] = None,
+) -> None:
+    """Run the whole loop on this machine: synthetic data, a tiny GenRM, N chained Iterations
+    (experts -> rationales -> rejection sampling -> Ray Train -> evaluation -> promotion) on the
+    in-memory bus and local Ray, then a report. The same state machine as the operator."""
+    import time
+
+    import yaml
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from vlgenrm.iteration.demo import RunConfig, run_demo, write_report
+    from vlgenrm.settings import BusKind
+
+    raw = yaml.safe_load(config.read_text()) if config else {}
+    run_config = RunConfig.model_validate(raw or {})
+    update = {k: v for k, v in {"iterations": iterations, "report_dir": report}.items() if v is not None}
+    if ablate_experts:
+        update["ablate_experts"] = True
+    run_config = run_config.model_copy(update=update)
+    settings = _settings(ctx)
+    # The stage services run as threads of this process: they share an in-memory bus.
+    settings = settings.model_copy(update={"bus": settings.bus.model_copy(update={"kind": BusKind.MEMORY})})
+    stages = {"Pending": 0, "Annotating": 0, "Rationalizing": 1, "Sampling": 2, "Training": 3, "Evaluating": 4, "Promoting": 5, "Succeeded": 5, "Failed": 5}
+    started = time.monotonic()
+    with Progress(TextColumn("{task.description:<34}"), BarColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console) as bars:
+        tasks: dict[str, int] = {}
+
+        def on_status(name: str, status) -> None:  # noqa: ANN001 - IterationStatus
+            if name not in tasks:
+                tasks[name] = bars.add_task(name, total=5, detail="")
+            bars.update(tasks[name], completed=stages.get(status.phase.value, 0), detail=f"{status.phase.value} {status.progress}")
+
+        results = run_demo(run_config, settings, on_status=on_status)
+    path = write_report(results, run_config, run_config.report_dir, time.monotonic() - started)
+    table = Table(title=f"vlgenrm run ({(time.monotonic() - started) / 60:.1f} min)")
+    for column in ("variant", "t", "phase", "held-out accuracy", "labels right", "training records", "promoted"):
+        table.add_column(column)
+    for r in results:
+        table.add_row(r.variant, str(r.index), r.status.phase.value, f"{r.accuracy:.3f}" if r.accuracy is not None else "-",
+                      f"{r.label_accuracy:.3f}" if r.label_accuracy is not None else "-", f"{r.status.metrics.get('sampling.kept', 0):.0f}",
+                      "yes" if r.status.reason.value == "Promoted" else "no")
+    console.print(table)
+    console.print(f"report: {path}")
+    if any(r.status.phase.value != "Succeeded" for r in results):
+        raise typer.Exit(1)
+
+
+@app.command()
 def serve(
     ctx: typer.Context,
     model: Annotated[str | None, typer.Option(help="Checkpoint folder or store URI to serve (default: serving.model, else the promoted model).")] = None,
