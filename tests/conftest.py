@@ -23,7 +23,7 @@ sys.path.insert(0, str(REPO / "scripts" / "infra"))
 import localinfra  # noqa: E402
 
 
-def _serve(server: localinfra.KafkaServer | localinfra.S3Server) -> Iterator:
+def _serve(server: localinfra.KafkaServer | localinfra.S3Server | localinfra.KubeApiServer) -> Iterator:
     started_here = not server.is_running()
     server.install()
     server.start()
@@ -40,6 +40,16 @@ def kafka_server() -> Iterator[localinfra.KafkaServer]:
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[localinfra.S3Server]:
     yield from _serve(localinfra.S3Server())
+
+
+@pytest.fixture(scope="session")
+def kube_server() -> Iterator[localinfra.KubeApiServer]:
+    """etcd + kube-apiserver, envtest-style: RBAC and CRDs work, no controllers (use fresh namespaces).
+
+    ``kube_server.kubeconfig`` is an admin kubeconfig, ``kube_server.run_kubectl(...)`` runs its kubectl.
+    The build takes 10+ minutes the first time: `make infra-up` fills the cache before pytest runs.
+    """
+    yield from _serve(localinfra.KubeApiServer())
 
 
 @pytest.fixture
