@@ -30,6 +30,12 @@ SPEC_RULES = [
      "message": "an Iteration continuing a previousIteration has index >= 1"},
 ]
 DROP = {"title", "default", "examples", "propertyNames"}
+#: JSONSchemaProps fields the API server accepts; anything else pydantic emits (writeOnly, ...) goes.
+ALLOWED = {
+    "description", "type", "format", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum", "maxLength", "minLength",
+    "pattern", "maxItems", "minItems", "uniqueItems", "multipleOf", "enum", "maxProperties", "minProperties", "required",
+    "items", "properties", "additionalProperties", "nullable", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-validations",
+}
 #: OpenAPI formats the API server knows; others (pydantic's "path") are dropped.
 FORMATS = {"date-time", "date", "password", "uri", "email", "hostname", "ipv4", "ipv6", "uuid", "byte", "int32", "int64", "float", "double"}
 
@@ -61,7 +67,7 @@ def structural(schema: dict[str, Any]) -> dict[str, Any]:
                 return out
         out: dict[str, Any] = {}
         for key, value in node.items():
-            if key in DROP or key == "$defs":
+            if key in DROP or key == "$defs" or (key not in ALLOWED and key not in ("const", "prefixItems")):
                 continue
             if key == "format" and value not in FORMATS:
                 continue

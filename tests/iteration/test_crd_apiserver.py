@@ -1,0 +1,81 @@
+"""The generated CRD on a real kube-apiserver: installed and established, valid Iterations
+accepted, invalid ones rejected with the schema's (or the CEL rule's) message, printer
+columns and `kubectl explain` from the field descriptions."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from vlgenrm.iteration.crd import CRD_PATH
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def crd(kube_server):
+    kube_server.run_kubectl("apply", "--server-side", "-f", str(REPO / CRD_PATH))
+    kube_server.wait_crd_established("iterations.vlgenrm.io")
+    return kube_server
+
+
+@pytest.fixture
+def namespace(crd) -> str:
+    name = f"it-{uuid.uuid4().hex[:8]}"
+    crd.run_kubectl("create", "namespace", name)
+    return name
+
+
+def iteration(name: str, **spec) -> str:
+    body = {"apiVersion": "vlgenrm.io/v1alpha1", "kind": "Iteration", "metadata": {"name": name},
+            "spec": {"dataset": "synth", "evalSet": "synth", "baseModel": "s3://vlgenrm/checkpoints/base"} | spec}
+    return yaml.safe_dump(body)
+
+
+def apply(kube, namespace: str, manifest: str):
+    return kube.run_kubectl("apply", "-n", namespace, "-f", "-", input=manifest, check=False)
+
+
+def test_valid_iterations_are_accepted_with_typed_stage_configs(crd, namespace):
+    ok = apply(crd, namespace, iteration("it-0", training={"batch_size": 8, "workers": 2, "lora": {"r": 4}}, sampling={"tau0": 0.5}))
+    assert ok.returncode == 0, ok.stderr
+    got = json.loads(crd.run_kubectl("get", "iteration", "it-0", "-n", namespace, "-o", "json").stdout)
+    assert got["spec"]["training"]["lora"]["r"] == 4
+    assert apply(crd, namespace, iteration("it-1", previousIteration="it-0", index=1)).returncode == 0
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"backoffLimit": -1}, "should be greater than or equal to 0"),
+    ({"training": {"batch_size": 6, "workers": 4}}, "must be a multiple of training.workers x training.accumulation"),
+    ({"training": {"objective": "ppo"}}, 'Unsupported value: "ppo"'),
+    ({"baseModel": None, "previousIteration": None}, "set baseModel or previousIteration"),
+    ({"previousIteration": "it-0", "index": 0}, "index >= 1"),
+    ({"sampling": {"top_n": 0}}, "should be greater than or equal to 1"),
+    ({"previousIteration": "Not_A_Name", "index": 1}, "should match"),
+])
+def test_invalid_iterations_are_rejected_with_the_schemas_message(crd, namespace, spec, message):
+    manifest = iteration("bad", **spec)
+    if spec.get("baseModel", "") is None:
+        body = yaml.safe_load(manifest)
+        body["spec"].pop("baseModel")
+        body["spec"].pop("previousIteration", None)
+        manifest = yaml.safe_dump(body)
+    out = apply(crd, namespace, manifest)
+    assert out.returncode != 0 and message in out.stderr, out.stderr
+
+
+def test_printer_columns_short_names_status_and_explain(crd, namespace):
+    assert apply(crd, namespace, iteration("shown")).returncode == 0
+    status = {"phase": "Sampling", "progress": "sampling 3/8", "metrics": {"accuracy": 0.625}}
+    crd.run_kubectl("patch", "iteration", "shown", "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps({"status": status}))
+    table = crd.run_kubectl("get", "it", "-n", namespace).stdout
+    header, row = table.splitlines()[:2]
+    assert header.split()[:5] == ["NAME", "PHASE", "PROGRESS", "ACCURACY", "AGE"]
+    assert row.split()[:5] == ["shown", "Sampling", "sampling", "3/8", "0.625"]
+    assert "shown" in crd.run_kubectl("get", "vlgenrm", "-n", namespace).stdout  # the category
+    explained = crd.run_kubectl("explain", "iteration.spec.training.learning_rate").stdout
+    assert "Peak AdamW learning rate" in explained
