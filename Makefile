@@ -14,7 +14,7 @@ help: ## Show the targets
 $(STAMP): pyproject.toml setup.py constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -c constraints.txt "pip==25.3" "setuptools==80.9.0" "wheel==0.48.0"
-	$(PY) -m pip install -q -c constraints.txt --no-build-isolation -e '.[dev,ml,experts,ray]'
+	$(PY) -m pip install -q -c constraints.txt --no-build-isolation -e '.[dev,ml,experts,ray,operator]'
 	@touch $(STAMP)
 
 install: $(STAMP) ## Create or reuse .venv and install vlgenrm with its pinned dependencies

@@ -129,6 +129,10 @@ class StageRunner:
         except InvalidShardError as exc:
             self.bus.publish(self.topics.events, task.shard.key, event_for(task, EventType.SHARD_FAILED, reason=exc.reason, message=str(exc)))
             raise
+        if self.store.exists(cancelled_key(task.shard.namespace, task.shard.iteration)):
+            # Deleted while this shard was being computed: write nothing after the cleanup.
+            log.info("%s: its Iteration was deleted meanwhile; outputs dropped", task.shard.key)
+            return
         for key, data in sorted(result.objects.items()):
             self.store.put_bytes(key, data)
         done = ShardDone(

@@ -52,8 +52,10 @@ class LocalServices:
             thread.join(30)
 
 
-def execute(store: BlobStore, bus: Bus, topics: Topics, namespace: str, name: str, r: Reconciliation) -> None:
-    """Carry out the machine's actions (the operator does the same against Kubernetes)."""
+def execute(store: BlobStore, bus: Bus, topics: Topics, namespace: str, name: str, r: Reconciliation,
+            announce: Callable[[Announce], None] | None = None) -> None:
+    """Carry out the machine's actions; ``announce`` posts the Kubernetes Events (the operator),
+    by default they are logged (the local driver)."""
     for action in r.actions:
         if isinstance(action, PublishTask):
             bus.publish(topics.tasks(action.task.shard.stage), action.task.shard.key, action.task)
@@ -63,6 +65,8 @@ def execute(store: BlobStore, bus: Bus, topics: Topics, namespace: str, name: st
                 namespace=namespace, iteration=name, model=decision.candidate_uri, model_version=decision.candidate_version,
                 accuracy=decision.candidate_accuracy, dataset=decision.dataset,
             ))
+        elif isinstance(action, Announce) and announce is not None:
+            announce(action)
         elif isinstance(action, Announce):
             (log.warning if action.warning else log.info)("%s/%s %s: %s", namespace, name, action.reason.value, action.message)
 

@@ -131,7 +131,7 @@ def reconcile(spec: IterationSpec, status: IterationStatus, obs: Observation, no
     if s.phase is Phase.PENDING:
         problem = _missing_inputs(spec, obs)
         if problem:
-            return _fail(r, IterationReason.MISSING_INPUT, problem, now)
+            return fail(r, IterationReason.MISSING_INPUT, problem, now)
         _enter(r, spec, obs, Phase.ANNOTATING, now)
     # Several stages may complete in one pass when their markers are already in the store
     # (an operator restarted after the services finished): advance as far as the truth allows.
@@ -153,7 +153,7 @@ def reconcile(spec: IterationSpec, status: IterationStatus, obs: Observation, no
             return r  # failed
         deadline = getattr(spec.deadlines, stage.value)
         if progress.started_at is not None and now - progress.started_at > timedelta(seconds=deadline):
-            return _fail(r, IterationReason.DEADLINE_EXCEEDED, f"{stage.value} ran past its deadline of {deadline} s "
+            return fail(r, IterationReason.DEADLINE_EXCEEDED, f"{stage.value} ran past its deadline of {deadline} s "
                                                                  f"({progress.shards_done}/{progress.shards_total} shards done)", now)
         _publish_due_retries(r, spec, obs, stage, now)
         break
@@ -213,7 +213,7 @@ def _handle_failures(r: Reconciliation, spec: IterationSpec, obs: Observation, s
             continue  # stale, duplicate, or already scheduled
         if outstanding > spec.backoff_limit:
             reason = event.reason.value if event.reason else FailureReason.INTERNAL.value
-            _fail(r, IterationReason.BACKOFF_LIMIT_EXCEEDED,
+            fail(r, IterationReason.BACKOFF_LIMIT_EXCEEDED,
                   f"{stage.value} shard {shard} failed {outstanding} time(s), backoffLimit {spec.backoff_limit}: {reason}: {event.message}", now)
             return False
         nxt = outstanding + 1
@@ -247,7 +247,7 @@ def _promote(r: Reconciliation, obs: Observation, now: datetime) -> None:
         _set(r, IterationReason.NOT_PROMOTED, f"succeeded; {s.checkpoint_uri} not promoted (accuracy {s.metrics.get('accuracy', float('nan')):.4f})", now)
 
 
-def _fail(r: Reconciliation, reason: IterationReason, message: str, now: datetime) -> Reconciliation:
+def fail(r: Reconciliation, reason: IterationReason, message: str, now: datetime) -> Reconciliation:
     r.status.phase, r.status.finish_time = Phase.FAILED, now
     _set(r, reason, message, now, warning=True)
     return r

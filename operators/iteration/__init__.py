@@ -1,0 +1,1 @@
+"""The kopf operator that advances ``Iteration`` resources with the shared state machine."""

@@ -1,0 +1,151 @@
+"""The kopf operator against a real kube-apiserver, real Kafka and S3, with the stage services
+as subprocesses on tiny models: an Iteration reaches Succeeded with its status filled, even
+when the operator is killed and restarted mid-run; a deleted Iteration is cleaned up and its
+queued tasks are not processed; a stage that keeps failing fails the Iteration with the reason."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import REPO
+from tests.services.conftest import Platform, make_platform
+from tests.services.procs import service_env
+from vlgenrm.genrm.model import upload_checkpoint
+from vlgenrm.iteration.crd import CRD_PATH
+from vlgenrm.stages import cancelled_key
+from vlgenrm.synth.dataset import SynthConfig, generate_dataset
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+SERVICES = ["experts", "rationale", "sampler", "trainer"]
+
+
+class Procs:
+    """Subprocesses in their own sessions (a kill takes a service's local Ray with it)."""
+
+    def __init__(self, env: dict[str, str], logs: Path) -> None:
+        self.env, self.logs, self.procs = env, logs, {}
+
+    def start(self, name: str, *args: str) -> None:
+        out = open(self.logs / f"{name}.log", "a")  # noqa: SIM115 - closed with the process
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+
+    def kill(self, name: str) -> None:
+        proc = self.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+
+    def stop_all(self) -> None:
+        for proc in self.procs.values():
+            with __import__("contextlib").suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+
+    def tail(self, name: str, lines: int = 40) -> str:
+        return "".join((self.logs / f"{name}.log").read_text().splitlines(True)[-lines:])
+
+
+@pytest.fixture(scope="module")
+def cluster_setup(request, kube_server, tmp_path_factory) -> Iterator[tuple]:
+    tmp = tmp_path_factory.mktemp("operator")
+    platform: Platform = next(make_platform("cluster", request, tmp))
+    kube_server.run_kubectl("apply", "--server-side", "-f", str(REPO / CRD_PATH))
+    kube_server.wait_crd_established("iterations.vlgenrm.io")
+    namespace = f"op-{uuid.uuid4().hex[:6]}"
+    kube_server.run_kubectl("create", "namespace", namespace)
+    generate_dataset(SynthConfig(name="tiny", n_train=8, n_eval=8, image_size=192, shard_size=8), platform.store)
+    from vlgenrm.genrm.tiny import build_tiny_genrm
+
+    base = upload_checkpoint(build_tiny_genrm(tmp / "base", "qwen2_vl"), platform.store, f"checkpoints/{namespace}/base/model")
+    env = service_env(platform) | {"KUBECONFIG": str(kube_server.kubeconfig), "VLGENRM_WORKER__POLL_TIMEOUT_S": "0.2"}
+    procs = Procs(env, tmp)
+    for service in SERVICES:
+        procs.start(service, f"vlgenrm.services.{service}")
+    procs.start("operator", "vlgenrm.operators.iteration", "--standalone", "--namespace", namespace)
+    yield kube_server, platform, namespace, base, procs
+    procs.stop_all()
+
+
+def manifest(name: str, base: str, **spec) -> str:
+    body = {"apiVersion": "vlgenrm.io/v1alpha1", "kind": "Iteration", "metadata": {"name": name}, "spec": {
+        "dataset": "tiny", "evalSet": "tiny", "baseModel": base, "rationale": {"k": 1}, "sampling": {"tau0": -50.0},
+        "training": {"batch_size": 4, "max_steps": 2, "checkpoint_every": 2}, "evaluation": {"pointwise": False}} | spec}
+    return yaml.safe_dump(body)
+
+
+def get(kube, namespace: str, name: str) -> dict:
+    out = kube.run_kubectl("get", "iteration", name, "-n", namespace, "-o", "json", check=False)
+    return json.loads(out.stdout) if out.returncode == 0 else {}
+
+
+def wait_for(kube, namespace: str, name: str, predicate, procs: Procs, timeout_s: float = 420) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        body = get(kube, namespace, name)
+        if predicate(body):
+            return body
+        time.sleep(1)
+    raise AssertionError(f"{name}: {json.dumps(body.get('status'), indent=1)[:2000]}\n--- operator ---\n{procs.tail('operator')}")
+
+
+def test_an_iteration_succeeds_even_with_the_operator_killed_mid_run(cluster_setup):
+    kube, platform, namespace, base, procs = cluster_setup
+    kube.run_kubectl("apply", "-n", namespace, "-f", "-", input=manifest("it-0", base))
+    wait_for(kube, namespace, "it-0", lambda b: b.get("status", {}).get("phase") in ("Rationalizing", "Sampling", "Training"), procs)
+    procs.kill("operator")  # mid-iteration; its status and the store are all the next one has
+    procs.start("operator", "vlgenrm.operators.iteration", "--standalone", "--namespace", namespace, "--log-format", "json")
+    body = wait_for(kube, namespace, "it-0", lambda b: b.get("status", {}).get("phase") in ("Succeeded", "Failed"), procs)
+    status = body["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["stages"]["experts"]["attempts"] == 1, "the restarted operator redid a finished stage"
+    assert {s: (v["shardsDone"], v["shardsTotal"]) for s, v in status["stages"].items()} == {
+        "experts": (1, 1), "rationale": (1, 1), "sampling": (1, 1), "training": (1, 1), "evaluation": (1, 1)}
+    assert 0 <= status["metrics"]["accuracy"] <= 1 and status["checkpointUri"].endswith(f"checkpoints/{namespace}/it-0/model")
+    conditions = {c["type"]: c for c in status["conditions"]}
+    assert conditions["Ready"]["status"] == "True" and conditions["Progressing"]["status"] == "False"
+    table = kube.run_kubectl("get", "iterations", "-n", namespace).stdout.splitlines()
+    assert table[0].split()[:4] == ["NAME", "PHASE", "PROGRESS", "ACCURACY"] and table[1].split()[1:3] == ["Succeeded", "done"]
+    structured = [json.loads(line) for line in (procs.logs / "operator.log").read_text().splitlines() if line.startswith("{")]
+    assert any(entry.get("name") == "vlgenrm.operator" and "it-0" in entry.get("message", "") for entry in structured)
+    events = kube.run_kubectl("get", "events", "-n", namespace, "-o", "json").stdout
+    reasons = {e["reason"] for e in json.loads(events)["items"]}
+    assert {"StageRunning", "Promoted"} <= reasons or {"StageRunning", "NotPromoted"} <= reasons, reasons
+
+
+def test_a_stage_that_keeps_failing_fails_the_iteration_with_the_reason(cluster_setup):
+    kube, platform, namespace, base, procs = cluster_setup
+    # The transformers engine without a model is an invalid task for the rationale service.
+    kube.run_kubectl("apply", "-n", namespace, "-f", "-", input=manifest("broken", base, backoffLimit=1, rationale={"engine": {"kind": "transformers"}}))
+    body = wait_for(kube, namespace, "broken", lambda b: b.get("status", {}).get("phase") in ("Succeeded", "Failed"), procs)
+    status = body["status"]
+    assert status["phase"] == "Failed" and status["reason"] == "BackoffLimitExceeded", status
+    assert "rationale shard 0 failed 2 time(s)" in status["message"] and "engine.model" in status["message"]
+    assert {c["type"]: c for c in status["conditions"]}["Degraded"]["status"] == "True"
+
+
+def test_a_deleted_iteration_is_cleaned_up_and_its_queued_tasks_are_skipped(cluster_setup):
+    kube, platform, namespace, base, procs = cluster_setup
+    kube.run_kubectl("apply", "-n", namespace, "-f", "-", input=manifest("doomed", base, cleanup="delete"))
+    wait_for(kube, namespace, "doomed", lambda b: b.get("status", {}).get("phase") not in (None, "Pending"), procs)
+    kube.run_kubectl("delete", "iteration", "doomed", "-n", namespace, "--wait=true", "--timeout=60s")
+    assert get(kube, namespace, "doomed") == {}, "the finalizer did not let go"
+    store = platform.store
+    assert store.exists(cancelled_key(namespace, "doomed"))
+    time.sleep(5)  # anything still queued for it is consumed and skipped
+    leftovers = [o.key for o in store.list(f"iterations/{namespace}/doomed/") if o.key != cancelled_key(namespace, "doomed")]
+    assert leftovers == [], leftovers
