@@ -20,7 +20,7 @@ import kopf
 from pydantic import ValidationError
 
 from vlgenrm.bus import Bus, Topics, make_bus
-from vlgenrm.contracts import IterationReason, IterationStatus, Phase
+from vlgenrm.contracts import IterationReason, IterationStatus, Phase, Stage
 from vlgenrm.iteration.crd import GROUP, PLURAL, VERSION
 from vlgenrm.iteration.local import execute
 from vlgenrm.iteration.machine import TERMINAL, Announce, Reconciliation, fail, reconcile
@@ -69,6 +69,7 @@ def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     cfg = load_settings(None, [])
     bus, store = make_bus(cfg.bus), make_store(cfg.store)
     topics = Topics(cfg.bus.topic_prefix)
+    bus.ensure_topics([topics.events, topics.dlq, *(topics.tasks(stage) for stage in Stage)])
     runtime = Runtime(cfg, bus, store, topics, FailureLog(topics))
     threading.Thread(target=runtime.consume, name="events", daemon=True).start()
     memo.runtime = runtime

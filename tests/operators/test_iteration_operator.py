@@ -149,3 +149,41 @@ def test_a_deleted_iteration_is_cleaned_up_and_its_queued_tasks_are_skipped(clus
     time.sleep(5)  # anything still queued for it is consumed and skipped
     leftovers = [o.key for o in store.list(f"iterations/{namespace}/doomed/") if o.key != cancelled_key(namespace, "doomed")]
     assert leftovers == [], leftovers
+
+
+def test_a_stage_service_killed_mid_shard_is_retried_and_the_iteration_succeeds(cluster_setup):
+    kube, platform, namespace, base, procs = cluster_setup
+    kube.run_kubectl("apply", "-n", namespace, "-f", "-", input=manifest(
+        "it-kill", base, training={"batch_size": 4, "max_steps": 40, "checkpoint_every": 5, "log_every": 5}))
+    trainer_log = procs.logs / "trainer.log"
+    deadline = time.monotonic() + 300
+    while "it-kill/training/00000: step 10/40" not in trainer_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    procs.kill("trainer")  # mid-shard: the training task stays uncommitted
+    procs.start("trainer", "vlgenrm.services.trainer")
+    body = wait_for(kube, namespace, "it-kill", lambda b: b.get("status", {}).get("phase") in ("Succeeded", "Failed"), procs)
+    status = body["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["metrics"]["training.steps"] == 40
+    assert "it-kill/training/00000: resumed at step" in trainer_log.read_text()
+
+
+def test_two_operator_replicas_with_peering_one_active(cluster_setup, tmp_path):
+    kube, platform, namespace, base, procs = cluster_setup
+    other = f"peer-{uuid.uuid4().hex[:6]}"
+    kube.run_kubectl("create", "namespace", other)
+    kube.run_kubectl("apply", "--server-side", "-f", str(REPO / "charts/vlgenrm/crds/kopf.dev_peerings.yaml"))
+    for crd in ("kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
+        kube.wait_crd_established(crd)
+    kube.run_kubectl("apply", "-n", other, "-f", "-", input=yaml.safe_dump({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "vlgenrm"}}))
+    replicas = Procs(procs.env, tmp_path)
+    try:
+        replicas.start("replica-a", "vlgenrm.operators.iteration", "--namespace", other, "--priority", "10")
+        replicas.start("replica-b", "vlgenrm.operators.iteration", "--namespace", other, "--priority", "20")
+        kube.run_kubectl("apply", "-n", other, "-f", "-", input=manifest("peered", base))
+        body = wait_for(kube, other, "peered", lambda b: b.get("status", {}).get("phase") in ("Succeeded", "Failed"), replicas)
+        assert body["status"]["phase"] == "Succeeded", body["status"]
+        assert "Pausing operations in favour of" in replicas.tail("replica-a", 400), replicas.tail("replica-a")
+        assert "Pausing operations" not in replicas.tail("replica-b", 400)
+    finally:
+        replicas.stop_all()

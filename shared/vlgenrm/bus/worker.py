@@ -90,6 +90,9 @@ class Worker(Generic[M]):
     def run(self, *, max_messages: int | None = None, idle_timeout_s: float | None = None) -> WorkerStats:
         """Process until stopped, ``max_messages`` handled, or ``idle_timeout_s`` without input."""
         restore = self._install_signal_handlers()
+        # A consumer of a topic that does not exist yet may wait minutes for its metadata
+        # refresh to see it appear: create what this worker reads and writes up front.
+        self.bus.ensure_topics([*self.topics, self.dlq_topic])
         consumer = self.bus.consumer(self.topics, self.group)
         log.info("worker %s consuming %s", self.group, self.topics)
         try:
