@@ -79,14 +79,19 @@ class InvalidShardError(PermanentError):
         self.reason = reason
 
 
+def read_shard(store: BlobStore, uri: str, what: str = "input shard") -> bytes:
+    """The bytes of one input object; a foreign or missing one is an InvalidShardError."""
+    try:
+        return store.get_bytes(store.key_for(uri))
+    except InvalidKeyError as exc:
+        raise InvalidShardError(f"{what} {uri} is not an object of this store: {exc}") from exc
+    except ObjectNotFoundError as exc:
+        raise InvalidShardError(f"{what} {uri} does not exist", FailureReason.MISSING_INPUT) from exc
+
+
 def read_jsonl(store: BlobStore, uri: str, model: type[M]) -> list[M]:
     """The records of one input shard; a missing or malformed shard is an InvalidShardError."""
-    try:
-        data = store.get_bytes(store.key_for(uri))
-    except InvalidKeyError as exc:
-        raise InvalidShardError(f"input {uri} is not an object of this store: {exc}") from exc
-    except ObjectNotFoundError as exc:
-        raise InvalidShardError(f"input shard {uri} does not exist", FailureReason.MISSING_INPUT) from exc
+    data = read_shard(store, uri)
     records = []
     for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
         if not line.strip():

@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 from pydantic import Field, ValidationError
 
-from vlgenrm.contracts import Contract, FailureReason, TrainingRecord
-from vlgenrm.stages import InvalidShardError, jsonl
+from vlgenrm.contracts import Contract, TrainingRecord
+from vlgenrm.stages import InvalidShardError, jsonl, read_shard
 from vlgenrm.store import BlobStore
-from vlgenrm.store.base import InvalidKeyError, ObjectNotFoundError, StoreError
+from vlgenrm.store.base import StoreError
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +51,7 @@ def load_training_set(store: BlobStore, uris: Sequence[str], *, check_images: bo
     records: list[TrainingRecord] = []
     seen: set[str] = set()
     for uri in uris:
-        try:
-            data = store.get_bytes(store.key_for(uri))
-        except InvalidKeyError as exc:
-            raise InvalidShardError(f"training input {uri} is not an object of this store: {exc}") from exc
-        except ObjectNotFoundError as exc:
-            raise InvalidShardError(f"training input {uri} does not exist", FailureReason.MISSING_INPUT) from exc
+        data = read_shard(store, uri, "training input")
         for number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), 1):
             if not line.strip():
                 continue
