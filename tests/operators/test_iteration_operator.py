@@ -177,13 +177,24 @@ def test_two_operator_replicas_with_peering_one_active(cluster_setup, tmp_path):
         kube.wait_crd_established(crd)
     kube.run_kubectl("apply", "-n", other, "-f", "-", input=yaml.safe_dump({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "vlgenrm"}}))
     replicas = Procs(procs.env, tmp_path)
+
+    def wait_log(name: str, text: str, timeout_s: float = 90) -> None:
+        deadline = time.monotonic() + timeout_s
+        while text not in (tmp_path / f"{name}.log").read_text() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert text in (tmp_path / f"{name}.log").read_text(), replicas.tail(name)
+
     try:
-        replicas.start("replica-a", "vlgenrm.operators.iteration", "--namespace", other, "--priority", "10")
         replicas.start("replica-b", "vlgenrm.operators.iteration", "--namespace", other, "--priority", "20")
+        wait_log("replica-b", "Resuming operations")  # the only peer: it runs
+        replicas.start("replica-a", "vlgenrm.operators.iteration", "--namespace", other, "--priority", "10")
+        wait_log("replica-a", "Initial authentication has finished")
+        time.sleep(3)  # a's first look at the peers: it sees b's higher priority and stays paused
         kube.run_kubectl("apply", "-n", other, "-f", "-", input=manifest("peered", base))
         body = wait_for(kube, other, "peered", lambda b: b.get("status", {}).get("phase") in ("Succeeded", "Failed"), replicas)
         assert body["status"]["phase"] == "Succeeded", body["status"]
-        assert "Pausing operations in favour of" in replicas.tail("replica-a", 400), replicas.tail("replica-a")
-        assert "Pausing operations" not in replicas.tail("replica-b", 400)
+        assert "peered" in replicas.tail("replica-b", 1000)
+        a_log = replicas.tail("replica-a", 1000)
+        assert "peered" not in a_log and "Resuming operations" not in a_log, "the lower-priority replica ran"
     finally:
         replicas.stop_all()

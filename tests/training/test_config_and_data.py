@@ -92,7 +92,8 @@ def test_nothing_usable_or_a_missing_shard_fails_with_the_reason(store):
 
 
 def test_workers_stream_records_and_shrink_images(store):
-    data = synth(store, "stream", n_train=4, n_eval=0)
+    # Its own seed: images are content-addressed, so a dataset like another test's shares its objects.
+    data = synth(store, "stream", n_train=4, n_eval=0, seed=20261126)
     write_training_set(store, "set.jsonl", data.records)
     source = RecordSource(store, "set.jsonl", image_size=64, cache_images=2)
     assert len(source) == len(data.records) == 8
@@ -101,9 +102,11 @@ def test_workers_stream_records_and_shrink_images(store):
     for r in source.records:
         source.image(r)
     assert len(source._images) == 2  # bounded cache
-    store.put_bytes(source.records[0].image.key, b"tampered")
-    source._images.clear()
-    assert source.fetch(source.records[0]) is None  # digest mismatch: counted, not fatal
+    # Images are content-addressed and shared: tamper a copy, never the object other tests read.
+    forged_key = "images/" + "e" * 64 + ".png"
+    store.put_bytes(forged_key, b"tampered")
+    forged = source.records[0].model_copy(update={"image": source.records[0].image.model_copy(update={"key": forged_key})})
+    assert source.fetch(forged) is None  # digest mismatch: counted, not fatal
 
 
 def test_training_set_helper_writes_shards(store):
