@@ -21,7 +21,7 @@ import logging
 from collections import defaultdict
 
 from prometheus_client import Counter
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from vlgenrm.bus import Bus, Topics, Worker
 from vlgenrm.contracts import RationaleCandidate, RefinedPair, Stage, StageTask
@@ -31,7 +31,7 @@ from vlgenrm.genrm.verdicts import strip_verdict
 from vlgenrm.sampling.report import margin_histogram_png, stage_report_markdown
 from vlgenrm.sampling.sampler import SamplerSettings, sample, shown_responses, shown_target
 from vlgenrm.settings import Settings
-from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, output_key, read_jsonl, stage_prefix
+from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, output_key, parse_config, read_jsonl, stage_prefix
 from vlgenrm.store import BlobStore
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,7 @@ class SamplerStage:
         return self.models.get(settings.model, settings.genrm)
 
     def process(self, task: StageTask) -> ShardResult:
-        try:
-            settings = SamplingTaskSettings.model_validate(task.config)
-        except ValidationError as exc:
-            raise InvalidShardError(f"task {task.task_id} has an invalid sampling config: {exc.errors()[0]['msg']}") from exc
+        settings = parse_config(task, SamplingTaskSettings, "sampling")
         if len(task.inputs) != 2:
             raise InvalidShardError(f"task {task.task_id} needs [candidates shard, refined pairs shard] as inputs")
         candidates = read_jsonl(self.store, task.inputs[0], RationaleCandidate)

@@ -25,7 +25,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vlgenrm.genrm.errors import ContextTooLongError, ImageTooLargeError, InvalidImageError
 from vlgenrm.scoring.config import ServingConfig
 from vlgenrm.scoring.core import JobResult, PairJob, PointJob, rank, split_query
-from vlgenrm.scoring.images import ImageError, ImageFetcher
+from vlgenrm.scoring.errors import ApiError
+from vlgenrm.scoring.images import ImageFetcher
 from vlgenrm.scoring.protocol import (
     CompareRequest,
     CompareResponse,
@@ -39,7 +40,7 @@ from vlgenrm.scoring.protocol import (
     ScoreRequest,
     ScoreResponse,
 )
-from vlgenrm.scoring.security import ApiKeyAuth, AuthError, RateLimiter
+from vlgenrm.scoring.security import ApiKeyAuth, RateLimiter
 from vlgenrm.settings import StoreSettings
 from vlgenrm.store import make_store
 
@@ -48,14 +49,6 @@ log = logging.getLogger(__name__)
 #: What the ingress reads from the ServingConfig (the model fields stay with the model deployment).
 INGRESS_FIELDS = {"critique", "security", "namespace"}
 ERRORS = {code: {"model": ErrorResponse} for code in (400, 401, 403, 413, 422, 429, 502, 503, 504)}
-
-
-class ApiError(Exception):
-    """An answer other than 200, with the code clients branch on."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers or {}
 
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -162,20 +155,14 @@ def build_app(config: ServingConfig, store_settings: StoreSettings) -> serve.App
 
         # -- guards -----------------------------------------------------------------------
         def guard(self, request: Request, scope: str) -> None:
-            try:
-                principal = self.auth.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"), scope)
-            except AuthError as exc:
-                raise ApiError(exc.status, exc.code, exc.message) from exc
+            principal = self.auth.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"), scope)
             wait = self.limiter.acquire(principal)
             if wait is not None:
                 raise ApiError(429, "rate_limited", f"key '{principal.name}' is over its rate; retry in {wait:.2f} s",
                                {"Retry-After": str(max(1, round(wait + 0.5)))})
 
         async def image(self, source: str) -> bytes:
-            try:
-                return await self.images.fetch(source)
-            except ImageError as exc:
-                raise ApiError(exc.status, exc.code, exc.message) from exc
+            return await self.images.fetch(source)
 
         def checked(self, route: str, result: JobResult) -> JobResult:
             if result.unavailable:

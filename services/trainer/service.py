@@ -16,12 +16,11 @@ from __future__ import annotations
 import logging
 
 from prometheus_client import Counter, Gauge
-from pydantic import ValidationError
 
 from vlgenrm.bus import Bus, Topics, Worker
 from vlgenrm.contracts import Stage, StageTask
 from vlgenrm.settings import Settings
-from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, stage_prefix
+from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, parse_config, stage_prefix
 from vlgenrm.store import BlobStore
 from vlgenrm.training.config import TrainingTaskSettings
 from vlgenrm.training.data import load_training_set, write_training_set
@@ -47,11 +46,7 @@ class TrainerStage:
         from vlgenrm.training.report import TrainingReport, loss_curve_png
         from vlgenrm.training.run import run_training
 
-        try:
-            settings = TrainingTaskSettings.model_validate(task.config)
-        except ValidationError as exc:
-            err = exc.errors()[0]
-            raise InvalidShardError(f"task {task.task_id} has an invalid training config: {'.'.join(map(str, err['loc']))}: {err['msg']}") from exc
+        settings = parse_config(task, TrainingTaskSettings, "training")
         if not task.inputs:
             raise InvalidShardError(f"task {task.task_id} names no training record shards")
         prefix = stage_prefix(task.shard)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from vlgenrm.bus.base import Bus, Record, Topics
 from vlgenrm.contracts import Contract, EventType, FailureReason, ShardDone, ShardRef, StageEvent, StageTask
@@ -22,6 +22,7 @@ from vlgenrm.errors import PermanentError
 from vlgenrm.store.base import BlobStore, InvalidKeyError, ObjectNotFoundError
 
 M = TypeVar("M", bound=Contract)
+B = TypeVar("B", bound=BaseModel)
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,16 @@ class InvalidShardError(PermanentError):
     def __init__(self, message: str, reason: FailureReason = FailureReason.INVALID_INPUT) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+def parse_config(task: StageTask, model: type[B], what: str) -> B:
+    """The task's config as ``model``; an invalid one is an InvalidShardError naming the field."""
+    try:
+        return model.model_validate(task.config)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(map(str, err["loc"]))
+        raise InvalidShardError(f"task {task.task_id} has an invalid {what} config: {where + ': ' if where else ''}{err['msg']}") from exc
 
 
 def read_shard(store: BlobStore, uri: str, what: str = "input shard") -> bytes:

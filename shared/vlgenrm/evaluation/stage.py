@@ -17,7 +17,7 @@ from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from vlgenrm.contracts import FailureReason, StageTask
 from vlgenrm.evaluation.promotion import PromotionDecision, PromotionRecord, decide, read_promoted
@@ -25,7 +25,7 @@ from vlgenrm.evaluation.run import EvaluationResult, EvaluationSettings, evaluat
 from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.errors import GenRMInputError, UnsupportedModelError
 from vlgenrm.genrm.evaluation import BenchmarkExample, BenchmarkFormatError, load_preference_benchmark
-from vlgenrm.stages import InvalidShardError, ShardResult, jsonl, output_key, stage_prefix
+from vlgenrm.stages import InvalidShardError, ShardResult, jsonl, output_key, parse_config, stage_prefix
 from vlgenrm.store import BlobStore, InvalidKeyError, ObjectNotFoundError
 
 if TYPE_CHECKING:
@@ -76,10 +76,7 @@ class EvaluationStage:
         self.models = models or GenRMCache(store)
 
     def process(self, task: StageTask) -> ShardResult:
-        try:
-            settings = EvaluationTaskSettings.model_validate(task.config)
-        except ValidationError as exc:
-            raise InvalidShardError(f"task {task.task_id} has an invalid evaluation config: {exc.errors()[0]['msg']}") from exc
+        settings = parse_config(task, EvaluationTaskSettings, "evaluation")
         if len(task.inputs) != 1:
             raise InvalidShardError(f"task {task.task_id} needs exactly one input, the benchmark URI; got {len(task.inputs)}")
         benchmark = task.inputs[0]

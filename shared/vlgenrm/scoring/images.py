@@ -26,6 +26,7 @@ import re
 import httpx
 
 from vlgenrm.scoring.config import SecuritySettings
+from vlgenrm.scoring.errors import ApiError
 from vlgenrm.store import BlobStore, InvalidKeyError, ObjectNotFoundError, StoreError
 
 LOCAL_BUCKET = "local"  # the bucket name of a LocalStore, for allowed_buckets
@@ -33,14 +34,8 @@ _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*):")  # base64 never contains ':
 _DATA_HEADER = re.compile(r"^data:image/[A-Za-z0-9.+-]+(;[^;,]*)*;base64$", re.IGNORECASE)
 
 
-class ImageError(Exception):
+class ImageError(ApiError):
     """An image that cannot be used: ``status`` is the HTTP status the caller should answer."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 def host_allowed(host: str, port: int | None, patterns: list[str]) -> bool:

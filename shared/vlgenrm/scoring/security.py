@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from vlgenrm.errors import ConfigError
 from vlgenrm.scoring.config import ApiKey, SecuritySettings
+from vlgenrm.scoring.errors import ApiError
 
 ALL_SCOPES: frozenset[str] = frozenset({"score", "compare", "reward"})
 ANONYMOUS = "anonymous"
@@ -32,14 +33,8 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-class AuthError(Exception):
+class AuthError(ApiError):
     """A refused call: ``status`` 401 (no or unknown key) or 403 (key lacks the scope)."""
-
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
 
 
 @dataclass(frozen=True)
