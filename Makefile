@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml setup.py constraints.txt
 
 install: $(STAMP) ## Create or reuse .venv and install vlgenrm with its pinned dependencies
 
-infra-up: install ## Install (cached) and start Kafka, the S3 server, etcd and kube-apiserver on 127.0.0.1
+infra-up: install ## Install (cached) and start Kafka, the S3 server, etcd and kube-apiserver on 127.0.0.1; build Helm
 	$(INFRA) up
 
 infra-down: ## Stop the local servers (Kafka, S3, kube-apiserver, etcd)

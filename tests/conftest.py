@@ -52,6 +52,14 @@ def kube_server() -> Iterator[localinfra.KubeApiServer]:
     yield from _serve(localinfra.KubeApiServer())
 
 
+@pytest.fixture(scope="session")
+def helm() -> localinfra.Helm:
+    """The Helm client (built once into the cache; `make infra-up` builds it before pytest runs)."""
+    tool = localinfra.Helm()
+    tool.install()
+    return tool
+
+
 @pytest.fixture
 def unique() -> Callable[[str], str]:
     """Names no other test uses (topics, groups, prefixes), so tests can share servers."""

@@ -10,6 +10,8 @@ restarts these servers:
 * kube-apiserver on that etcd, plus kubectl: a control plane without controllers, as
   controller-runtime's envtest runs it (RBAC, static bearer tokens, a test CA).
 
+and builds the Helm client the chart tests run (a tool: installed, never started).
+
 Builds are cached under ``INFRA_HOME``; runtime data, pid files, logs, ports and
 credentials live under a state directory, so a server started by one process
 (``make``) can be stopped or restarted by another (``pytest``).
@@ -68,6 +70,7 @@ ETCD_VERSION = "v3.6.16"
 ETCD_MODULE = "go.etcd.io/etcd/server/v3"
 # The staging modules (k8s.io/api, k8s.io/apiserver, …) are published as v0.<minor>.<patch>.
 KUBE_VERSION = "v1.36.3"
+HELM_VERSION = "v3.22.0"
 KUBE_MODULE = "k8s.io/kubernetes"
 KUBE_SERVICE_CIDR = "10.0.0.0/24"
 KUBE_SERVICE_IP = "10.0.0.1"  # the `kubernetes` Service: first address of the range
@@ -216,21 +219,61 @@ _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 # --------------------------------------------------------------------------- base server
 
 
-class _Server:
-    """Shared life cycle: atomic cached install, pid files, persisted ports."""
+class _CachedInstall:
+    """A build kept in the cache under ``infra_home/<name>-<version>``, made atomically once."""
 
     name: str = ""
     version: str = ""
 
-    def __init__(self, state_dir: Path = DEFAULT_STATE_DIR, infra_home: Path = INFRA_HOME) -> None:
-        self.state_dir = Path(state_dir).resolve()
+    def __init__(self, infra_home: Path = INFRA_HOME) -> None:
         self.infra_home = Path(infra_home).resolve()
-
-    # -- paths -----------------------------------------------------------------
 
     @property
     def install_dir(self) -> Path:
         return self.infra_home / f"{self.name}-{self.version}"
+
+    def _is_installed(self) -> bool:
+        raise NotImplementedError
+
+    def _build(self, tmp: Path, log: Path) -> None:
+        """Populate ``tmp``; it is renamed to ``install_dir`` only when this returns."""
+        raise NotImplementedError
+
+    def install(self) -> float:
+        """Install into the cache if missing; returns seconds spent (≈0 when cached)."""
+        t0 = time.monotonic()
+        if self._is_installed():
+            return time.monotonic() - t0
+        self.infra_home.mkdir(parents=True, exist_ok=True)
+        with _file_lock(self.infra_home / f".{self.name}.install.lock"):
+            if self._is_installed():  # another process finished it while we waited
+                return time.monotonic() - t0
+            for stale in self.infra_home.glob(f".tmp-{self.name}-*"):
+                shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted install
+            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{self.name}-", dir=self.infra_home))
+            log = self.infra_home / f"{self.name}-install.log"
+            log.write_text("")
+            try:
+                self._build(tmp, log)
+                if self.install_dir.exists():  # an incomplete dir from an older layout
+                    shutil.rmtree(self.install_dir)
+                tmp.chmod(0o755)  # mkdtemp makes it owner-only
+                os.rename(tmp, self.install_dir)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if not self._is_installed():
+                raise InfraError(f"{self.name}: install finished but {self.install_dir} looks incomplete")
+        return time.monotonic() - t0
+
+
+class _Server(_CachedInstall):
+    """Shared life cycle: atomic cached install, pid files, persisted ports."""
+
+    def __init__(self, state_dir: Path = DEFAULT_STATE_DIR, infra_home: Path = INFRA_HOME) -> None:
+        super().__init__(infra_home)
+        self.state_dir = Path(state_dir).resolve()
+
+    # -- paths -----------------------------------------------------------------
 
     @property
     def data_dir(self) -> Path:
@@ -252,14 +295,7 @@ class _Server:
     def _lock_file(self) -> Path:
         return self.state_dir / f".{self.name}.lock"
 
-    # -- to be provided by subclasses -------------------------------------------
-
-    def _is_installed(self) -> bool:
-        raise NotImplementedError
-
-    def _build(self, tmp: Path, log: Path) -> None:
-        """Populate ``tmp``; it is renamed to ``install_dir`` only when this returns."""
-        raise NotImplementedError
+    # -- to be provided by subclasses (with _is_installed and _build) ----------------
 
     def _initial_state(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -295,34 +331,6 @@ class _Server:
                 state = self._initial_state()
                 _write_atomic(self._state_file, json.dumps(state, indent=2) + "\n")
                 return state
-
-    # -- install ---------------------------------------------------------------
-
-    def install(self) -> float:
-        """Install into the cache if missing; returns seconds spent (≈0 when cached)."""
-        t0 = time.monotonic()
-        if self._is_installed():
-            return time.monotonic() - t0
-        self.infra_home.mkdir(parents=True, exist_ok=True)
-        with _file_lock(self.infra_home / f".{self.name}.install.lock"):
-            if self._is_installed():  # another process finished it while we waited
-                return time.monotonic() - t0
-            for stale in self.infra_home.glob(f".tmp-{self.name}-*"):
-                shutil.rmtree(stale, ignore_errors=True)  # left by an interrupted install
-            tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{self.name}-", dir=self.infra_home))
-            log = self.infra_home / f"{self.name}-install.log"
-            log.write_text("")
-            try:
-                self._build(tmp, log)
-                if self.install_dir.exists():  # an incomplete dir from an older layout
-                    shutil.rmtree(self.install_dir)
-                tmp.chmod(0o755)  # mkdtemp makes it owner-only
-                os.rename(tmp, self.install_dir)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-            if not self._is_installed():
-                raise InfraError(f"{self.name}: install finished but {self.install_dir} looks incomplete")
-        return time.monotonic() - t0
 
     # -- process control -------------------------------------------------------
 
@@ -1256,6 +1264,40 @@ class KubeApiServer(_Server):
         return self.run_kubectl("create", "token", name, "-n", namespace, f"--duration={duration}").stdout.strip()
 
 
+# --------------------------------------------------------------------------- helm
+
+
+class Helm(_CachedInstall):
+    """The Helm 3 client (``helm lint``, ``helm template``), built with ``go install``: a tool, not a server."""
+
+    name = "helm"
+    version = HELM_VERSION
+
+    @property
+    def binary(self) -> Path:
+        return self.install_dir / "bin" / "helm"
+
+    def _is_installed(self) -> bool:
+        return os.access(self.binary, os.X_OK)
+
+    def _build(self, tmp: Path, log: Path) -> None:
+        go = _go("helm")
+        _run_logged([go, "install", f"-ldflags=-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
+                     f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"], cwd=tmp, env=_go_env(GOBIN=str(tmp / "bin")), log=log,
+                    what=f"helm: go install helm@{HELM_VERSION}")
+
+    def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """Run ``helm ARGS`` (installed on first use); ``check`` raises with helm's stderr."""
+        self.install()
+        proc = subprocess.run([str(self.binary), *args], capture_output=True, text=True, timeout=timeout,
+                              env=dict(os.environ, HELM_CACHE_HOME=str(self.infra_home / "helm-home" / "cache"),
+                                       HELM_CONFIG_HOME=str(self.infra_home / "helm-home" / "config"),
+                                       HELM_DATA_HOME=str(self.infra_home / "helm-home" / "data")))
+        if check and proc.returncode != 0:
+            raise InfraError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout.strip()[-3000:]}\n{proc.stderr.strip()}")
+        return proc
+
+
 # --------------------------------------------------------------------------- connection files
 
 
@@ -1320,10 +1362,12 @@ def _servers(target: str, state_dir: Path, infra_home: Path) -> list[_Server]:
         "etcd": EtcdServer(state_dir, infra_home),
         "kube": KubeApiServer(state_dir, infra_home),  # needs etcd: starts it first, stops it too
     }
+    if target == "helm":
+        return []  # a tool: installed by install/up, nothing to start or stop
     return list(all_servers.values()) if target == "all" else [all_servers[target]]
 
 
-def _install_note(server: _Server) -> tuple[bool, float]:
+def _install_note(server: _CachedInstall) -> tuple[bool, float]:
     cached = server._is_installed()
     return cached, server.install()
 
@@ -1335,7 +1379,7 @@ def main(argv: list[str] | None = None) -> int:
             f"Run real test servers on 127.0.0.1: Kafka {KAFKA_VERSION} (KRaft, single node, from Maven "
             f"Central), versitygw {VERSITYGW_VERSION} (S3, built with `go install`), etcd {ETCD_VERSION} and "
             f"kube-apiserver {KUBE_VERSION} + kubectl (built with `go build` from the Go module proxy; "
-            "`kube` starts etcd first and stops it too). Builds are cached in "
+            f"`kube` starts etcd first and stops it too), and the Helm {HELM_VERSION} client (`go install`). Builds are cached in "
             "$VLGENRM_INFRA_HOME (default ~/.cache/vlgenrm/infra); data, logs, pid files, ports and "
             "connection files live in $VLGENRM_INFRA_STATE (default <repo>/.infra)."
         ),
@@ -1347,7 +1391,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
     )
     parser.add_argument("command", choices=["install", "up", "down", "status", "restart"])
-    parser.add_argument("target", nargs="?", default="all", choices=["kafka", "s3", "etcd", "kube", "all"])
+    parser.add_argument("target", nargs="?", default="all", choices=["kafka", "s3", "etcd", "kube", "helm", "all"])
     parser.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="default: %(default)s")
     parser.add_argument("--infra-home", type=Path, default=INFRA_HOME, help="default: %(default)s")
     parser.add_argument("--timeout", type=float, default=120, help="start timeout per server, seconds")
@@ -1356,6 +1400,10 @@ def main(argv: list[str] | None = None) -> int:
     servers = _servers(args.target, args.state_dir, args.infra_home)
     rc = 0
     try:
+        if args.command in ("install", "up") and args.target in ("all", "helm"):
+            helm = Helm(args.infra_home)  # a client the chart tests run: built with the servers, never started
+            cached, secs = _install_note(helm)
+            print(f"helm: install {secs:.1f}s{' (cached)' if cached else ''}, {helm.binary}")
         if args.command == "install":
             for srv in servers:
                 cached, secs = _install_note(srv)

@@ -288,6 +288,17 @@ def build_app(config: ServingConfig, store_settings: StoreSettings) -> serve.App
     return ingress.bind(model, json.loads(config.model_dump_json(include=INGRESS_FIELDS)), store_settings.portable())
 
 
+def app_builder(args: dict[str, str]) -> serve.Application:
+    """The Serve app from the process's settings: KubeRay's RayService names this import path
+    (``vlgenrm.services.scorer.app:app_builder``). Settings come from $VLGENRM_CONFIG and the
+    VLGENRM_* env of the Ray pods; the app's ``args`` are ``--set`` overrides, e.g.
+    ``{"serving.max_batch_size": "32"}``."""
+    from vlgenrm.settings import load_settings
+
+    settings = load_settings(None, [f"{key}={value}" for key, value in (args or {}).items()])
+    return build_app(settings.serving, settings.store)
+
+
 def _input_error(exc: Exception) -> tuple[int, str]:
     if isinstance(exc, ImageTooLargeError):
         return 413, "too_large"

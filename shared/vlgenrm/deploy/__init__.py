@@ -1,0 +1,1 @@
+"""Deploying on Kubernetes: the typed values of the Helm chart."""
