@@ -138,6 +138,9 @@ def test_everything_render_carries_every_option(helm):
     assert {"name": "api-keys", "mountPath": "/etc/vlgenrm-api-keys", "readOnly": True} in mounts
     scorer_policy = by_kind(docs, "NetworkPolicy")["vl-vlgenrm-scorer"]["spec"]["ingress"]
     assert any(rule.get("from") == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "rl"}}}] for rule in scorer_policy)
+    dashboard = [rule for rule in scorer_policy if {"port": 8265, "protocol": "TCP"} in rule.get("ports", [])]
+    assert len(dashboard) == 1 and dashboard[0]["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}, \
+        "only the KubeRay operator may reach a Ray dashboard (it runs jobs)"
 
 
 def test_the_configmap_is_typed_settings_and_holds_no_secret(helm, tmp_path, monkeypatch):

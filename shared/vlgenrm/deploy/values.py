@@ -212,6 +212,9 @@ class NetworkPolicies(Values):
 
     enabled: bool = Field(True, description="Render NetworkPolicies.")
     scorer_from: list[dict[str, Any]] = Field(default_factory=list, description="NetworkPolicyPeers that may call the scorer; empty = anyone.")
+    kuberay_from: list[dict[str, Any]] = Field(
+        default_factory=lambda: [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}}],
+        description="NetworkPolicyPeers of the KubeRay operator (dashboard, Serve config and health checks of the Ray heads).")
     metrics_from: list[dict[str, Any]] = Field(
         default_factory=lambda: [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
         description="NetworkPolicyPeers that may scrape metrics ports.")
