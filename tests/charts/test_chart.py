@@ -6,7 +6,9 @@ values fail with the schema's message."""
 
 from __future__ import annotations
 
+import base64
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -178,16 +180,6 @@ def test_existing_secrets_are_referenced_not_created(helm):
     assert refs["VLGENRM_BUS__SASL_USERNAME"] == {"name": "kafka-creds", "key": "username"}
     scorer = by_kind(docs, "RayService")["vl-vlgenrm-scorer"]["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
     assert {"name": "api-keys", "secret": {"secretName": "scorer-keys"}} in scorer["volumes"]
-
-
-def test_the_rayservice_import_path_builds_a_serve_application(helm):
-    from ray import serve
-
-    service = by_kind(render(helm), "RayService")["vl-vlgenrm-scorer"]
-    app = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
-    module, _, attr = app["import_path"].partition(":")
-    builder = getattr(__import__(module, fromlist=[attr]), attr)
-    assert isinstance(builder({}), serve.Application)  # what Serve calls with the app's args
 
 
 def test_notes_tell_how_to_submit_an_iteration_and_reach_the_scorer(helm, cluster):
@@ -397,3 +389,66 @@ def test_helm_install_upgrade_and_uninstall_on_the_api_server(helm, cluster):
     left = cluster.run_kubectl("get", "deployments,configmaps,networkpolicies,rayclusters,rayservices", "-n", namespace,
                                "-l", f"app.kubernetes.io/instance={release}", "-o", "name").stdout
     assert left.strip() == "", left
+
+
+@pytest.mark.slow
+def test_the_scorer_starts_from_the_chart_config_through_the_rayservice_import_path(helm, s3_server, local_ray, tmp_path, monkeypatch):
+    """What a RayService pod does: the ConfigMap's config.yaml as VLGENRM_CONFIG, the S3 keys as
+    env from the Secret, Serve importing serveConfigV2's import_path; here on a local Ray Serve
+    and the test S3 server, with a tiny model."""
+    import httpx
+    from ray import serve
+
+    from tests.conftest import s3_settings
+    from vlgenrm.genrm.model import upload_checkpoint
+    from vlgenrm.genrm.tiny import build_tiny_genrm
+    from vlgenrm.store.s3 import S3Store
+
+    bucket = f"vlgenrm-chart-{uuid.uuid4().hex[:6]}"
+    store = S3Store(s3_settings(s3_server, bucket=bucket))
+    model = upload_checkpoint(build_tiny_genrm(tmp_path / "tiny", "qwen2_vl", seed=0), store, "checkpoints/chart/model")
+    serving = {"model": model, "num_cpus": 0.5, "ingress_num_cpus": 0.1, "genrm": {"device": "cpu"}, "security": {"require_api_key": False}}
+    docs = render(helm, "--set", f"s3.endpoint={s3_server.endpoint}", "--set", f"s3.bucket={bucket}", "--set", "scorer.workers.gpus=0",
+                  "--set-json", f"config.serving={json.dumps(serving)}")
+    (tmp_path / "config.yaml").write_text(by_kind(docs, "ConfigMap")["vl-vlgenrm-config"]["data"]["config.yaml"])
+    monkeypatch.setenv("VLGENRM_CONFIG", str(tmp_path / "config.yaml"))
+    monkeypatch.setenv("VLGENRM_STORE__ACCESS_KEY", s3_server.access_key)
+    monkeypatch.setenv("VLGENRM_STORE__SECRET_KEY", s3_server.secret_key)
+    service = by_kind(docs, "RayService")["vl-vlgenrm-scorer"]
+    app = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
+    module, _, attr = app["import_path"].partition(":")
+    builder = getattr(__import__(module, fromlist=[attr]), attr)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        serve.run(builder(app.get("args", {})), name=app["name"], route_prefix=app["route_prefix"], blocking=False)
+        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(url + "/readyz", timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        models = httpx.get(url + "/v1/models", timeout=10).json()["data"]
+        assert [m["id"] for m in models] == [model]
+        image = base64.b64encode(_png()).decode()
+        scored = httpx.post(url + "/v1/score", json={"image": image, "question": "What colour is the square?", "responses": ["It is red."]},
+                            timeout=60)
+        assert scored.status_code == 200, scored.text
+        assert 0 <= scored.json()["scores"][0]["reward"] <= 1
+    finally:
+        serve.shutdown()
+
+
+def _png() -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (56, 56), (220, 30, 30)).save(buf, "PNG")
+    return buf.getvalue()
