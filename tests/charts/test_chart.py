@@ -452,3 +452,63 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (56, 56), (220, 30, 30)).save(buf, "PNG")
     return buf.getvalue()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("component", ["operator", "experts", "rationale", "sampler", "trainer"])
+def test_each_deployment_runs_as_its_pod_would_and_passes_its_probes(helm, cluster, kafka_server, s3_server, tmp_path, component):
+    """The container exactly as rendered: its command and args, its env with the Secrets' values,
+    the ConfigMap's config.yaml; against the test Kafka, S3 and API server. It must pass its
+    startup/readiness probe (the HTTP GET the kubelet would make) and stop cleanly on SIGTERM."""
+    import httpx
+
+    port, namespace = _free_port(), fresh_namespace(cluster, "pod")
+    port_value = "operator.livenessPort" if component == "operator" else f"{component}.metricsPort"
+    docs = render(helm, "--set", f"kafka.bootstrapServers={kafka_server.bootstrap_servers}", "--set", "kafka.replicationFactor=1",
+                  "--set", f"kafka.topicPrefix=chart-{uuid.uuid4().hex[:6]}", "--set", f"s3.endpoint={s3_server.endpoint}",
+                  "--set", f"s3.accessKey={s3_server.access_key}", "--set", f"s3.secretKey={s3_server.secret_key}",
+                  "--set", "s3.bucket=vlgenrm-chart-pods", "--set", f"{port_value}={port}",
+                  "--set", f"operator.watchNamespaces={{{namespace}}}", release="vl", namespace=namespace)
+    if component == "operator":  # its peering object, as the chart installs it
+        cluster.run_kubectl("apply", "-f", "-", input=as_installed([d for d in docs if d["kind"] == "KopfPeering"], namespace))
+    pod = by_kind(docs, "Deployment")[f"vl-vlgenrm-{component}"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    secrets = {name: d["stringData"] for name, d in by_kind(docs, "Secret").items()}
+    (tmp_path / "config.yaml").write_text(by_kind(docs, "ConfigMap")["vl-vlgenrm-config"]["data"]["config.yaml"])
+    env = {"PATH": "/usr/bin:/bin", "KUBECONFIG": str(cluster.kubeconfig)}  # in a pod: the ServiceAccount's token
+    for item in container["env"]:
+        ref = item.get("valueFrom", {}).get("secretKeyRef")
+        env[item["name"]] = secrets[ref["name"]][ref["key"]] if ref else item["value"]
+    env |= {"VLGENRM_CONFIG": str(tmp_path / "config.yaml"), "HOME": str(tmp_path / "home"), "HF_HOME": str(tmp_path / "hf")}
+    command = container["command"]
+    assert command[0] == "python"
+    log = tmp_path / f"{component}.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, *command[1:], *container.get("args", [])], cwd=tmp_path, env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
+    try:
+        probe = container["readinessProbe"]["httpGet"]
+        ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+        url = f"http://127.0.0.1:{ports[probe['port']]}{probe['path']}"
+        deadline, status = time.monotonic() + 90, None
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                status = httpx.get(url, timeout=2).status_code
+                if status == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        assert status == 200, f"{url}: {status}\n{log.read_text()[-3000:]}"
+        time.sleep(2)  # let it connect to Kafka / the API server before the stop
+        assert proc.poll() is None, log.read_text()[-3000:]
+    finally:
+        proc.terminate()
+        code = proc.wait(pod["terminationGracePeriodSeconds"] if "terminationGracePeriodSeconds" in pod else 30)
+    assert code == 0, f"exit {code} on SIGTERM\n{log.read_text()[-3000:]}"
