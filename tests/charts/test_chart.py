@@ -136,6 +136,7 @@ def test_everything_render_carries_every_option(helm):
     trainer_ray = by_kind(docs, "RayCluster")["vl-vlgenrm-trainer-ray"]["spec"]
     assert trainer_ray["enableInTreeAutoscaling"] is True and trainer_ray["workerGroupSpecs"][0]["maxReplicas"] == 8
     scorer = by_kind(docs, "RayService")["vl-vlgenrm-scorer"]["spec"]["rayClusterConfig"]
+    assert scorer["enableInTreeAutoscaling"] is True and scorer["workerGroupSpecs"][0]["minReplicas"] == 2
     mounts = scorer["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["volumeMounts"]
     assert {"name": "api-keys", "mountPath": "/etc/vlgenrm-api-keys", "readOnly": True} in mounts
     scorer_policy = by_kind(docs, "NetworkPolicy")["vl-vlgenrm-scorer"]["spec"]["ingress"]

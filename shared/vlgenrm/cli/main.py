@@ -32,7 +32,7 @@ crd_app = typer.Typer(help="The Iteration CustomResourceDefinition, generated fr
 app.add_typer(schemas_app, name="schemas")
 app.add_typer(config_app, name="config")
 app.add_typer(crd_app, name="crd")
-chart_app = typer.Typer(help="The Helm chart's values.yaml and values.schema.json, generated from the typed values.", no_args_is_help=True)
+chart_app = typer.Typer(help="The Helm chart's values.yaml, values.schema.json and README.md, generated from the typed values.", no_args_is_help=True)
 app.add_typer(chart_app, name="chart")
 
 
@@ -127,7 +127,7 @@ def crd_check(path: Annotated[Path | None, typer.Option(help="File to compare (d
 
 @chart_app.command("export")
 def chart_export() -> None:
-    """Write charts/vlgenrm/values.yaml and values.schema.json from vlgenrm.deploy.values."""
+    """Write charts/vlgenrm/values.yaml, values.schema.json and README.md from vlgenrm.deploy.values."""
     from vlgenrm.deploy.values import export
 
     for path in export():
@@ -136,7 +136,7 @@ def chart_export() -> None:
 
 @chart_app.command("check")
 def chart_check() -> None:
-    """Fail when values.yaml or values.schema.json differ from what the code generates."""
+    """Fail when values.yaml, values.schema.json or README.md differ from what the code generates."""
     from vlgenrm.deploy.values import stale_files
 
     stale = stale_files()
@@ -144,7 +144,7 @@ def chart_check() -> None:
         console.print(f"[red]{path} is stale[/red]: run `vlgenrm chart export`")
     if stale:
         raise typer.Exit(1)
-    console.print("values.yaml and values.schema.json are up to date")
+    console.print("values.yaml, values.schema.json and README.md are up to date")
 
 
 @app.command()
