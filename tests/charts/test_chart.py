@@ -90,6 +90,8 @@ def test_default_render_has_every_part_and_safe_pods(helm):
     for name, pod in pod_specs(docs):
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         assert {"name": "tmp", "emptyDir": {"sizeLimit": "8Gi"}} in pod["volumes"], name
+        if "operator" not in name:
+            assert {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": "4Gi"}} in pod["volumes"], name
         for c in pod["containers"]:
             sc = c["securityContext"]
             assert sc["readOnlyRootFilesystem"] is True and sc["allowPrivilegeEscalation"] is False and sc["capabilities"]["drop"] == ["ALL"], name

@@ -140,6 +140,19 @@ app.kubernetes.io/part-of: vlgenrm
     sizeLimit: {{ .Values.tmpSizeLimit }}
 {{- end }}
 
+{{/* /dev/shm in memory: the container default (64 MiB) starves Ray's object store, NCCL and vLLM. */}}
+{{- define "vlgenrm.shmVolume" -}}
+- name: shm
+  emptyDir:
+    medium: Memory
+    sizeLimit: {{ .Values.shmSizeLimit }}
+{{- end }}
+
+{{- define "vlgenrm.shmMount" -}}
+- name: shm
+  mountPath: /dev/shm
+{{- end }}
+
 {{/* Resources with the GPUs of a component: .resources, .gpus, .root */}}
 {{- define "vlgenrm.resources" -}}
 {{- $res := deepCopy .resources }}

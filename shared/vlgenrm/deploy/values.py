@@ -257,6 +257,7 @@ class ChartValues(Values):
                                  "capabilities": {"drop": ["ALL"]}},
         description="Container securityContext of every container.")
     tmp_size_limit: str = Field("8Gi", description="Size of the emptyDir mounted at /tmp (the root filesystem is read-only).")
+    shm_size_limit: str = Field("4Gi", description="Memory-backed emptyDir at /dev/shm for the stage services and Ray pods (Ray's object store, NCCL, vLLM).")
 
 
 def settings_schema() -> dict[str, Any]:

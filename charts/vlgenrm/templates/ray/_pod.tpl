@@ -44,6 +44,7 @@ spec:
         {{- toYaml $root.Values.securityContext | nindent 8 }}
       volumeMounts:
         {{- include "vlgenrm.volumeMounts" $root | nindent 8 }}
+        {{- include "vlgenrm.shmMount" $root | nindent 8 }}
         {{- if .apiKeys }}
         - name: api-keys
           mountPath: /etc/vlgenrm-api-keys
@@ -51,6 +52,7 @@ spec:
         {{- end }}
   volumes:
     {{- include "vlgenrm.volumes" $root | nindent 4 }}
+    {{- include "vlgenrm.shmVolume" $root | nindent 4 }}
     {{- if .apiKeys }}
     - name: api-keys
       secret:
