@@ -4,7 +4,7 @@ writable path. Params: root, component, group (a RayGroup value), node ("head" |
 apiKeys (mount the scorer's key file).
 */}}
 {{- define "vlgenrm.rayPodTemplate" -}}
-{{- $root := .root }}
+{{- $root := .root -}}
 metadata:
   labels:
     {{- include "vlgenrm.labels" (dict "root" $root "component" .component) | nindent 4 }}
@@ -15,8 +15,8 @@ spec:
   automountServiceAccountToken: false
   securityContext:
     {{- toYaml $root.Values.podSecurityContext | nindent 4 }}
-  {{- include "vlgenrm.imagePullSecrets" $root | nindent 2 }}
-  {{- include "vlgenrm.scheduling" .group.scheduling | nindent 2 }}
+  {{- with include "vlgenrm.imagePullSecrets" $root }}{{ . | trim | nindent 2 }}{{- end }}
+  {{- with include "vlgenrm.scheduling" .group.scheduling }}{{ . | trim | nindent 2 }}{{- end }}
   containers:
     - name: {{ eq .node "head" | ternary "ray-head" "ray-worker" }}
       image: {{ include "vlgenrm.image" (dict "root" $root "image" "gpu") }}
@@ -62,7 +62,7 @@ spec:
 
 {{/* A RayCluster spec: params root, component, values (.head, .workers, .autoscaling), apiKeys. */}}
 {{- define "vlgenrm.rayClusterSpec" -}}
-{{- $v := .values }}
+{{- $v := .values -}}
 rayVersion: {{ .root.Values.rayVersion | quote }}
 enableInTreeAutoscaling: {{ default false $v.autoscaling }}
 headGroupSpec:
