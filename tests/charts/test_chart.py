@@ -80,6 +80,15 @@ def test_helm_lint_passes_strict(helm, values):
     assert "0 chart(s) failed" in out.stdout, out.stdout
 
 
+@pytest.mark.parametrize("values", ["default", "everything", "examples-dev"])
+def test_rendered_manifests_are_tidy(helm, values):
+    """No whitespace-only lines (an empty include left behind), no two objects of one kind and name."""
+    out = helm.run("template", "vl", str(CHART), "--namespace", "vl", *VALUE_SETS[values]).stdout
+    assert not [n for n, line in enumerate(out.splitlines(), 1) if line and not line.strip()]
+    keys = [(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]) for d in yaml.safe_load_all(out) if d]
+    assert len(keys) == len(set(keys))
+
+
 def test_default_render_has_every_part_and_safe_pods(helm):
     docs = render(helm)
     kinds = {d["kind"] for d in docs}
