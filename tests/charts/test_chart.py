@@ -1,8 +1,10 @@
 """The Helm chart, with the real Helm client and a real kube-apiserver: it lints; it renders with
 default values and with every optional part on; the API server accepts every manifest (the
-chart's CRDs and KubeRay's installed); the operator's RBAC grants what it needs and nothing
-more, proven with `kubectl auth can-i` and by running the operator as its ServiceAccount; bad
-values fail with the schema's message."""
+chart's CRDs and KubeRay's installed) and a real install, upgrade and uninstall; the operator's
+RBAC grants what it needs and nothing more, proven with `kubectl auth can-i` and by running the
+operator as its ServiceAccount; every Deployment's container runs as its pod would and passes
+its probe; the scorer starts through the RayService import path; bad values fail with the
+schema's message."""
 
 from __future__ import annotations
 

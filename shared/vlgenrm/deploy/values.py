@@ -1,11 +1,12 @@
-"""The Helm chart's values, typed: the one source of ``charts/vlgenrm/values.schema.json``.
+"""The Helm chart's values, typed: the one source of the chart's ``values.yaml``,
+``values.schema.json`` and ``README.md``.
 
 Helm validates every install against that schema, so a wrong type or a missing endpoint
 fails ``helm install``/``template`` with a message naming the field. ``config`` is the
 platform's own settings document (``vlgenrm config show`` prints one); its schema comes
 from :class:`vlgenrm.settings.Settings`, minus the connection and secret fields the chart
-fills from ``kafka``, ``s3`` and Secrets. ``vlgenrm chart export`` writes the schema; a test
-fails when the file is stale or when ``values.yaml`` differs from these defaults.
+fills from ``kafka``, ``s3`` and Secrets. ``vlgenrm chart export`` (run from the repository
+root) writes the three files; a test fails when one is stale.
 """
 
 from __future__ import annotations
