@@ -7,6 +7,7 @@ import logging
 import os
 import time
 
+from vlgenrm.retry import retry_call
 from vlgenrm.settings import RaySettings
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,15 @@ def ensure_ray(settings: RaySettings) -> None:
     address = settings.address or os.environ.get("RAY_ADDRESS")
     if address:
         log.info("connecting to the Ray cluster at %s", address)
-        ray.init(address=address, log_to_driver=True)
+
+        def connect() -> None:
+            from ray.util.client import ray as client
+
+            if client.is_connected():  # left by a failed Ray Client handshake: start over
+                client.disconnect()
+            ray.init(address=address, log_to_driver=True)
+
+        retry_call(connect, is_transient=_is_connect_error, backoff=settings.connect_retry, what=f"connecting to Ray at {address}")
         return
     for key, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(key, value)
@@ -38,3 +47,9 @@ def ensure_ray(settings: RaySettings) -> None:
         object_store_memory=settings.object_store_memory_mb << 20, log_to_driver=True,
     )
     log.info("started a local Ray in %.1f s: %s", time.monotonic() - started, ray.cluster_resources())
+
+
+def _is_connect_error(exc: BaseException) -> bool:
+    """Failures worth another try: the cluster, or Ray Client's per-driver server, not up yet."""
+    return isinstance(exc, (ConnectionError, TimeoutError)) or (
+        isinstance(exc, RuntimeError) and "Starting Ray client server failed" in str(exc))

@@ -58,12 +58,14 @@ def ray_head(tmp_path):
         except OSError:
             assert head.poll() is None and time.monotonic() < deadline, (tmp_path / "ray-head.log").read_text()[-3000:]
             time.sleep(0.5)
-    yield f"ray://127.0.0.1:{client}"
+    yield f"ray://127.0.0.1:{client}", temp
+    # `ray start --block` takes its time on SIGTERM; the group kill takes every Ray daemon with it.
     os.killpg(head.pid, signal.SIGTERM)
     try:
-        head.wait(30)
+        head.wait(5)
     except subprocess.TimeoutExpired:
         os.killpg(head.pid, signal.SIGKILL)
+        head.wait(10)
     log.close()
     shutil.rmtree(temp, ignore_errors=True)
 
@@ -86,13 +88,15 @@ print("CHECKPOINT", out.checkpoint_uri)
 
 
 def test_the_trainer_drives_a_separate_ray_cluster_through_ray_client(ray_head, tmp_path, tiny_start):
+    address, temp = ray_head
     store = LocalStore(tmp_path / "store")
     key = write_training_set(store, "sets/colour.jsonl", colour_records(store, 16, seed=0))
     driver = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path / "store"), str(tiny_start), key], cwd=REPO,
-                            env=os.environ | {"VLGENRM_RAY__ADDRESS": ray_head, "RAY_AUTH_MODE": "disabled"},
+                            env=os.environ | {"VLGENRM_RAY__ADDRESS": address, "RAY_AUTH_MODE": "disabled"},
                             capture_output=True, text=True, timeout=300)
-    assert driver.returncode == 0, driver.stderr[-4000:]
-    assert f"connecting to the Ray cluster at {ray_head}" in driver.stderr, "the driver started its own Ray"
+    server_logs = "".join(f"--- {log.name}\n{log.read_text()[-2000:]}" for log in sorted(temp.glob("session_latest/logs/ray_client_server*")))
+    assert driver.returncode == 0, driver.stderr[-3000:] + server_logs
+    assert f"connecting to the Ray cluster at {address}" in driver.stderr, "the driver started its own Ray"
     assert "started a local Ray" not in driver.stderr
     uri = driver.stdout.split("CHECKPOINT", 1)[1].strip()
     trained = GenRM.load(uri, GenRMSettings(), store=store)
