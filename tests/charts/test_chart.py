@@ -117,6 +117,10 @@ def test_default_render_has_every_part_and_safe_pods(helm):
     assert not deployments["vl-vlgenrm-experts"]["spec"]["template"]["spec"]["automountServiceAccountToken"]
     trainer_env = {e["name"]: e.get("value") for e in deployments["vl-vlgenrm-trainer"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert trainer_env["VLGENRM_RAY__ADDRESS"] == "ray://vl-vlgenrm-trainer-ray-head-svc.vl.svc:10001"
+    head = by_kind(docs, "RayCluster")["vl-vlgenrm-trainer-ray"]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
+    from tests.training.test_ray_client import RAY_CLIENT_HEAD_ENV
+
+    assert RAY_CLIENT_HEAD_ENV.items() <= {e["name"]: e.get("value") for e in head["env"]}.items(), "the tested Ray Client head env"
     for cluster in (by_kind(docs, "RayCluster")["vl-vlgenrm-trainer-ray"]["spec"], by_kind(docs, "RayService")["vl-vlgenrm-scorer"]["spec"]["rayClusterConfig"]):
         worker = cluster["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]
         assert worker["resources"]["limits"]["nvidia.com/gpu"] == 1 and cluster["rayVersion"] == ChartValues().ray_version

@@ -25,6 +25,12 @@ spec:
         {{- include "vlgenrm.env" $root | nindent 8 }}
         - name: RAY_USAGE_STATS_ENABLED
           value: "0"
+        {{- if and (eq .node "head") (eq .component "trainer-ray") }}
+        # Ray Client's proxier forks a server per driver while gRPC threads run; with gRPC's fork
+        # handlers on, that child often dies (ray-project/ray#63202).
+        - name: GRPC_ENABLE_FORK_SUPPORT
+          value: "0"
+        {{- end }}
       {{- if eq .node "head" }}
       ports:
         - name: gcs-server
