@@ -6,7 +6,9 @@ they are reused; otherwise the first test that needs one starts it and the sessi
 
 from __future__ import annotations
 
+import socket
 import sys
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,6 +52,34 @@ def kube_server() -> Iterator[localinfra.KubeApiServer]:
     The build takes 10+ minutes the first time: `make infra-up` fills the cache before pytest runs.
     """
     yield from _serve(localinfra.KubeApiServer())
+
+
+def free_ports(n: int = 1) -> list[int]:
+    """``n`` distinct TCP ports free on 127.0.0.1 right now (held together while choosing)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+def wait_http_ok(url: str, timeout_s: float = 120) -> None:
+    """Poll ``url`` until it answers 200 (a service starting up); fail after ``timeout_s``."""
+    import httpx
+
+    deadline, last = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        try:
+            last = httpx.get(url, timeout=5).status_code
+            if last == 200:
+                return
+        except httpx.HTTPError as exc:
+            last = exc
+        time.sleep(0.5)
+    raise AssertionError(f"{url} never answered 200 (last: {last})")
 
 
 @pytest.fixture(scope="session")

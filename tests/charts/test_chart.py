@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -20,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_ports, wait_http_ok
 from vlgenrm.deploy.values import ChartValues
 from vlgenrm.settings import load_settings
 
@@ -436,21 +435,12 @@ def test_the_scorer_starts_from_the_chart_config_through_the_rayservice_import_p
     app = yaml.safe_load(service["spec"]["serveConfigV2"])["applications"][0]
     module, _, attr = app["import_path"].partition(":")
     builder = getattr(__import__(module, fromlist=[attr]), attr)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
+    port = free_ports()[0]
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     try:
         serve.run(builder(app.get("args", {})), name=app["name"], route_prefix=app["route_prefix"], blocking=False)
-        url, deadline = f"http://127.0.0.1:{port}", time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/readyz", timeout=5).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        url = f"http://127.0.0.1:{port}"
+        wait_http_ok(url + "/readyz")
         models = httpx.get(url + "/v1/models", timeout=10).json()["data"]
         assert [m["id"] for m in models] == [model]
         image = base64.b64encode(_png()).decode()
@@ -472,12 +462,6 @@ def _png() -> bytes:
     return buf.getvalue()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("component", ["operator", "experts", "rationale", "sampler", "trainer"])
 def test_each_deployment_runs_as_its_pod_would_and_passes_its_probes(helm, cluster, kafka_server, s3_server, tmp_path, component):
@@ -486,7 +470,7 @@ def test_each_deployment_runs_as_its_pod_would_and_passes_its_probes(helm, clust
     startup/readiness probe (the HTTP GET the kubelet would make) and stop cleanly on SIGTERM."""
     import httpx
 
-    port, namespace = _free_port(), fresh_namespace(cluster, "pod")
+    port, namespace = free_ports()[0], fresh_namespace(cluster, "pod")
     port_value = "operator.livenessPort" if component == "operator" else f"{component}.metricsPort"
     docs = render(helm, "--set", f"kafka.bootstrapServers={kafka_server.bootstrap_servers}", "--set", "kafka.replicationFactor=1",
                   "--set", f"kafka.topicPrefix=chart-{uuid.uuid4().hex[:6]}", "--set", f"s3.endpoint={s3_server.endpoint}",

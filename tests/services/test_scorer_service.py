@@ -7,7 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -22,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from tests.conftest import free_ports, wait_http_ok
 from vlgenrm.evaluation.promotion import PromotionRecord, promote
 from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.model import GenRM, PairwiseQuery, PointwiseQuery, upload_checkpoint
@@ -47,12 +47,6 @@ def png(colour: tuple[int, int, int], size: int = 56) -> bytes:
 
 IMAGE = png((200, 30, 30))
 B64 = base64.b64encode(IMAGE).decode()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass
@@ -100,16 +94,9 @@ def scorer(local_ray, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scor
         path = build_tiny_genrm(root / name, "qwen2_vl", seed=seed)
         models[name] = upload_checkpoint(path, store, f"checkpoints/test/{name}/model")
         direct[name] = GenRM.load(path, GenRMSettings())
-    settings = Settings(store=StoreSettings(kind=StoreKind.LOCAL, root=root / "store"), serving=serving_config(models["a"], free_port()))
+    settings = Settings(store=StoreSettings(kind=StoreKind.LOCAL, root=root / "store"), serving=serving_config(models["a"], free_ports()[0]))
     url = start(settings)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + "/readyz", timeout=5).status_code == 200:
-                break
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
+    wait_http_ok(url + "/readyz")
     yield Scorer(url, settings, store, models, direct)
     serve.shutdown()
 

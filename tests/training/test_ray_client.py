@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import REPO, free_ports
 from tests.training.conftest import colour_records
 from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.model import GenRM
@@ -29,16 +29,6 @@ RAY = Path(sys.executable).with_name("ray")
 #: per-driver server while gRPC threads run and the child often dies (ray-project/ray#63202;
 #: here about half of the connections needed a retry, none with it in 8 runs).
 RAY_CLIENT_HEAD_ENV = {"GRPC_ENABLE_FORK_SUPPORT": "0"}
-
-
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 @pytest.fixture
