@@ -728,17 +728,7 @@ class S3Server(_Server):
         return os.access(self.binary, os.X_OK)
 
     def _build(self, tmp: Path, log: Path) -> None:
-        go = shutil.which("go")
-        if go is None:
-            raise InfraError("s3: 'go' not found on PATH (versitygw is built from the Go module proxy)")
-        env = dict(os.environ, GOBIN=str(tmp / "bin"))
-        # Fail clearly instead of fetching another Go toolchain if the module ever
-        # asks for a newer one.
-        env.setdefault("GOTOOLCHAIN", "local")
-        _run_logged(
-            [go, "install", "-trimpath", "-ldflags=-s -w", f"{VERSITYGW_MODULE}@{VERSITYGW_VERSION}"],
-            cwd=tmp, env=env, log=log, what=f"s3: go install versitygw@{VERSITYGW_VERSION}",
-        )
+        _go_install("s3", VERSITYGW_MODULE, VERSITYGW_VERSION, tmp, log)
 
     def _initial_state(self) -> dict[str, Any]:
         return {"port": _pick_free_port(), "access_key": S3_DEFAULT_ACCESS_KEY, "secret_key": S3_DEFAULT_SECRET_KEY}
@@ -829,6 +819,12 @@ def _go_env(**extra: str) -> dict[str, str]:
     # Pure-Go, static binaries (how upstream ships them); also skips compiling cgo parts.
     env.setdefault("CGO_ENABLED", "0")
     return env
+
+
+def _go_install(what: str, package: str, version: str, tmp: Path, log: Path, ldflags: str = "-s -w") -> None:
+    """``go install package@version`` into ``tmp/bin`` (a module whose go.mod allows it)."""
+    _run_logged([_go(what), "install", "-trimpath", f"-ldflags={ldflags}", f"{package}@{version}"], cwd=tmp,
+                env=_go_env(GOBIN=str(tmp / "bin")), log=log, what=f"{what}: go install {package}@{version}")
 
 
 def _go_line(go_mod: str) -> str:
@@ -1281,10 +1277,9 @@ class Helm(_CachedInstall):
         return os.access(self.binary, os.X_OK)
 
     def _build(self, tmp: Path, log: Path) -> None:
-        go = _go("helm")
-        _run_logged([go, "install", f"-ldflags=-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}",
-                     f"helm.sh/helm/v3/cmd/helm@{HELM_VERSION}"], cwd=tmp, env=_go_env(GOBIN=str(tmp / "bin")), log=log,
-                    what=f"helm: go install helm@{HELM_VERSION}")
+        # The version stamp Helm's own release build sets (`helm version` would say v3.22 otherwise).
+        _go_install("helm", "helm.sh/helm/v3/cmd/helm", HELM_VERSION, tmp, log,
+                    ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}")
 
     def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run ``helm ARGS`` (installed on first use); ``check`` raises with helm's stderr."""

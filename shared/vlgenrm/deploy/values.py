@@ -25,8 +25,9 @@ CHART_DIR = Path("charts/vlgenrm")
 SCHEMA_PATH = CHART_DIR / "values.schema.json"
 VALUES_PATH = CHART_DIR / "values.yaml"
 README_PATH = CHART_DIR / "README.md"
-HOST_PORT = r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}$"
-HOST_PORTS = r"^[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}(,[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5})*$"
+_HOST_PORT = r"[A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?:[0-9]{1,5}"
+HOST_PORT = f"^{_HOST_PORT}$"
+HOST_PORTS = f"^{_HOST_PORT}(,{_HOST_PORT})*$"
 #: A Secret's name, or empty for "none".
 SECRET_NAME = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$"
 #: Fields of ``config`` the chart owns: connections come from ``kafka``/``s3``, secrets from Secrets.
@@ -67,8 +68,9 @@ class Disruption(Values):
     max_unavailable: int = Field(1, ge=0, description="Pods a voluntary disruption (node drain) may take at once.")
 
 
-def _res(cpu: str, memory: str, cpu_limit: str | None = None, memory_limit: str | None = None) -> Resources:
-    return Resources(requests={"cpu": cpu, "memory": memory}, limits={"memory": memory_limit or memory} | ({"cpu": cpu_limit} if cpu_limit else {}))
+def _res(cpu: str, memory: str, memory_limit: str | None = None) -> Resources:
+    """Requests, and a memory limit (none on CPU: throttling a data loader buys nothing)."""
+    return Resources(requests={"cpu": cpu, "memory": memory}, limits={"memory": memory_limit or memory})
 
 
 class ImageRef(Values):
