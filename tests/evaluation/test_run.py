@@ -15,6 +15,7 @@ from vlgenrm.genrm.evaluation import (
     HallucinationPrediction,
     PairPrediction,
     best_of_n_accuracy,
+    confidence_report,
     hallucination_detection,
     pairwise_accuracy,
 )
@@ -62,6 +63,7 @@ def test_probabilities_equal_direct_calls_and_metrics_equal_the_harness(genrm: G
     preds = result.predictions
     pairs = [PairPrediction(example_id=p.example_id, category=p.category, p_first=p.p_first, better=p.better) for p in preds]
     assert result.report.accuracy == pairwise_accuracy(pairs)
+    assert result.report.confidence == confidence_report(pairs)
     assert sum(p.correct for p in preds) / len(preds) == pytest.approx(result.report.accuracy.overall)
     flags = [HallucinationPrediction(example_id=p.example_id, response=r, predicted=p.pointwise[r] < 0.5, actual=p.hallucinated[r])
              for p in preds if p.hallucinated is not None for r in (0, 1)]

@@ -1,7 +1,8 @@
 """§3.6 with a model: score a VL-RewardBench-format benchmark with a GenRM and report.
 
 Pairwise: ``P(response 0 is better)`` averaged over both presentation orders
-(``GenRM.pairwise_probs``). Pointwise (optional): ``P("Yes")`` of each response on its own,
+(``GenRM.pairwise_probs``), with Wilson intervals and a collapse check of those
+probabilities (a model that answers the same to everything is flagged). Pointwise (optional): ``P("Yes")`` of each response on its own,
 which gives hallucination detection (a response is flagged when ``P(Yes)`` is below the
 threshold) and best-of-N selection over the pair's two responses. The metrics themselves are
 the model-free harness of :mod:`vlgenrm.genrm.evaluation`.
@@ -27,6 +28,7 @@ from vlgenrm.genrm.evaluation import (
     HallucinationPrediction,
     PairPrediction,
     best_of_n_accuracy,
+    confidence_report,
     hallucination_detection,
     pairwise_accuracy,
 )
@@ -133,6 +135,7 @@ def evaluate_genrm(
         dataset=dataset,
         created_at=created_at or utcnow(),
         accuracy=pairwise_accuracy(pairs),
+        confidence=confidence_report(pairs),
         hallucination=hallucination_detection(flags) if flags else None,
         best_of_n=best_of_n_accuracy(groups) if groups else None,
     )

@@ -96,7 +96,11 @@ class EvaluationStage:
             objects[f"{base}/incumbent/{n}.json"] = incumbent.report.to_json_bytes()
             objects[output_key(task.shard, "incumbent")] = jsonl(incumbent.predictions)
         accuracy = result.report.accuracy
-        metrics = {"accuracy": accuracy.overall, "macro": accuracy.macro, "promote": float(decision.promote)}
+        metrics = {"accuracy": accuracy.overall, "accuracy_low": accuracy.overall_ci[0], "accuracy_high": accuracy.overall_ci[1],
+                   "macro": accuracy.macro, "promote": float(decision.promote)}
+        metrics |= {f"accuracy.{c}": a for c, a in accuracy.per_category.items()}
+        if (conf := result.report.confidence) is not None:
+            metrics |= {"mean_confidence": conf.mean_confidence, "p_std": conf.p_std, "collapsed": float(conf.collapsed)}
         if (h := result.report.hallucination) is not None:
             metrics |= {"hallucination_precision": h.precision, "hallucination_recall": h.recall, "hallucination_f1": h.f1}
         if (b := result.report.best_of_n) is not None:
@@ -104,8 +108,11 @@ class EvaluationStage:
         if decision.incumbent_accuracy is not None:
             metrics["incumbent_accuracy"] = decision.incumbent_accuracy
         counts = {"examples": accuracy.n, "incumbent_examples": incumbent.report.accuracy.n if incumbent else 0}
-        log.info("shard %s: accuracy %.4f (macro %.4f) on %d examples; promote=%s: %s",
-                 task.shard.key, accuracy.overall, accuracy.macro, accuracy.n, decision.promote, decision.reason)
+        log.info("shard %s: accuracy %.4f [%.4f, %.4f] (macro %.4f) on %d examples; promote=%s: %s",
+                 task.shard.key, accuracy.overall, *accuracy.overall_ci, accuracy.macro, accuracy.n, decision.promote, decision.reason)
+        if conf is not None and conf.collapsed:
+            log.warning("shard %s: the candidate is collapsed (%s, mean |p - 0.5| = %.4f): its accuracy is not signal",
+                        task.shard.key, conf.collapse_reason, conf.mean_confidence)
         return ShardResult(objects, counts, metrics=metrics)
 
     # -- inputs ------------------------------------------------------------------------------

@@ -2,8 +2,8 @@
 
 Nothing here runs a model. The scorer produces predictions elsewhere; this module turns a
 benchmark file into typed examples and typed predictions into reports: pairwise accuracy
-(overall, per category, macro mean), hallucination-detection precision/recall/F1 and
-best-of-N selection accuracy.
+(overall, per category, macro mean) with Wilson 95 % intervals, a collapse check on the
+confidences, hallucination-detection precision/recall/F1 and best-of-N selection accuracy.
 
 Sums are kept exact (``Fraction``) and divided once, so a hand-computed accuracy such as
 11/20 comes back as exactly ``0.55`` whatever the order of the predictions.
@@ -317,14 +317,103 @@ class BestOfNGroup(_Model):
         return self
 
 
+Interval = tuple[float, float]
+
+#: Mean |p - 0.5| below this (or a spread of p below it) means the verdicts carry no signal.
+COLLAPSE_THRESHOLD = 0.02
+#: Equal-width bins of p over [0, 1] in :class:`ConfidenceReport`.
+CONFIDENCE_BINS = 10
+
+
+def wilson_interval(successes: float, n: int, z: float = 1.96) -> Interval:
+    """Wilson score interval of ``successes / n`` (default: 95 %); ``n == 0`` gives ``(0, 1)``.
+
+    ``successes`` may be fractional (ties count half). Wilson rather than the normal
+    approximation because it stays inside [0, 1] and is honest at 0/n and n/n.
+    """
+    if n < 0 or z <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval needs 0 <= successes <= n and z > 0, got {successes}/{n}, z={z}")
+    if n == 0:
+        return (0.0, 1.0)  # no evidence: every rate is possible
+    p, z2 = successes / n, z * z
+    denom = 1 + z2 / n
+    centre = (p + z2 / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / denom
+    # Exact at 0/n and n/n, clamped elsewhere: float rounding can put a bound a hair past the estimate.
+    low = 0.0 if successes == 0 else max(0.0, min(p, centre - half))
+    high = 1.0 if successes == n else min(1.0, max(p, centre + half))
+    return (low, high)
+
+
 class AccuracyReport(_Model):
-    """Pairwise accuracy overall, per category and as the unweighted mean of categories."""
+    """Pairwise accuracy overall, per category and as the unweighted mean of categories.
+
+    Every accuracy but the macro mean has its Wilson 95 % interval (``*_ci``); the macro mean has
+    none, as its categories' sizes differ. Reports written before the intervals existed get them
+    derived from their accuracies and counts when read.
+    """
 
     overall: float = Field(ge=0.0, le=1.0)
     per_category: dict[str, float]
     macro: float = Field(ge=0.0, le=1.0, description="Mean of per-category accuracies.")
     counts: dict[str, int]
     n: int = Field(ge=1)
+    overall_ci: Interval = Field((0.0, 1.0), description="Wilson 95 % interval of the overall accuracy.")
+    per_category_ci: dict[str, Interval] = Field(default_factory=dict, description="Wilson 95 % interval per category.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _derive_intervals(cls, data: Any) -> Any:
+        # accuracy * n is the (half-integer) credit, so an old report's intervals are recoverable.
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "overall_ci" not in data and _numbers(data.get("overall"), data.get("n")):
+            data["overall_ci"] = _interval_of(data["overall"], data["n"])
+        per_cat, counts = data.get("per_category"), data.get("counts")
+        if "per_category_ci" not in data and isinstance(per_cat, dict) and isinstance(counts, dict):
+            data["per_category_ci"] = {c: _interval_of(a, counts[c]) for c, a in per_cat.items()
+                                       if _numbers(a, counts.get(c))}
+        return data
+
+
+def _numbers(*values: Any) -> bool:
+    return all(isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in values)
+
+
+def _interval_of(accuracy: float, n: int) -> Interval:
+    """The interval of a stored rate; rounding to half-credits undoes float error in ``accuracy * n``."""
+    if not 0 <= accuracy <= 1:
+        return (0.0, 1.0)  # the field validator reports the bad accuracy itself
+    return wilson_interval(min(round(accuracy * n * 2) / 2, n), int(n))
+
+
+class ConfidenceReport(_Model):
+    """How decided the pairwise verdicts are: the check that a constant answer is not read as signal.
+
+    ``mean_confidence`` is mean |p - 0.5| (0 = always undecided, 0.5 = always certain);
+    ``p_std`` is the standard deviation of p. ``collapsed`` is true when either is below
+    ``threshold``: an undecided model (p ~ 0.5) and a model that gives one answer to everything
+    (p constant) both reach an accuracy that is only the benchmark's label balance.
+    ``histogram`` counts p in ``len(histogram)`` equal bins over [0, 1] (the last bin includes 1).
+    """
+
+    mean_confidence: float = Field(ge=0.0, le=0.5, description="Mean |p - 0.5|.")
+    p_std: float = Field(ge=0.0, le=0.5, description="Population standard deviation of p.")
+    histogram: list[int] = Field(min_length=1, description="Counts of p in equal-width bins over [0, 1].")
+    threshold: float = Field(COLLAPSE_THRESHOLD, ge=0.0, le=0.5)
+    collapsed: bool
+    collapse_reason: Literal["undecided", "constant"] | None = Field(
+        None, description="undecided: mean |p - 0.5| < threshold; constant: std of p < threshold.")
+    n: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _counts_add_up(self) -> ConfidenceReport:
+        if sum(self.histogram) != self.n or any(c < 0 for c in self.histogram):
+            raise ValueError(f"histogram counts {self.histogram} do not add up to n={self.n}")
+        if self.collapsed != (self.collapse_reason is not None):
+            raise ValueError("collapse_reason is set exactly when collapsed is true")
+        return self
 
 
 class DetectionReport(_Model):
@@ -371,13 +460,40 @@ def pairwise_accuracy(preds: list[PairPrediction]) -> AccuracyReport:
         counts[p.category] += 1
     cats = sorted(counts)
     per_cat = {c: credit[c] / counts[c] for c in cats}
+    total = sum(credit.values(), Fraction())
     return AccuracyReport(
-        overall=_ratio(sum(credit.values(), Fraction()), len(preds)),
+        overall=_ratio(total, len(preds)),
         per_category={c: float(per_cat[c]) for c in cats},
         macro=_ratio(sum(per_cat.values(), Fraction()), len(cats)),
         counts={c: counts[c] for c in cats},
         n=len(preds),
+        overall_ci=wilson_interval(float(total), len(preds)),
+        per_category_ci={c: wilson_interval(float(credit[c]), counts[c]) for c in cats},
     )
+
+
+def confidence_report(preds: list[PairPrediction], threshold: float = COLLAPSE_THRESHOLD,
+                      bins: int = CONFIDENCE_BINS) -> ConfidenceReport:
+    """Mean |p - 0.5|, spread and histogram of ``preds``' p, and the collapse verdict."""
+    if not preds:
+        raise ValueError("confidence_report needs at least one prediction")
+    if bins < 1:
+        raise ValueError("bins must be >= 1")
+    ps = [p.p_first for p in preds]
+    n = len(ps)
+    mean = math.fsum(ps) / n
+    histogram = [0] * bins
+    for p in ps:
+        histogram[min(int(p * bins), bins - 1)] += 1
+    mean_confidence = math.fsum(abs(p - 0.5) for p in ps) / n
+    p_std = math.sqrt(math.fsum((p - mean) ** 2 for p in ps) / n)
+    reason: Literal["undecided", "constant"] | None = None
+    if mean_confidence < threshold:
+        reason = "undecided"
+    elif n > 1 and p_std < threshold:  # one prediction has no spread to measure
+        reason = "constant"
+    return ConfidenceReport(mean_confidence=min(mean_confidence, 0.5), p_std=min(p_std, 0.5), histogram=histogram,
+                            threshold=threshold, collapsed=reason is not None, collapse_reason=reason, n=n)
 
 
 def hallucination_detection(flags: list[HallucinationPrediction]) -> DetectionReport:
@@ -412,27 +528,46 @@ class EvaluationReport(Contract):
     dataset: str = Field(min_length=1)
     created_at: datetime = Field(default_factory=utcnow)
     accuracy: AccuracyReport
+    confidence: ConfidenceReport | None = Field(None, description="Collapse check of the pairwise verdicts (absent in old reports).")
     hallucination: DetectionReport | None = None
     best_of_n: BestOfNReport | None = None
 
     def to_markdown(self) -> str:
-        """A human-readable summary: accuracy table, then detection and best-of-N if present."""
-        acc = self.accuracy
-        lines = [
-            f"# Evaluation: {_md(self.model)} on {_md(self.dataset)}",
-            "",
-            f"_Created {self.created_at.isoformat()}_",
-            "",
+        """A human-readable summary: collapse warning, accuracy table with intervals, confidence, detection, best-of-N."""
+        acc, conf = self.accuracy, self.confidence
+        lines = [f"# Evaluation: {_md(self.model)} on {_md(self.dataset)}", "", f"_Created {self.created_at.isoformat()}_", ""]
+        if conf is not None and conf.collapsed:
+            # First and loud: every number below is meaningless for a collapsed model.
+            lines += [(f"> **COLLAPSED ({conf.collapse_reason}): the model gives the same answer to everything: "
+                       f"accuracy is not signal.** Mean |p − 0.5| = {conf.mean_confidence:.4f}, std of p = "
+                       f"{conf.p_std:.4f} (threshold {conf.threshold:g})."), ""]
+        lo, hi = acc.overall_ci
+        lines += [
             "## Pairwise accuracy",
             "",
-            "| Category | N | Accuracy |",
-            "|---|---:|---:|",
+            "Per category (hallucination type on the synthetic set), with Wilson 95 % intervals:",
+            "",
+            "| Category | N | Accuracy | 95 % CI |",
+            "|---|---:|---:|---:|",
         ]
-        lines += [f"| {_md(c)} | {acc.counts[c]} | {acc.per_category[c]:.4f} |" for c in acc.per_category]
+        lines += [f"| {_md(c)} | {acc.counts[c]} | {acc.per_category[c]:.4f} | {_ci(acc.per_category_ci.get(c))} |"
+                  for c in acc.per_category]
         lines += [
-            f"| **Overall** | {acc.n} | **{acc.overall:.4f}** |",
-            f"| **Macro mean** | {len(acc.per_category)} categories | {acc.macro:.4f} |",
+            f"| **Overall** | {acc.n} | **{acc.overall:.4f}** | {_ci(acc.overall_ci)} |",
+            f"| **Macro mean** | {len(acc.per_category)} categories | {acc.macro:.4f} | – |",
         ]
+        if lo <= 0.5 <= hi:
+            lines += ["", (f"Chance (0.5) is inside the overall 95 % interval {_ci(acc.overall_ci)}: "
+                           "this accuracy is not distinguishable from a coin flip.")]
+        if conf is not None:
+            width = 1 / len(conf.histogram)
+            lines += ["", "## Confidence", "",
+                      (f"Mean |p − 0.5| = {conf.mean_confidence:.4f}, std of p = {conf.p_std:.4f} over {conf.n} pairs "
+                       f"(collapsed below {conf.threshold:g}: {'**yes**' if conf.collapsed else 'no'})."), "",
+                      "| P(response 0 better) | Count |", "|---|---:|"]
+            for i, count in enumerate(conf.histogram):
+                close = "]" if i == len(conf.histogram) - 1 else ")"
+                lines.append(f"| [{i * width:.2f}, {(i + 1) * width:.2f}{close} | {count} |")
         if (h := self.hallucination) is not None:
             lines += ["", "## Hallucination detection", "",
                       "| Precision | Recall | F1 | TP | FP | FN | TN |", "|---:|---:|---:|---:|---:|---:|---:|",
@@ -441,6 +576,10 @@ class EvaluationReport(Contract):
             lines += ["", "## Best-of-N selection", "", "| Groups | Mean N | Accuracy |", "|---:|---:|---:|",
                       f"| {b.groups} | {b.mean_n:.2f} | {b.accuracy:.4f} |"]
         return "\n".join(lines) + "\n"
+
+
+def _ci(interval: Interval | None) -> str:
+    return "–" if interval is None else f"[{interval[0]:.4f}, {interval[1]:.4f}]"
 
 
 def _md(text: str) -> str:
