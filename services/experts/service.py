@@ -4,7 +4,9 @@ Per shard task: read the shard of Examples, verify each example's claims against
 in batches, write ``iterations/<ns>/<it>/experts/<nnnnn>.jsonl`` (refined pairs) and
 ``.../experts/reports/<nnnnn>.jsonl`` (expert reports), then the completion marker, then
 the event (vlgenrm.stages). A corrupt image is an error of that example only; an unreadable
-shard fails the task (dead-letter topic, with a failed event).
+shard fails the task (dead-letter topic, with a failed event). With ``enabled: false`` in the
+task's config no image is read and no expert runs: the human labels pass through and no
+reports object is written at all.
 """
 
 from __future__ import annotations
@@ -58,6 +60,12 @@ class ExpertsStage:
         settings = annotator.settings
         examples = [ex for uri in task.inputs for ex in read_jsonl(self.store, uri, Example)]
         log.info("shard %s: %d examples", task.shard.key, len(examples))
+        if not settings.enabled:
+            out = annotator.passthrough(examples)
+            for name, n in out.counts.items():
+                if name.startswith("label_"):
+                    LABELS.labels(name.removeprefix("label_")).inc(n)
+            return ShardResult({output_key(task.shard): jsonl(out.pairs)}, {"examples": len(examples), "errors": 0, **out.counts})
         reports, pairs, errors, counts = [], [], {}, {"examples": len(examples)}
         for start in range(0, len(examples), settings.batch_size):
             batch, images = [], []

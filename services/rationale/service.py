@@ -1,7 +1,8 @@
 """Rationale stage service: k candidate critiques per labelled pair (§3.3).
 
-Task inputs: ``[refined pairs shard, expert reports shard]`` (the experts stage's outputs);
-``task.config`` is the Iteration's rationale block (RationaleSettings). Output:
+Task inputs: ``[refined pairs shard, expert reports shard]`` (the experts stage's outputs; the
+reports shard is absent when the experts are disabled, and never read when the teacher sees only
+the label); ``task.config`` is the Iteration's rationale block (RationaleSettings). Output:
 ``iterations/<ns>/<it>/rationale/<nnnnn>.jsonl`` (RationaleCandidates), then marker, then event.
 """
 
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 from vlgenrm.bus import Bus, Topics, Worker
 from vlgenrm.contracts import ExpertReport, RefinedPair, Stage, StageTask
 from vlgenrm.rationale.engines import EngineSettings, RationaleEngine, make_engine
-from vlgenrm.rationale.stage import RationaleSettings, generate_candidates
+from vlgenrm.rationale.stage import RationaleSettings, TeacherView, generate_candidates
 from vlgenrm.settings import Settings
 from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, output_key, read_jsonl
 from vlgenrm.store import BlobStore, StoreError
@@ -52,7 +53,9 @@ class RationaleStage:
         if not task.inputs:
             raise InvalidShardError(f"task {task.task_id} names no input shard")
         pairs = read_jsonl(self.store, task.inputs[0], RefinedPair)
-        reports = {r.example_id: r for uri in task.inputs[1:] for r in read_jsonl(self.store, uri, ExpertReport)}
+        reports = {}
+        if settings.teacher_sees is TeacherView.EXPERTS:  # a label-only teacher never sees a report
+            reports = {r.example_id: r for uri in task.inputs[1:] for r in read_jsonl(self.store, uri, ExpertReport)}
         images, errors = {}, {}
         for pair in pairs:
             if pair.label is None:

@@ -8,6 +8,10 @@
 | y_h | y_e != y_h | policy: flip to y_e when |h(A) - h(B)| >= flip_threshold, else drop (flip);
   always drop (drop); keep y_h but mark the conflict (keep) |
 | unknown | none | dropped: nobody knows |
+
+With the experts disabled (``AnnotationSettings.enabled = false``, the no-experts arm) there is
+no report at all: ``human_only`` passes the human label through (source ``human``) and drops
+pairs without one.
 """
 
 from __future__ import annotations
@@ -59,3 +63,16 @@ def refine(example: Example, report: ExpertReport, settings: RefinementSettings 
     if settings.policy is ConflictPolicy.FLIP and gap >= settings.flip_threshold:
         return pair(expert, LabelSource.EXPERT_OVERRIDE, f"experts prefer {expert.value} by {gap:.2f} >= {settings.flip_threshold}")
     return pair(None, LabelSource.CONFLICT, f"experts prefer {expert.value} by {gap:.2f}; dropped under policy {settings.policy.value}")
+
+
+def human_only(example: Example) -> RefinedPair:
+    """The pair as the humans labelled it, no expert consulted (no report exists)."""
+    human = None if example.human_label is HumanLabel.UNKNOWN else Choice(example.human_label.value)
+    if human is None:
+        source, reason = LabelSource.CONFLICT, "experts disabled and no human label: dropped"
+    else:
+        source, reason = LabelSource.HUMAN, "experts disabled; human label kept"
+    return RefinedPair(
+        id=f"{example.id}/refined", example=example, report_id=None, human_label=example.human_label,
+        expert_label=None, label=human, source=source, reason=reason,
+    )

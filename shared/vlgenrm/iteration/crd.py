@@ -28,6 +28,9 @@ SPEC_RULES = [
      "message": "training.batch_size must be a multiple of training.workers x training.accumulation"},
     {"rule": "!has(self.previousIteration) || self.index >= 1",
      "message": "an Iteration continuing a previousIteration has index >= 1"},
+    {"rule": "!has(self.experts) || !has(self.experts.enabled) || self.experts.enabled || "
+             "(has(self.rationale) && has(self.rationale.teacher_sees) && self.rationale.teacher_sees == 'label')",
+     "message": "experts.enabled=false writes no expert report: set rationale.teacher_sees=label"},
 ]
 DROP = {"title", "default", "examples", "propertyNames"}
 #: JSONSchemaProps fields the API server accepts; anything else pydantic emits (writeOnly, ...) goes.

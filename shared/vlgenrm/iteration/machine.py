@@ -278,7 +278,8 @@ def make_task(spec: IterationSpec, obs: Observation, stage: Stage, shard: int, a
     if stage is Stage.EXPERTS:
         inputs, config = [obs.dataset_shards[shard]], spec.experts.model_dump(mode="json")
     elif stage is Stage.RATIONALE:
-        inputs = [out(Stage.EXPERTS, shard), out(Stage.EXPERTS, shard, "reports")]
+        # No reports shard exists when the experts are disabled (the no-experts arm).
+        inputs = [out(Stage.EXPERTS, shard)] + ([out(Stage.EXPERTS, shard, "reports")] if spec.experts.enabled else [])
         config = spec.rationale.model_dump(mode="json") | ({"hard_pool": obs.hard_pool} if obs.hard_pool else {})
     elif stage is Stage.SAMPLING:
         inputs = [out(Stage.RATIONALE, shard), out(Stage.EXPERTS, shard)]

@@ -13,7 +13,7 @@ from vlgenrm.contracts.iteration import CAMEL, StageDeadlines
 from vlgenrm.evaluation.run import EvaluationSettings
 from vlgenrm.experts.pipeline import AnnotationSettings
 from vlgenrm.genrm.config import GenRMSettings
-from vlgenrm.rationale.stage import RationaleSettings
+from vlgenrm.rationale.stage import RationaleSettings, TeacherView
 from vlgenrm.sampling.sampler import SamplerSettings
 from vlgenrm.training.config import TrainingConfig
 
@@ -45,5 +45,11 @@ class IterationSpec(Contract):
     def _has_a_start(self) -> IterationSpec:
         if self.base_model is None and self.previous_iteration is None:
             raise ValueError("set baseModel or previousIteration: training needs a model to start from")
+        return self
+
+    @model_validator(mode="after")
+    def _no_report_without_experts(self) -> IterationSpec:
+        if not self.experts.enabled and self.rationale.teacher_sees is not TeacherView.LABEL:
+            raise ValueError("experts.enabled=false writes no expert report: set rationale.teacher_sees=label")
         return self
 

@@ -2,14 +2,16 @@
 returns ``params.n`` critiques per request, each meant to end with a verdict line.
 
 - ``TemplateEngine``: a rule-based iteration-0 teacher for the synthetic domain on a CPU. It is
-  *not* a language model: it writes critiques from the ExpertReport's findings.
+  *not* a language model: it writes critiques from the ExpertReport's findings or, given no
+  report, a critique that rationalises the label it is told (the control arms).
 - ``TransformersEngine``: the GenRM itself (``GenRM.generate``), e.g. ``M_t`` from iteration 1 on.
 - ``VLLMEngine``: offline batched generation with vLLM (imported only when configured).
 - ``OpenAIEngine``: any OpenAI-compatible ``/chat/completions`` endpoint over httpx, with
   bounded concurrency, per-request timeouts and bounded retries.
 
 Requests carry the responses in the order SHOWN to the generator; ``swapped`` says the shown A
-is the original B (the report's ``Choice`` values always refer to the original order).
+is the original B (the report's ``Choice`` values and ``label`` always refer to the original
+order).
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class RationaleRequest:
     evidence: str | None
     report: ExpertReport | None = None
     swapped: bool = False  # True: the shown A is the original B
+    #: The training label the teacher is told, in the ORIGINAL order; None = not told. Only the
+    #: template teacher reads it, and only without a report (see ``TemplateEngine``).
+    label: Choice | None = None
 
 
 class RationaleEngine(ABC):
@@ -108,14 +113,33 @@ _NO_FINDINGS = ("The experts could not check the claims of Response {r}.", "No c
 _CONCLUDE = ("Response {w} is more faithful to the image.", "Overall, Response {w} hallucinates less.")
 _CONCLUDE_SUPPORT = ("Response {w} has more verified content.", "More of Response {w} is confirmed by the image.")
 _CONCLUDE_TIE = ("With no decisive evidence, Response {w} is slightly preferable.", "On balance, Response {w} is the better answer.")
+# Without a report, rationalising a given label: nothing here may cite experts or findings.
+_LABEL_DOUBT = (
+    'Response {r} says "{s}", which does not look right.',
+    'I doubt Response {r}\'s answer: "{s}".',
+    'Response {r}\'s account, "{s}", seems less reliable.',
+)
+_LABEL_CONCLUDE = (
+    "Response {w} gives the more convincing answer.",
+    "On reflection, Response {w} is the better answer.",
+    "Response {w} answers the question more plausibly.",
+)
 
 
 class TemplateEngine(RationaleEngine):
     """Iteration-0 rule-based teacher for the synthetic domain (CPU, no language model).
 
-    The winner (in the original order) hallucinates less (lower summed p of contradicted
-    claims, h); ties go to more support (s); a full tie to a seeded coin. The ``n`` samples vary
-    wording (phrasings drawn from ``Random(f"{seed}:{index}:{sample}")``), never the verdict.
+    With a report (the method): the winner (in the original order) hallucinates less (lower
+    summed p of contradicted claims, h); ties go to more support (s); a full tie to a seeded
+    coin. The request's ``label`` is ignored.
+
+    Without a report but with a ``label`` (the control arms, ``teacher_sees=label``): the critique
+    justifies that label whatever it is, right or wrong: it casts doubt on the other response's
+    answer (quoted) and concludes for the label. It cites no expert and no finding: a teacher
+    that rationalises the label it is given, with no vision evidence.
+
+    With neither: no findings, a seeded coin. The ``n`` samples vary wording (phrasings drawn
+    from ``Random(f"{seed}:{index}:{sample}")``), never the verdict.
     """
 
     name = "template"
@@ -127,6 +151,8 @@ class TemplateEngine(RationaleEngine):
     @staticmethod
     def critique(req: RationaleRequest, rng: random.Random, coin: random.Random) -> str:
         shown = {Choice.A: Choice.B, Choice.B: Choice.A} if req.swapped else {Choice.A: Choice.A, Choice.B: Choice.B}
+        if req.report is None and req.label is not None:
+            return TemplateEngine._rationalise(req, req.label, shown, rng)
         contra: dict[Choice, list[tuple[float, str]]] = {Choice.A: [], Choice.B: []}
         support: dict[Choice, list[tuple[float, str]]] = {Choice.A: [], Choice.B: []}
         if req.report is not None:
@@ -160,6 +186,22 @@ class TemplateEngine(RationaleEngine):
                 lines.append(rng.choice(_NO_FINDINGS).format(r=r))
         lines.append(rng.choice(conclude).format(w=shown[winner].value))
         return " ".join(lines) + "\n" + verdict_line(shown[winner].value)
+
+    @staticmethod
+    def _rationalise(req: RationaleRequest, label: Choice, shown: dict[Choice, Choice], rng: random.Random) -> str:
+        """A critique for ``label`` (original order) that uses nothing but the two responses."""
+        w = shown[label]
+        loser = Choice.B if w is Choice.A else Choice.A  # in the shown order
+        quoted = _quote(req.response_a if loser is Choice.A else req.response_b)
+        lines = [rng.choice(_LABEL_DOUBT).format(r=loser.value, s=quoted), rng.choice(_LABEL_CONCLUDE).format(w=w.value)]
+        return " ".join(lines) + "\n" + verdict_line(w.value)
+
+
+def _quote(response: str, limit: int = 80) -> str:
+    """The first sentence of a response, shortened, safe inside a critique's quotes."""
+    text = " ".join(response.split()).replace("[[", "[").replace("]]", "]").replace('"', "'")
+    first = text.split(". ")[0].rstrip(".")
+    return first if len(first) <= limit else first[: limit - 3].rstrip() + "..."
 
 
 # -- local models ---------------------------------------------------------------------------------

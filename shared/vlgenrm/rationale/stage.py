@@ -1,11 +1,17 @@
 """§3.3 on a batch of refined pairs: k candidate critiques per labelled pair, optionally in both
 orders, each with the evidence block; verdicts parsed; unparseable candidates counted and
-dropped; lineage kept (pair -> candidate)."""
+dropped; lineage kept (pair -> candidate).
+
+What the generator is given is explicit (``RationaleSettings.teacher_sees``): the experts'
+report (the method), or only the pair's label (the control arms: no ExpertReport, no evidence
+block ever reaches the engine).
+"""
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from enum import StrEnum
 
 from pydantic import BaseModel, Field
 
@@ -16,20 +22,38 @@ from vlgenrm.genrm.verdicts import parse_verdict
 from vlgenrm.rationale.engines import EngineSettings, RationaleEngine, RationaleRequest
 
 
+class TeacherView(StrEnum):
+    """What the critique generator is given besides the image, the question and the responses."""
+
+    #: The ExpertReport (the template teacher decides from its findings) and, with
+    #: ``with_evidence``, the evidence block in the prompt: the method (§3.3).
+    EXPERTS = "experts"
+    #: Only the pair's training label (original order), no report, no evidence block: the
+    #: template teacher rationalises that label; model engines get the bare prompt. The
+    #: no-experts and no-evidence arms.
+    LABEL = "label"
+
+
 class RationaleSettings(BaseModel):
     """An Iteration's ``spec.rationale`` block (it travels in each rationale task's config)."""
 
     engine: EngineSettings = Field(default_factory=EngineSettings, description="Which generator writes the critiques.")
     k: int = Field(4, ge=1, description="Candidate critiques per pair and order.")
     both_orders: bool = Field(False, description="Also ask with the responses swapped (position-bias debiasing).")
-    with_evidence: bool = Field(True, description="Show the generator the experts' evidence block.")
+    teacher_sees: TeacherView = Field(TeacherView.EXPERTS, description="What the generator is given: experts = the expert report (+ evidence block), label = only the pair's label (no report, no evidence).")
+    with_evidence: bool = Field(True, description="Show the generator the experts' evidence block (teacher_sees=experts only; never with label).")
     sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(temperature=0.8, max_new_tokens=256))
     batch_size: int = Field(8, ge=1, description="Prompts per engine call.")
     hard_pool: list[str] = Field(default_factory=list, description="Hard-pool shards of the previous iteration: their pairs get k + extra_samples candidates.")
 
 
-def requests_for(pair: RefinedPair, report: ExpertReport | None, image: bytes, order: Order, with_evidence: bool) -> RationaleRequest:
+def requests_for(pair: RefinedPair, report: ExpertReport | None, image: bytes, order: Order, with_evidence: bool,
+                 teacher_sees: TeacherView = TeacherView.EXPERTS) -> RationaleRequest:
+    """The request for one pair and order. With ``teacher_sees=label`` the report is never
+    passed on (nor its evidence), whatever the caller holds; the pair's label is, instead."""
     ex = pair.example
+    if teacher_sees is TeacherView.LABEL:
+        report, with_evidence = None, False
     swapped = order is Order.BA
     a, b = (ex.response_b, ex.response_a) if swapped else (ex.response_a, ex.response_b)
     evidence = evidence_block(report) if (report is not None and with_evidence) else None
@@ -37,7 +61,9 @@ def requests_for(pair: RefinedPair, report: ExpertReport | None, image: bytes, o
         from vlgenrm.genrm.verdicts import swap_ab
 
         evidence = swap_ab(evidence)
-    return RationaleRequest(image=image, question=ex.question, response_a=a, response_b=b, evidence=evidence or None, report=report, swapped=swapped)
+    label = pair.label if teacher_sees is TeacherView.LABEL else None
+    return RationaleRequest(image=image, question=ex.question, response_a=a, response_b=b, evidence=evidence or None, report=report,
+                            swapped=swapped, label=label)
 
 
 def generate_candidates(
@@ -53,6 +79,7 @@ def generate_candidates(
     """Candidates for the labelled pairs (dropped pairs are skipped), in a deterministic order.
 
     ``extra_samples`` (pair id -> n) gives hard-pool pairs of the previous iteration more tries.
+    With ``settings.teacher_sees=label`` ``reports`` is not read at all.
     """
     counts: Counter[str] = Counter()
     extra_samples = extra_samples or {}
@@ -64,9 +91,10 @@ def generate_candidates(
         counts["pairs"] += 1
         n = settings.k + extra_samples.get(pair.id, 0)
         counts["pairs_hard"] += pair.id in extra_samples
-        report = reports.get(pair.example.id)
+        report = reports.get(pair.example.id) if settings.teacher_sees is TeacherView.EXPERTS else None
         for order in (Order.AB, Order.BA) if settings.both_orders else (Order.AB,):
-            jobs.append((pair, order, requests_for(pair, report, images[pair.example.image.key], order, settings.with_evidence), n))
+            request = requests_for(pair, report, images[pair.example.image.key], order, settings.with_evidence, settings.teacher_sees)
+            jobs.append((pair, order, request, n))
     # Engines sample n per request, so requests are grouped by n (ordinary pairs, then hard ones).
     jobs.sort(key=lambda job: job[3])
     candidates: list[RationaleCandidate] = []

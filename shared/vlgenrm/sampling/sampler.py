@@ -29,6 +29,7 @@ class SamplerSettings(BaseModel):
 
     tau0: float = Field(0.0, description="Margin threshold at iteration 0.")
     delta_tau: float = Field(0.5, description="Threshold increase per iteration: tau_t = tau0 + t * delta_tau.")
+    margin_filter: bool = Field(True, description="Require m >= tau_t; false = accept every candidate whose verdict is the label (the no-margin arm).")
     top_n: int = Field(1, ge=1, description="Accepted candidates kept per pair (highest margins).")
     hard_pool_extra_samples: int = Field(4, ge=0, description="Extra candidates a hard pair gets next iteration.")
     dpo: bool = Field(True, description="Attach the lowest-margin rejected critique of the same order for DPO.")
@@ -156,7 +157,8 @@ def select(
     model_version: str,
 ) -> PairSelection:
     """Apply §3.4 to one pair. ``margins[i]`` belongs to ``candidates[i]``; None = not scored
-    (only allowed for unparseable candidates, which are never accepted either way)."""
+    (only allowed for unparseable candidates, which are never accepted either way). Without
+    ``settings.margin_filter`` only the verdict decides; margins still rank the accepted."""
     if len(candidates) != len(margins):
         raise ValueError(f"{len(candidates)} candidates but {len(margins)} margins")
     threshold = tau(t, settings)
@@ -169,7 +171,7 @@ def select(
                 raise ValueError(f"parseable candidate {c.id} has no margin")
             continue
         y = shown_target(pair, c)
-        ok = c.verdict is not None and c.verdict is y and m >= threshold
+        ok = c.verdict is not None and c.verdict is y and (m >= threshold or not settings.margin_filter)
         scored.append(ScoredCandidate(id=f"{c.id}/score", candidate=c, target=y, margin=m, tau=threshold, accepted=ok, model_version=model_version))
     ranked = sorted((s for s in scored if s.accepted), key=lambda s: (-s.margin, s.candidate.id))
     for rank, s in enumerate(ranked):

@@ -9,7 +9,14 @@ Layout under ``datasets/<name>/``:
 
 Images are content-addressed under ``images/<sha256>.png``. Every example draws from its own
 random streams, seeded by ``(seed, split, index, purpose)``, so the same config gives the same
-bytes, and changing e.g. ``label_noise`` changes labels but not images or responses.
+bytes, and changing e.g. ``label_noise`` or ``labeler`` changes labels but not images or
+responses.
+
+Labelers (``SynthConfig.labeler``): ``uniform`` flips every label with probability
+``label_noise`` (errors that average out); ``biased`` is an annotator systematically fooled by
+some hallucination types (and optionally by length), whose errors do not average out with more
+data: ``LabelerConfig.colour_blind()`` prefers the hallucinated answer of 80 % of wrong-colour and
+60 % of wrong-count pairs.
 """
 
 from __future__ import annotations
@@ -21,9 +28,9 @@ import random
 import tempfile
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vlgenrm.contracts import Choice, Contract, Example, HumanLabel, ImageRef, utcnow
 from vlgenrm.store import BlobStore, StoreError
@@ -36,6 +43,43 @@ SPLITS = ("train", "eval")
 #: Called after each example with (split, examples done in that split, split total).
 Progress = Callable[[str, int, int], None]
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$", description="Dataset name (one key segment).")]
+
+
+Probability01 = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class LabelerConfig(BaseModel):
+    """How the simulated annotator chooses, i.e. how its labels err (the truth records the flips)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["uniform", "biased"] = Field("uniform", description="uniform: each label flips with probability SynthConfig.label_noise; biased: flips depend on the pair (fields below).")
+    fooled: dict[HallucinationType, Probability01] = Field(default_factory=dict, description="biased: probability of preferring the hallucinated response, per hallucination type (missing: base_rate).")
+    base_rate: Probability01 = Field(0.05, description="biased: probability of preferring the hallucinated response for types not in fooled.")
+    prefers_longer: Probability01 = Field(0.0, description="biased: pull toward the longer response (words): p -> p + (1 - p) x this when the hallucinated one is longer, p x (1 - this) when shorter.")
+
+    @model_validator(mode="after")
+    def _biased_fields_need_biased(self) -> LabelerConfig:
+        if self.kind == "uniform" and (self.fooled or self.prefers_longer or self.base_rate != 0.05):
+            raise ValueError("fooled, base_rate and prefers_longer describe kind=biased; the uniform labeler uses SynthConfig.label_noise")
+        return self
+
+    @classmethod
+    def colour_blind(cls) -> LabelerConfig:
+        """An annotator fooled by wrong colours (0.8) and wrong counts (0.6), rarely otherwise (0.05)."""
+        return cls(kind="biased", fooled={HallucinationType.WRONG_COLOUR: 0.8, HallucinationType.WRONG_COUNT: 0.6}, base_rate=0.05)
+
+    def flip_probability(self, label_noise: float, kind: HallucinationType, faithful: str, hallucinated: str) -> float:
+        """Probability that the label names the hallucinated response."""
+        if self.kind == "uniform":
+            return label_noise
+        p = self.fooled.get(kind, self.base_rate)
+        longer, shorter = len(hallucinated.split()), len(faithful.split())
+        if longer > shorter:
+            p += (1 - p) * self.prefers_longer
+        elif longer < shorter:
+            p *= 1 - self.prefers_longer
+        return p
 
 
 class SynthConfig(Contract):
@@ -51,7 +95,8 @@ class SynthConfig(Contract):
         default_factory=lambda: {t: 0.25 for t in HallucinationType},
         description="Relative weight of each hallucination type (normalised; missing = 0).",
     )
-    label_noise: float = Field(0.30, ge=0.0, le=1.0, description="Probability a human label is flipped.")
+    label_noise: float = Field(0.30, ge=0.0, le=1.0, description="Probability a human label is flipped (the uniform labeler; ignored by kind=biased).")
+    labeler: LabelerConfig = Field(default_factory=LabelerConfig, description="The annotator model: uniform flips (label_noise) or biased by hallucination type.")
     seed: int = 0
     shard_size: int = Field(64, ge=1)
 
@@ -135,7 +180,8 @@ def make_example(config: SynthConfig, split: str, index: int) -> tuple[bytes, Ex
     good = write_faithful(scene, question, rng)
     bad = write_hallucinated(scene, question, kind, rng)
     better = Choice.A if rng.random() < 0.5 else Choice.B
-    flipped = _rng(config, split, index, "label").random() < config.label_noise
+    p_flip = config.labeler.flip_probability(config.label_noise, kind, good, bad.text)
+    flipped = _rng(config, split, index, "label").random() < p_flip
     label = better if not flipped else (Choice.B if better is Choice.A else Choice.A)
     example_id = f"{config.name}-{split}-{index:06d}"
     a, b = (good, bad.text) if better is Choice.A else (bad.text, good)
