@@ -90,6 +90,12 @@ def file_digests(directory: Path) -> dict[str, str]:
     return out
 
 
+def write_manifest(directory: Path) -> Path:
+    """(Re)write the checkpoint's manifest: the digest of every file in it."""
+    (directory / MANIFEST).write_text(json.dumps({"files": file_digests(directory)}, indent=2, sort_keys=True) + "\n")
+    return directory
+
+
 @contextmanager
 def _quiet_transformers() -> Iterator[None]:
     """transformers warns about every image processor lacking torchvision while resolving one."""
@@ -157,9 +163,7 @@ class GenRM:
         cfg = json.loads(cfg_path.read_text())
         cfg["processor_class"] = self.family.canonical_processor  # our images-only subclass is a detail
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        digests = file_digests(directory)
-        (directory / MANIFEST).write_text(json.dumps({"files": digests}, indent=2, sort_keys=True) + "\n")
-        return directory
+        return write_manifest(directory)
 
     @property
     def device(self) -> torch.device:

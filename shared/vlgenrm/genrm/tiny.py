@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -42,9 +43,28 @@ WORDS = (
 ).split()
 
 
+def _domain_text() -> list[str]:
+    """Responses, questions and answers of the synthetic domain (fixed seed), so its words —
+    synonyms and sign words included — become whole tokens rather than byte runs."""
+    import random
+
+    from vlgenrm.synth.responses import random_question, write_faithful, write_hallucinated
+    from vlgenrm.synth.scene import random_scene
+    from vlgenrm.synth.vocab import COLOUR_SYNONYMS, SHAPE_SYNONYMS, TEXT_WORDS, HallucinationType
+
+    rng = random.Random("tokenizer-corpus")
+    lines = [" ".join([*COLOUR_SYNONYMS, *SHAPE_SYNONYMS, *TEXT_WORDS, *(w.title() for w in TEXT_WORDS)])] * 10
+    for i in range(300):
+        scene = random_scene(rng, text_probability=0.5)
+        kind = list(HallucinationType)[i % len(HallucinationType)]
+        question = random_question(rng, scene, kind)
+        lines += [question.text, write_faithful(scene, question, rng), write_hallucinated(scene, question, kind, rng).text]
+    return lines
+
+
 def _corpus() -> list[str]:
     """Text the tokenizer learns merges from: the prompts, verdicts and domain words."""
-    lines = []
+    lines = _domain_text()
     for a, b in itertools.combinations(WORDS[:12], 2):
         q = f"What is in the image? Is there a {a} {b}?"
         lines.append(str(pairwise_messages(q, f"A {a} {b}.", f"Two {b} {a}s.")))
@@ -75,28 +95,46 @@ def train_tokenizer(family: Family, vocab_size: int = 1024):
     )
 
 
-def _qwen(family: Family, tokenizer, image_size: int):
+#: Weight init std of the tiny vision towers (see _qwen).
+VISION_INIT_STD = 0.2
+
+
+@dataclass(frozen=True)
+class TinySize:
+    """Widths and depths of a tiny model (the defaults: about 0.7 M parameters)."""
+
+    text_layers: int = 2
+    vision_width: int = 64
+    vision_depth: int = 2
+
+
+def _qwen(family: Family, tokenizer, image_size: int, size: TinySize):
     from transformers import Qwen2_5_VLConfig, Qwen2VLConfig, Qwen2VLImageProcessorPil
 
     ids = tokenizer.convert_tokens_to_ids
     text = dict(
-        vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=size.text_layers, num_attention_heads=4, num_key_value_heads=2,
         intermediate_size=256, max_position_embeddings=4096,
         # mrope_section must sum to head_dim / 2 = 16 (DESIGN §8)
         rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]},
         bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"),
     )
-    vision = dict(depth=2, num_heads=4, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
+    # A 64-wide tower at the usual initializer_range (0.02) maps every image to nearly the same
+    # features: a tiny model then learns whole-image colour but never what one shape looks like
+    # (measured: single-shape colour stays at chance for 1,600 steps). 0.2 keeps the patches apart.
+    vision = dict(depth=size.vision_depth, num_heads=4, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
+                  initializer_range=VISION_INIT_STD)
     special = dict(
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
         vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
     )
     if family.name == "qwen2_vl":
-        config = Qwen2VLConfig(text_config=text, vision_config=vision | dict(embed_dim=64, hidden_size=128, mlp_ratio=2), **special)
+        config = Qwen2VLConfig(text_config=text, vision_config=vision | dict(embed_dim=size.vision_width, hidden_size=128, mlp_ratio=2), **special)
     else:
         config = Qwen2_5_VLConfig(
             text_config=text,
-            vision_config=vision | dict(hidden_size=64, out_hidden_size=128, intermediate_size=128, window_size=56, fullatt_block_indexes=[1]),
+            vision_config=vision | dict(hidden_size=size.vision_width, out_hidden_size=128, intermediate_size=2 * size.vision_width, window_size=56,
+                                        fullatt_block_indexes=[size.vision_depth - 1]),
             **special,
         )
     pixels = image_size * image_size
@@ -104,15 +142,15 @@ def _qwen(family: Family, tokenizer, image_size: int):
     return config, image_processor, {}
 
 
-def _llava(tokenizer, image_size: int):
+def _llava(tokenizer, image_size: int, size: TinySize):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaImageProcessorPil
 
     ids = tokenizer.convert_tokens_to_ids
     patch = 7
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, image_size=image_size, patch_size=patch),
+        vision_config=CLIPVisionConfig(hidden_size=size.vision_width, intermediate_size=2 * size.vision_width, num_hidden_layers=size.vision_depth, num_attention_heads=4, image_size=image_size, patch_size=patch),
         text_config=LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+            vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=size.text_layers, num_attention_heads=4,
             num_key_value_heads=2, max_position_embeddings=4096,
             bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"),
         ),
@@ -123,16 +161,17 @@ def _llava(tokenizer, image_size: int):
     return config, image_processor, kwargs
 
 
-def build_tiny_genrm(directory: str | os.PathLike[str], family: str = "qwen2_vl", *, seed: int = 0, image_size: int = 56) -> Path:
+def build_tiny_genrm(directory: str | os.PathLike[str], family: str = "qwen2_vl", *, seed: int = 0, image_size: int = 56,
+                     size: TinySize | None = None) -> Path:
     """Build, save and return the folder of a tiny random GenRM of ``family``."""
     from transformers import AutoModelForImageTextToText
 
     fam = FAMILIES[family]
     tokenizer = train_tokenizer(fam)
     if family == "llava":
-        config, image_processor, kwargs = _llava(tokenizer, image_size)
+        config, image_processor, kwargs = _llava(tokenizer, image_size, size or TinySize())
     else:
-        config, image_processor, kwargs = _qwen(fam, tokenizer, image_size)
+        config, image_processor, kwargs = _qwen(fam, tokenizer, image_size, size or TinySize())
     processor = fam.processor_cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATES[family], **kwargs)
     torch.manual_seed(seed)
     model = AutoModelForImageTextToText.from_config(config)
@@ -141,4 +180,4 @@ def build_tiny_genrm(directory: str | os.PathLike[str], family: str = "qwen2_vl"
     return directory
 
 
-__all__ = ["build_tiny_genrm", "checkpoint_version", "train_tokenizer"]
+__all__ = ["TinySize", "build_tiny_genrm", "checkpoint_version", "train_tokenizer"]
