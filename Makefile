@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 INFRA  := $(PY) scripts/infra/localinfra.py
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps test test-quick demo infra-up infra-down infra-status schemas clean
+.PHONY: help install system-deps test test-quick demo fidelity base infra-up infra-down infra-status schemas clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -37,8 +37,14 @@ test: install system-deps infra-up ## The whole suite, against real Kafka, S3 an
 test-quick: install ## The tests that need no server and no big data
 	$(PY) -m pytest -m "not integration and not slow" $(PYTEST_ARGS)
 
-demo: install system-deps ## The whole loop on this machine: 2 iterations with and without experts, report in vlgenrm-report/
+base: install ## Build (or find in the cache) the embedded base VLM and print its ladder
+	$(VENV)/bin/vlgenrm --log-level WARNING base build
+
+demo: install system-deps ## The whole loop on this machine: 2 iterations with and without experts (biased labeler), report in vlgenrm-report/
 	$(VENV)/bin/vlgenrm --set store.root=$(CURDIR)/.demo/store --log-level WARNING run --ablate-experts --report vlgenrm-report
+
+fidelity: install system-deps ## The ablation table: full method, no experts, no evidence, no margin filter; 2 iterations x 3 seeds; report in vlgenrm-fidelity/
+	$(VENV)/bin/vlgenrm --set store.root=$(CURDIR)/.demo/store --log-level WARNING run --ablations --report vlgenrm-fidelity
 
 schemas: install ## Re-export the JSON Schemas of the contracts into schemas/
 	$(VENV)/bin/vlgenrm schemas export --out schemas

@@ -35,7 +35,7 @@ def ensure_ray(settings: RaySettings) -> None:
 
             if client.is_connected():  # left by a failed Ray Client handshake: start over
                 client.disconnect()
-            ray.init(address=address, log_to_driver=True)
+            ray.init(address=address, log_to_driver=settings.log_to_driver, logging_level=_level(settings))
 
         retry_call(connect, is_transient=_is_connect_error, backoff=settings.connect_retry, what=f"connecting to Ray at {address}")
         return
@@ -44,9 +44,14 @@ def ensure_ray(settings: RaySettings) -> None:
     started = time.monotonic()
     ray.init(
         num_cpus=settings.num_cpus, num_gpus=settings.num_gpus, include_dashboard=settings.include_dashboard,
-        object_store_memory=settings.object_store_memory_mb << 20, log_to_driver=True,
+        object_store_memory=settings.object_store_memory_mb << 20, log_to_driver=settings.log_to_driver, logging_level=_level(settings),
     )
     log.info("started a local Ray in %.1f s: %s", time.monotonic() - started, ray.cluster_resources())
+
+
+def _level(settings: RaySettings) -> int:
+    """Ray's own driver-side logging: quiet along with the workers' output."""
+    return logging.INFO if settings.log_to_driver else logging.ERROR
 
 
 def _is_connect_error(exc: BaseException) -> bool:

@@ -38,9 +38,11 @@ app.add_typer(chart_app, name="chart")
 
 def _register_subcommands() -> None:
     # Imported here so `vlgenrm --help` stays fast: each group imports only what it needs.
+    from vlgenrm.cli.base import base_app
     from vlgenrm.cli.data import data_app
 
     app.add_typer(data_app, name="data")
+    app.add_typer(base_app, name="base")
 console = Console()
 _register_subcommands()
 
@@ -170,54 +172,105 @@ def doctor(ctx: typer.Context, fix: Annotated[bool, typer.Option(help="Create mi
 @app.command()
 def run(
     ctx: typer.Context,
-    config: Annotated[Path | None, typer.Option("--config", help="YAML file of RunConfig fields (data, iterations, spec, ...).")] = None,
-    iterations: Annotated[int | None, typer.Option(min=1, help="Chained Iterations per variant (default 2).")] = None,
-    ablate_experts: Annotated[bool, typer.Option(help="Also run the chain without expert refinement, for comparison.")] = False,
-    report: Annotated[Path | None, typer.Option(help="Folder for report.md and the plots (default vlgenrm-report).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML file of RunConfig fields (data, arms, seeds, iterations, spec, ...).")] = None,
+    iterations: Annotated[int | None, typer.Option(min=1, help="Chained Iterations per arm and seed (default 2).")] = None,
+    ablate_experts: Annotated[bool, typer.Option(help="Also run the no-experts control arm (human labels, no expert anywhere).")] = False,
+    ablations: Annotated[bool, typer.Option(help="The ablation study: full method, no experts, no evidence in rationales, no margin filter; 3 seeds.")] = False,
+    uniform_labeler: Annotated[bool, typer.Option(help="Human labels flipped uniformly at random (label_noise) instead of the biased labeler.")] = False,
+    report: Annotated[Path | None, typer.Option(help="Folder for report.md, summary.json and the plots (default vlgenrm-report).")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the services', Ray's and transformers' own logs.")] = False,
 ) -> None:
-    """Run the whole loop on this machine: synthetic data, a tiny GenRM, N chained Iterations
-    (experts -> rationales -> rejection sampling -> Ray Train -> evaluation -> promotion) on the
-    in-memory bus and local Ray, then a report. The same state machine as the operator."""
+    """Run the whole loop on this machine: synthetic data, the embedded base VLM (built once and
+    cached), N chained Iterations per arm and seed (experts -> rationales -> rejection sampling ->
+    Ray Train -> evaluation -> promotion) on the in-memory bus and local Ray, then a report with
+    intervals, collapse checks and the arms side by side. The same state machine as the operator."""
     import time
 
     import yaml
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vlgenrm.iteration.demo import RunConfig, run_demo, write_report
+    from vlgenrm.iteration.demo import RunConfig, run_demo
+    from vlgenrm.iteration.report import write_report
+    from vlgenrm.quiet import quiet_run
     from vlgenrm.settings import BusKind
+    from vlgenrm.synth.dataset import LabelerConfig
 
     raw = yaml.safe_load(config.read_text()) if config else {}
-    run_config = RunConfig.model_validate(raw or {})
     update = {k: v for k, v in {"iterations": iterations, "report_dir": report}.items() if v is not None}
-    if ablate_experts:
-        update["ablate_experts"] = True
-    run_config = run_config.model_copy(update=update)
+    try:
+        run_config = (RunConfig.ablations if ablations else RunConfig)(**(raw or {}))
+        if ablate_experts:
+            update["arms"] = list(dict.fromkeys([*run_config.arms, "no-experts"]))
+        if uniform_labeler:
+            update["data"] = run_config.data.model_copy(update={"labeler": LabelerConfig()})
+        run_config = RunConfig.model_validate(run_config.model_dump() | update)
+    except ValueError as exc:
+        console.print(f"[red]invalid run config:[/red] {exc}")
+        raise typer.Exit(2) from exc
     settings = _settings(ctx)
     # The stage services run as threads of this process: they share an in-memory bus.
-    settings = settings.model_copy(update={"bus": settings.bus.model_copy(update={"kind": BusKind.MEMORY})})
+    settings = settings.model_copy(update={
+        "bus": settings.bus.model_copy(update={"kind": BusKind.MEMORY}),
+        "ray": settings.ray.model_copy(update={"log_to_driver": verbose}),  # Ray workers' chatter stays in their log files
+    })
     stages = {"Pending": 0, "Annotating": 0, "Rationalizing": 1, "Sampling": 2, "Training": 3, "Evaluating": 4, "Promoting": 5, "Succeeded": 5, "Failed": 5}
     started = time.monotonic()
-    with Progress(TextColumn("{task.description:<34}"), BarColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console) as bars:
+    arms, seeds = ", ".join(a.value for a in run_config.arms), ", ".join(map(str, run_config.seeds))
+    console.print(f"vlgenrm run: arms {arms}; seeds {seeds}; {run_config.iterations} iteration(s) each; report in {run_config.report_dir}")
+    with quiet_run(verbose), Progress(TextColumn("{task.description:<34}"), BarColumn(), TextColumn("{task.fields[detail]}"),
+                                      TimeElapsedColumn(), console=console) as bars:
         tasks: dict[str, int] = {}
+
+        def on_base(step: int, total: int, loss: float) -> None:
+            if "base" not in tasks:
+                tasks["base"] = bars.add_task("building the base VLM (cached)", total=total, detail="")
+            bars.update(tasks["base"], completed=step, detail=f"loss {loss:.3f}")
 
         def on_status(name: str, status) -> None:  # noqa: ANN001 - IterationStatus
             if name not in tasks:
                 tasks[name] = bars.add_task(name, total=5, detail="")
             bars.update(tasks[name], completed=stages.get(status.phase.value, 0), detail=f"{status.phase.value} {status.progress}")
 
-        results = run_demo(run_config, settings, on_status=on_status)
-    path = write_report(results, run_config, run_config.report_dir, time.monotonic() - started)
+        results = run_demo(run_config, settings, on_status=on_status, on_base=on_base)
+    from vlgenrm.store import make_store
+
+    store = make_store(settings.store)
+    base_report = _base_report(run_config)
+    path = write_report(results, run_config, run_config.report_dir, time.monotonic() - started, store=store, base_report=base_report)
+    from vlgenrm.iteration.report import load_summary
+
+    summary = load_summary(run_config.report_dir)
     table = Table(title=f"vlgenrm run ({(time.monotonic() - started) / 60:.1f} min)")
-    for column in ("variant", "t", "phase", "held-out accuracy", "labels right", "training records", "promoted"):
-        table.add_column(column)
-    for r in results:
-        table.add_row(r.variant, str(r.index), r.status.phase.value, f"{r.accuracy:.3f}" if r.accuracy is not None else "-",
-                      f"{r.label_accuracy:.3f}" if r.label_accuracy is not None else "-", f"{r.status.metrics.get('sampling.kept', 0):.0f}",
-                      "yes" if r.status.reason.value == "Promoted" else "no")
+    for column in ("arm", "seed", "t", "accuracy", "95 % CI", "|p-0.5|", "records", "right", "promoted"):
+        table.add_column(column, no_wrap=True)
+    for r in summary.iterations:
+        acc = "-" if r.accuracy is None else f"{r.accuracy:.3f}" + (" (collapsed)" if r.collapsed else "")
+        ci = "-" if r.accuracy_low is None else f"{r.accuracy_low:.2f}-{r.accuracy_high:.2f}"
+        table.add_row(r.variant, str(r.seed), str(r.index), acc, ci, "-" if r.mean_confidence is None else f"{r.mean_confidence:.3f}",
+                      str(r.training_records), "-" if r.training_label_accuracy is None else f"{r.training_label_accuracy:.3f}",
+                      "yes" if r.promoted else "no")
     console.print(table)
-    console.print(f"report: {path}")
+    if len(run_config.seeds) > 1:
+        arms_table = Table(title="arms over seeds")
+        for column in ("arm", "t", "seeds", "accuracy mean ± std", "pooled 95 % CI", "records right"):
+            arms_table.add_column(column, no_wrap=True)
+        for a in sorted(summary.ablations, key=lambda a: (a.variant, a.index)):
+            arms_table.add_row(a.variant, str(a.index), str(a.seeds), f"{a.accuracy_mean:.3f} ± {a.accuracy_std:.3f}",
+                               f"{a.accuracy_low:.3f}-{a.accuracy_high:.3f}",
+                               "-" if a.training_label_accuracy is None else f"{a.training_label_accuracy:.3f}")
+        console.print(arms_table)
+    console.print(f"report: {path}  (summary.json beside it)")
     if any(r.status.phase.value != "Succeeded" for r in results):
         raise typer.Exit(1)
+
+
+def _base_report(run_config) -> object | None:  # noqa: ANN001 - RunConfig
+    """The embedded base's build report (None when the run started from base_model)."""
+    if run_config.base_model is not None:
+        return None
+    from vlgenrm.genrm.pretrain import cached_base
+
+    return cached_base(run_config.base)[1]
 
 
 @app.command()

@@ -1,10 +1,9 @@
-"""``vlgenrm run``: the whole loop on one machine — synthetic data, a tiny offline GenRM,
-N chained Iterations driven by the shared state machine, optionally the same chain without
-expert refinement — and a report of what the method bought."""
+"""``vlgenrm run``: the whole loop on one machine — synthetic data, the embedded base VLM, N
+chained Iterations per arm and seed driven by the shared state machine — and a report of what
+the method bought (report.py writes it)."""
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from collections.abc import Callable
@@ -12,11 +11,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vlgenrm.contracts import IterationStatus, Phase, RefinedPair, Stage
+from vlgenrm.contracts import Choice, IterationStatus, Order, Phase, RefinedPair, Stage, TrainingRecord
+from vlgenrm.genrm.pretrain import PretrainConfig
+from vlgenrm.iteration.arms import Arm, arm_overrides
 from vlgenrm.iteration.spec import IterationSpec
-from vlgenrm.synth.dataset import SynthConfig
+from vlgenrm.synth.dataset import LabelerConfig, SynthConfig
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +26,14 @@ DEFAULT_SPEC: dict[str, Any] = {
     "training": {"epochs": 3, "batch_size": 8, "learning_rate": 1e-3, "checkpoint_every": 50},
     "evaluation": {"pointwise": False},
 }
+#: What ``--ablations`` runs: every arm, three seeds.
+ABLATION_ARMS: tuple[Arm, ...] = (Arm.EXPERTS, Arm.NO_EXPERTS, Arm.NO_EVIDENCE, Arm.NO_MARGIN)
+ABLATION_SEEDS: tuple[int, ...] = (0, 1, 2)
+
+
+def _demo_data() -> SynthConfig:
+    # The biased labeler is the case the method exists for: its errors do not average out.
+    return SynthConfig(name="demo", n_train=192, n_eval=96, shard_size=48, labeler=LabelerConfig.colour_blind())
 
 
 class RunConfig(BaseModel):
@@ -32,25 +41,44 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field("demo", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Prefix of the Iteration names.")
-    namespace: str = Field("local", description="Namespace of the Iterations and of the promotion pointer.")
-    iterations: int = Field(2, ge=1, le=20, description="Chained Iterations per variant.")
-    ablate_experts: bool = Field(False, description="Also run the chain without expert refinement (human labels, no evidence).")
-    data: SynthConfig = Field(default_factory=lambda: SynthConfig(name="demo", n_train=192, n_eval=96, shard_size=48),
-                              description="The synthetic dataset (created when missing).")
-    base_model: str | None = Field(None, description="Checkpoint to start from; None = a tiny offline Qwen2-VL built into the store.")
+    namespace: str = Field("local", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Namespace prefix; each arm and seed gets its own promotion pointer.")
+    iterations: int = Field(2, ge=1, le=20, description="Chained Iterations per arm and seed.")
+    arms: list[Arm] = Field(default_factory=lambda: [Arm.EXPERTS], min_length=1, description="Arms to run (arms.py says what each one sees).")
+    ablate_experts: bool = Field(False, description="Shorthand: also run the no-experts arm.")
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="Training seeds; every arm runs its chain once per seed on the same data.")
+    data: SynthConfig = Field(default_factory=_demo_data, description="The synthetic dataset (created when missing); same for every arm and seed.")
+    base: PretrainConfig = Field(default_factory=PretrainConfig, description="The embedded base VLM, built once and cached (ignored with base_model).")
+    base_model: str | None = Field(None, description="Checkpoint to start from instead of the embedded base (a store URI or a path).")
     spec: dict[str, Any] = Field(default_factory=lambda: dict(DEFAULT_SPEC), description="IterationSpec fields shared by every Iteration.")
-    report_dir: Path = Field(Path("vlgenrm-report"), description="Where report.md and the plots go.")
+    report_dir: Path = Field(Path("vlgenrm-report"), description="Where report.md, summary.json and the plots go.")
     timeout_s: float = Field(1800, gt=0, description="Longest time one Iteration may take.")
+
+    @model_validator(mode="after")
+    def _shorthand(self) -> RunConfig:
+        if self.ablate_experts and Arm.NO_EXPERTS not in self.arms:
+            self.arms = [*self.arms, Arm.NO_EXPERTS]
+        return self
+
+    @classmethod
+    def ablations(cls, **fields: Any) -> RunConfig:
+        """The ablation study: every arm, three seeds, two iterations."""
+        return cls(**{"arms": list(ABLATION_ARMS), "seeds": list(ABLATION_SEEDS), **fields})
 
 
 @dataclass
 class IterationResult:
+    """What one Iteration of one arm and seed did, with the truth-based checks."""
+
     variant: str
     index: int
     name: str
     status: IterationStatus
     seconds: float
+    seed: int = 0
     label_accuracy: float | None = None  # refined labels vs the synthetic truth
+    training_records: int = 0
+    training_label_accuracy: float | None = None  # training records' verdicts vs the truth
+    tau: float | None = None
     kept_by_threshold: list[tuple[float, float]] = field(default_factory=list)
 
     @property
@@ -59,11 +87,8 @@ class IterationResult:
 
 
 def variants(config: RunConfig) -> dict[str, dict[str, Any]]:
-    """Spec overrides per variant: with experts (the method) and, optionally, without."""
-    out = {"experts": {}}
-    if config.ablate_experts:
-        out["no-experts"] = {"experts": {"refinement": {"policy": "keep"}}, "rationale": {"with_evidence": False}}
-    return out
+    """Spec overrides per arm (see arms.py for what each one sees)."""
+    return {arm.value: arm_overrides(arm) for arm in config.arms}
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -73,11 +98,29 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_demo(config: RunConfig, settings: Any, *, on_status: Callable[[str, IterationStatus], None] | None = None) -> list[IterationResult]:
-    """Set up data and model, run every variant's chain, return what each Iteration did."""
-    from vlgenrm.bus import make_bus
+def chain_namespace(config: RunConfig, arm: str, seed: int) -> str:
+    """Each chain promotes into its own namespace, so arms never compare against each other's models."""
+    return f"{config.namespace}-{arm}-s{seed}"
+
+
+def ensure_base(config: RunConfig, store: Any, progress: Callable[[int, int, float], None] | None = None) -> str:
+    """The start checkpoint's URI: ``base_model``, or the embedded base (cached build) in the store."""
+    if config.base_model is not None:
+        return config.base_model
     from vlgenrm.genrm.model import upload_checkpoint
-    from vlgenrm.genrm.tiny import build_tiny_genrm
+    from vlgenrm.genrm.pretrain import cached_base
+
+    key = f"checkpoints/{config.namespace}/base-{config.base.digest()}/model"
+    if not store.exists(f"{key}/vlgenrm-manifest.json"):
+        directory, _ = cached_base(config.base, progress=progress)
+        upload_checkpoint(directory, store, key)
+    return store.uri(key)
+
+
+def run_demo(config: RunConfig, settings: Any, *, on_status: Callable[[str, IterationStatus], None] | None = None,
+             on_base: Callable[[int, int, float], None] | None = None) -> list[IterationResult]:
+    """Set up data and model, run every arm's chain for every seed, return what each Iteration did."""
+    from vlgenrm.bus import make_bus
     from vlgenrm.iteration.local import LocalDriver, LocalServices
     from vlgenrm.store import make_store
     from vlgenrm.store.base import ObjectNotFoundError
@@ -90,154 +133,87 @@ def run_demo(config: RunConfig, settings: Any, *, on_status: Callable[[str, Iter
     except ObjectNotFoundError:
         log.info("writing the synthetic dataset %s", config.data.name)
         generate_dataset(config.data, store)
-    base = config.base_model
-    if base is None:
-        key = f"checkpoints/{config.namespace}/{config.name}-base/model"
-        if not store.exists(f"{key}/vlgenrm-manifest.json"):
-            import tempfile
-
-            with tempfile.TemporaryDirectory() as tmp:
-                upload_checkpoint(build_tiny_genrm(Path(tmp) / "base", "qwen2_vl", seed=0), store, key)
-        base = store.uri(key)
-    driver, results = LocalDriver(settings, bus, store, config.namespace), []
+    base = ensure_base(config, store, on_base)
+    truth = _truth(store, config.data.name)
+    results = []
     with LocalServices(settings, bus, store):
-        for variant, overrides in variants(config).items():
-            previous = None
-            for t in range(config.iterations):
-                name = f"{config.name}-{variant}-{t}"
-                spec = IterationSpec.model_validate(merge(merge(config.spec, overrides), {
-                    "dataset": config.data.name, "evalSet": config.data.name, "baseModel": base,
-                    "previousIteration": previous, "index": t,
-                }))
-                started = time.monotonic()
-                status = driver.run(name, spec, on_status=(lambda s, n=name: on_status(n, s)) if on_status else None, timeout_s=config.timeout_s)
-                result = IterationResult(variant, t, name, status, time.monotonic() - started)
-                result.label_accuracy = label_accuracy(store, config.namespace, name, config.data.name)
-                result.kept_by_threshold = kept_by_threshold(store, config.namespace, name)
-                results.append(result)
-                if status.phase is not Phase.SUCCEEDED:
-                    log.error("%s ended %s: %s", name, status.phase.value, status.message)
-                    break
-                previous = name
+        for seed in config.seeds:
+            for variant, overrides in variants(config).items():
+                namespace = chain_namespace(config, variant, seed)
+                driver, previous = LocalDriver(settings, bus, store, namespace), None
+                for t in range(config.iterations):
+                    name = f"{config.name}-{variant}-s{seed}-{t}"
+                    spec = IterationSpec.model_validate(merge(merge(config.spec, overrides), {
+                        "dataset": config.data.name, "evalSet": config.data.name, "baseModel": base,
+                        "previousIteration": previous, "index": t, "training": {"seed": seed},
+                    }))
+                    started = time.monotonic()
+                    status = driver.run(name, spec, on_status=(lambda s, n=name: on_status(n, s)) if on_status else None, timeout_s=config.timeout_s)
+                    result = IterationResult(variant, t, name, status, time.monotonic() - started, seed=seed)
+                    result.label_accuracy = label_accuracy(store, namespace, name, truth)
+                    result.training_records, result.training_label_accuracy = training_label_accuracy(store, namespace, name, truth)
+                    result.kept_by_threshold, result.tau = kept_by_threshold(store, namespace, name)
+                    results.append(result)
+                    if status.phase is not Phase.SUCCEEDED:
+                        log.error("%s ended %s: %s", name, status.phase.value, status.message)
+                        break
+                    previous = name
     bus.close()
     return results
 
 
-def label_accuracy(store: Any, namespace: str, name: str, dataset: str) -> float | None:
-    """Share of kept refined labels that match the synthetic truth (what refinement buys)."""
+def _truth(store: Any, dataset: str) -> dict[str, Any]:
     from vlgenrm.synth.dataset import load_truth
 
-    truth = load_truth(store, dataset, "train")
-    prefix = f"iterations/{namespace}/{name}/{Stage.EXPERTS.value}/"
-    right = total = 0
+    return load_truth(store, dataset, "train")
+
+
+def _stage_lines(store: Any, namespace: str, name: str, stage: Stage) -> list[bytes]:
+    """The lines of a stage's output shards (not its reports, markers or other kinds)."""
+    prefix = f"iterations/{namespace}/{name}/{stage.value}/"
+    lines: list[bytes] = []
     for obj in store.list(prefix):
         rest = obj.key[len(prefix):]
-        if "/" in rest or not rest.endswith(".jsonl"):
-            continue  # reports/ and markers
-        for line in store.get_bytes(obj.key).splitlines():
-            pair = RefinedPair.model_validate_json(line)
-            if pair.label is not None and pair.example.id in truth:
-                total += 1
-                right += pair.label == truth[pair.example.id].better
+        if "/" not in rest and rest.endswith(".jsonl"):
+            lines += [line for line in store.get_bytes(obj.key).splitlines() if line.strip()]
+    return lines
+
+
+def label_accuracy(store: Any, namespace: str, name: str, truth: dict[str, Any]) -> float | None:
+    """Share of kept refined labels that match the synthetic truth (what refinement buys)."""
+    right = total = 0
+    for line in _stage_lines(store, namespace, name, Stage.EXPERTS):
+        pair = RefinedPair.model_validate_json(line)
+        if pair.label is not None and pair.example.id in truth:
+            total += 1
+            right += pair.label == truth[pair.example.id].better
     return right / total if total else None
 
 
-def kept_by_threshold(store: Any, namespace: str, name: str) -> list[tuple[float, float]]:
-    """Pair acceptance per margin threshold, averaged over the sampling shards."""
+def training_label_accuracy(store: Any, namespace: str, name: str, truth: dict[str, Any]) -> tuple[int, float | None]:
+    """(training records, share whose verdict is right against the truth): what the GenRM is taught."""
+    right = total = 0
+    for line in _stage_lines(store, namespace, name, Stage.SAMPLING):
+        record = TrainingRecord.model_validate_json(line)
+        if record.example_id not in truth:
+            continue
+        better = truth[record.example_id].better
+        shown = better if record.order is Order.AB else (Choice.B if better is Choice.A else Choice.A)
+        total += 1
+        right += record.verdict == shown
+    return total, (right / total if total else None)
+
+
+def kept_by_threshold(store: Any, namespace: str, name: str) -> tuple[list[tuple[float, float]], float | None]:
+    """Pair acceptance per margin threshold (averaged over the sampling shards), and tau_t."""
     from vlgenrm.sampling.sampler import SamplingStats
 
     sums: dict[float, list[float]] = {}
+    tau = None
     for obj in store.list(f"iterations/{namespace}/{name}/sampling/report/"):
         if obj.key.endswith(".json"):
             stats = store.get_model(obj.key, SamplingStats)
+            tau = stats.tau
             for point in stats.kept_ratio_by_threshold:
                 sums.setdefault(point.tau, []).append(point.kept_ratio)
-    return sorted((tau, sum(v) / len(v)) for tau, v in sums.items())
-
-
-# --------------------------------------------------------------------------- the report
-
-
-def write_report(results: list[IterationResult], config: RunConfig, directory: Path, elapsed_s: float) -> Path:
-    """report.md with the summary table and the plots (accuracy per iteration, refined-label
-    quality, acceptance per margin threshold)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "accuracy.png").write_bytes(_accuracy_png(results))
-    (directory / "acceptance.png").write_bytes(_acceptance_png(results))
-    lines = [
-        f"# vlgenrm run: {config.name}", "",
-        f"{len(results)} Iteration(s) in {elapsed_s / 60:.1f} min on the synthetic domain "
-        f"({config.data.n_train} training pairs, {config.data.n_eval} held-out, {config.data.label_noise:.0%} label noise).", "",
-        "| variant | t | phase | held-out accuracy | refined labels right | training records | final loss | promoted | time |",
-        "|---|---:|---|---:|---:|---:|---:|---|---:|",
-    ]
-    for r in results:
-        m = r.status.metrics
-        acc = f"{r.accuracy:.3f}" if r.accuracy is not None else "-"
-        labels = f"{r.label_accuracy:.3f}" if r.label_accuracy is not None else "-"
-        lines.append(f"| {r.variant} | {r.index} | {r.status.phase.value} | {acc} | {labels} | {m.get('sampling.kept', 0):.0f} | "
-                     f"{m.get('training.final_loss', float('nan')):.3f} | {'yes' if r.status.reason.value == 'Promoted' else 'no'} | {r.seconds:.0f} s |")
-    lines += ["", "![held-out accuracy per iteration](accuracy.png)", "", "![pairs kept per margin threshold](acceptance.png)", ""]
-    by_variant: dict[str, list[IterationResult]] = {}
-    for r in results:
-        by_variant.setdefault(r.variant, []).append(r)
-    lines.append("## What the numbers say")
-    lines.append("")
-    for variant, rs in by_variant.items():
-        accs = [r.accuracy for r in rs if r.accuracy is not None]
-        if len(accs) >= 2:
-            lines.append(f"- {variant}: held-out accuracy {accs[0]:.3f} at t=0, {accs[-1]:.3f} at t={len(accs) - 1} ({accs[-1] - accs[0]:+.3f}).")
-    if "experts" in by_variant and "no-experts" in by_variant:
-        a, b = by_variant["experts"][-1], by_variant["no-experts"][-1]
-        if a.accuracy is not None and b.accuracy is not None:
-            lines.append(f"- with vs without expert refinement (last iteration): {a.accuracy:.3f} vs {b.accuracy:.3f} ({a.accuracy - b.accuracy:+.3f}).")
-        if a.label_accuracy is not None and b.label_accuracy is not None:
-            lines.append(f"- refined labels right: {a.label_accuracy:.3f} with experts vs {b.label_accuracy:.3f} with human labels only.")
-    path = directory / "report.md"
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
-def _figure() -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: plotting is optional
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 4), dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig: Any) -> bytes:
-    fig.tight_layout()
-    out = io.BytesIO()
-    fig.savefig(out, format="png", metadata={"Software": None})
-    return out.getvalue()
-
-
-def _accuracy_png(results: list[IterationResult]) -> bytes:
-    fig = _figure()
-    ax = fig.add_subplot()
-    for variant in dict.fromkeys(r.variant for r in results):
-        rs = [r for r in results if r.variant == variant and r.accuracy is not None]
-        ax.plot([r.index for r in rs], [r.accuracy for r in rs], marker="o", label=variant)
-    ax.axhline(0.5, color="grey", linestyle=":", label="chance")
-    ax.set_xlabel("iteration t")
-    ax.set_ylabel("held-out pairwise accuracy")
-    ax.set_ylim(0, 1)
-    ax.legend()
-    ax.set_title("Held-out accuracy of M_{t+1}")
-    return _png(fig)
-
-
-def _acceptance_png(results: list[IterationResult]) -> bytes:
-    fig = _figure()
-    ax = fig.add_subplot()
-    for r in results:
-        if r.kept_by_threshold:
-            ax.plot([p[0] for p in r.kept_by_threshold], [p[1] for p in r.kept_by_threshold], label=f"{r.variant} t={r.index}")
-    ax.set_xlabel("margin threshold tau")
-    ax.set_ylabel("pairs with an accepted critique")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize="small")
-    ax.set_title("Acceptance per margin threshold")
-    return _png(fig)
+    return sorted((t, sum(v) / len(v)) for t, v in sums.items()), tau

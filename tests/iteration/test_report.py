@@ -1,0 +1,96 @@
+"""The run report: what it reads from the store, and numbers that cannot flatter a collapsed
+model or a leaky control arm."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vlgenrm.contracts import Choice, ImageRef, IterationReason, IterationStatus, Order, Phase, TrainingRecord
+from vlgenrm.evaluation.run import EvaluationPrediction
+from vlgenrm.iteration.demo import IterationResult, RunConfig, chain_namespace, training_label_accuracy
+from vlgenrm.iteration.report import IterationSummary, ablation_rows, load_summary, write_report
+from vlgenrm.stages import jsonl
+from vlgenrm.store import LocalStore
+
+
+class _Truth:
+    def __init__(self, better: Choice) -> None:
+        self.better = better
+
+
+def _record(i: int, order: Order, verdict: Choice) -> TrainingRecord:
+    image = ImageRef(key="images/" + "0" * 64 + ".png", sha256="0" * 64, width=1, height=1)
+    return TrainingRecord(id=f"r{i}", example_id=f"e{i}", pair_id=f"p{i}", candidate_id=f"c{i}", image=image, question="q",
+                          response_a="a", response_b="b", order=order, target=f"x\nVerdict: [[{verdict.value}]]", verdict=verdict)
+
+
+def test_training_label_accuracy_reads_verdicts_in_the_order_shown(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path)
+    truth = {f"e{i}": _Truth(Choice.A) for i in range(4)}
+    records = [_record(0, Order.AB, Choice.A), _record(1, Order.BA, Choice.B),  # both right: B shown first is the true A
+               _record(2, Order.AB, Choice.B), _record(3, Order.BA, Choice.A)]  # both wrong
+    store.put_bytes("iterations/ns/it/sampling/00000.jsonl", jsonl(records))
+    store.put_bytes("iterations/ns/it/sampling/hard/00000.jsonl", b"not a record\n")  # other kinds are not read
+    assert training_label_accuracy(store, "ns", "it", truth) == (4, 0.5)
+
+
+def _result(variant: str, seed: int, index: int, accuracy: float, *, records_right: float) -> IterationResult:
+    status = IterationStatus(phase=Phase.SUCCEEDED, reason=IterationReason.PROMOTED, metrics={
+        "accuracy": accuracy, "accuracy.wrong_colour": accuracy, "sampling.hard": 2, "sampling.pairs": 10, "rationale.pairs_hard": 1})
+    return IterationResult(variant, index, f"demo-{variant}-s{seed}-{index}", status, 10.0, seed=seed, training_records=8,
+                           training_label_accuracy=records_right, tau=0.5 * index)
+
+
+def _predictions(store: LocalStore, namespace: str, name: str, ps: list[float]) -> None:
+    preds = [EvaluationPrediction(example_id=f"x{i}", category="wrong_colour", p_first=p, better=0, correct=float(p > 0.5) if p != 0.5 else 0.5)
+             for i, p in enumerate(ps)]
+    store.put_bytes(f"iterations/{namespace}/{name}/evaluation/00000.jsonl", jsonl(preds))
+
+
+def test_report_and_summary(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    config = RunConfig(arms=["experts", "no-experts"], seeds=[0, 1], iterations=2)
+    results = []
+    for seed in (0, 1):
+        for variant, acc, ps in (("experts", 0.9, [0.9] * 36 + [0.2] * 4), ("no-experts", 0.5, [0.5] * 40)):
+            for t in (0, 1):
+                r = _result(variant, seed, t, acc, records_right=1.0 if variant == "experts" else 0.6)
+                _predictions(store, chain_namespace(config, variant, seed), r.name, ps)
+                results.append(r)
+    path = write_report(results, config, tmp_path / "report", 120.0, store=store)
+    text = path.read_text()
+    summary = load_summary(tmp_path / "report")
+    assert {p.name for p in (tmp_path / "report").iterdir()} >= {"report.md", "summary.json", "accuracy.png", "confidence.png", "acceptance.png"}
+    rows = {(r.variant, r.seed, r.index): r for r in summary.iterations}
+    full, control = rows[("experts", 0, 1)], rows[("no-experts", 0, 1)]
+    assert full.variant == "experts" and full.accuracy == 0.9 and full.n_eval == 40
+    assert full.accuracy_low < 0.9 < full.accuracy_high and not full.collapsed
+    assert control.collapsed and control.mean_confidence == 0.0  # the constant answer is called what it is
+    assert full.per_type == {"wrong_colour": 0.9} and full.training_label_accuracy == 1.0 and control.training_label_accuracy == 0.6
+    assert full.hard_pool == 2 and full.hard_pairs_retried == 1 and full.pair_acceptance == pytest.approx(0.8)
+    assert sum(full.confidence_histogram) == 40
+    ablation = {(a.variant, a.index): a for a in summary.ablations}
+    assert ablation[("experts", 1)].seeds == 2 and ablation[("experts", 1)].accuracy_std == 0.0
+    assert "collapsed" in text and "experts vs no-experts at t=1" in text and "do not overlap" in text
+    assert "τ 0.0 → 0.5" in text  # what iteration 2 changed
+    json.loads((tmp_path / "report" / "summary.json").read_text())  # machine-readable
+
+
+def test_ablation_rows_mean_std_and_pooled_interval() -> None:
+    rows = [IterationSummary(variant="experts", seed=s, index=0, name=f"n{s}", phase="Succeeded", accuracy=a, n_eval=100, mean_confidence=0.3)
+            for s, a in enumerate([0.8, 0.9, 1.0])]
+    (row,) = ablation_rows(rows)
+    assert row.seeds == 3 and row.accuracy_mean == pytest.approx(0.9) and row.accuracy_std == pytest.approx(0.1)
+    assert row.accuracy_low < 0.9 < row.accuracy_high and row.accuracy_high - row.accuracy_low < 0.08  # 300 verdicts pooled
+
+
+def test_run_config_arms_and_ablations() -> None:
+    assert [a.value for a in RunConfig(ablate_experts=True).arms] == ["experts", "no-experts"]
+    study = RunConfig.ablations()
+    assert [a.value for a in study.arms] == ["experts", "no-experts", "no-evidence", "no-margin"] and study.seeds == [0, 1, 2]
+    assert RunConfig().data.labeler.kind == "biased"  # the demo's default: the case the method exists for
+    with pytest.raises(ValueError):
+        RunConfig(arms=["no-such-arm"])
