@@ -242,9 +242,9 @@ def run(
     summary = load_summary(run_config.report_dir)
     table = Table(title=f"vlgenrm run ({(time.monotonic() - started) / 60:.1f} min)")
     for column in ("arm", "seed", "t", "accuracy", "95 % CI", "|p-0.5|", "records", "right", "promoted"):
-        table.add_column(column, no_wrap=True)
+        table.add_column(column)
     for r in summary.iterations:
-        acc = "-" if r.accuracy is None else f"{r.accuracy:.3f}" + (" (collapsed)" if r.collapsed else "")
+        acc = "-" if r.accuracy is None else f"{r.accuracy:.3f}" + (" collapsed" if r.collapsed else "")
         ci = "-" if r.accuracy_low is None else f"{r.accuracy_low:.2f}-{r.accuracy_high:.2f}"
         table.add_row(r.variant, str(r.seed), str(r.index), acc, ci, "-" if r.mean_confidence is None else f"{r.mean_confidence:.3f}",
                       str(r.training_records), "-" if r.training_label_accuracy is None else f"{r.training_label_accuracy:.3f}",
@@ -253,7 +253,7 @@ def run(
     if len(run_config.seeds) > 1:
         arms_table = Table(title="arms over seeds")
         for column in ("arm", "t", "seeds", "accuracy mean ± std", "pooled 95 % CI", "records right"):
-            arms_table.add_column(column, no_wrap=True)
+            arms_table.add_column(column)
         for a in sorted(summary.ablations, key=lambda a: (a.variant, a.index)):
             arms_table.add_row(a.variant, str(a.index), str(a.seeds), f"{a.accuracy_mean:.3f} ± {a.accuracy_std:.3f}",
                                f"{a.accuracy_low:.3f}-{a.accuracy_high:.3f}",
