@@ -33,15 +33,17 @@ QUESTION = "What colour is the square?"
 RESPONSES = ("It is red.", "It is blue.")
 
 
-def colour_set(n: int, seed: int = 0) -> list[tuple[bytes, Choice]]:
-    """Same text every time; only the pixels say whether A (red) or B (blue) is right."""
+def colour_set(n: int, seed: int = 0, red_is: Choice = Choice.A) -> list[tuple[bytes, Choice]]:
+    """Same text every time; only the pixels say whether the red square's option (``red_is``)
+    or the blue square's (the other) is right."""
     rng = random.Random(seed)
+    blue_is = Choice.B if red_is is Choice.A else Choice.A
     out = []
     for i in range(n):
         if i % 2 == 0:
-            out.append((png((rng.randint(180, 255), rng.randint(0, 60), rng.randint(0, 60))), Choice.A))
+            out.append((png((rng.randint(180, 255), rng.randint(0, 60), rng.randint(0, 60))), red_is))
         else:
-            out.append((png((rng.randint(0, 60), rng.randint(0, 60), rng.randint(180, 255))), Choice.B))
+            out.append((png((rng.randint(0, 60), rng.randint(0, 60), rng.randint(180, 255))), blue_is))
     return out
 
 
@@ -137,11 +139,17 @@ def test_gradient_checkpointing_gives_the_same_loss(tiny_dirs):
 @pytest.fixture(scope="module")
 def colour_trained(tiny_dirs) -> tuple[GenRM, list[tuple[bytes, Choice]], list[float]]:
     """The tiny model trained to answer from pixels: the text is identical in every example
-    and shown in one order, so only the image can tell A (red) from B (blue). 60 steps."""
+    and shown in one order, so only the image can tell red from blue. 60 steps.
+
+    A random model's verdict already depends on the colour (its vision features keep the
+    colours apart), with a sign set by chance; it is taught the mapping it gets wrong, so the
+    accuracy it reaches is learnt."""
     torch.manual_seed(0)
     rng = random.Random(0)
     genrm = load(tiny_dirs["qwen2_vl"])
-    data = colour_set(16)
+    probe = colour_set(16)
+    untrained = genrm.margins([PairwiseQuery(image, QUESTION, *RESPONSES) for image, _ in probe], [Choice.A] * len(probe))
+    data = colour_set(16, red_is=Choice.B if accuracy(untrained, probe) > 0.5 else Choice.A)
     queries = [PairwiseQuery(image, QUESTION, *RESPONSES) for image, _ in data]
     before = genrm.margins(queries, [Choice.A] * len(data))
     collator, pool = SFTCollator(genrm), examples(data)
@@ -173,6 +181,6 @@ def test_margin_sign_follows_the_learned_preference(colour_trained):
     wrong = genrm.margins(queries, [Choice.B if y is Choice.A else Choice.A for _, y in data])
     assert sum(m > 0 for m in right) >= 0.95 * len(data)
     assert right == pytest.approx([-m for m in wrong])
-    unseen = colour_set(8, seed=99)  # new shades: the rule generalises, not memorised bytes
+    unseen = colour_set(8, seed=99, red_is=data[0][1])  # new shades (the trained mapping: data[0] is red): the rule generalises
     fresh = genrm.margins([PairwiseQuery(image, QUESTION, *RESPONSES) for image, _ in unseen], [y for _, y in unseen])
     assert sum(m > 0 for m in fresh) >= 7

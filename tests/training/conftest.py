@@ -60,9 +60,10 @@ COLOUR_QUESTION = "What colour is the square?"
 COLOUR_RESPONSES = ("It is red.", "It is blue.")
 
 
-def colour_records(store: BlobStore, n: int, seed: int) -> list[TrainingRecord]:
+def colour_records(store: BlobStore, n: int, seed: int, red_is: Choice = Choice.A) -> list[TrainingRecord]:
     """A synthetic set the tiny model can learn in a few dozen steps: the text is the same in
-    every record, so only the pixels (a red or a blue square, random shades) decide."""
+    every record, so only the pixels (a red or a blue square, random shades) decide; the red
+    square's option is ``red_is``."""
     import io
 
     from PIL import Image
@@ -75,7 +76,7 @@ def colour_records(store: BlobStore, n: int, seed: int) -> list[TrainingRecord]:
         colour = (hot, *cold) if red else (cold[0], cold[1], hot)
         buf = io.BytesIO()
         Image.new("RGB", (56, 56), colour).save(buf, "PNG")
-        y = Choice.A if red else Choice.B
+        y = red_is if red else (Choice.B if red_is is Choice.A else Choice.A)
         out.append(TrainingRecord(
             id=f"colour-{seed}-{i}", example_id=f"colour-{seed}-{i}", pair_id=f"colour-{seed}-{i}", candidate_id=f"colour-{seed}-{i}/0",
             image=store.put_image(buf.getvalue(), "png"), question=COLOUR_QUESTION, response_a=COLOUR_RESPONSES[0],

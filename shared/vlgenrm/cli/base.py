@@ -15,9 +15,15 @@ console = Console()
 
 
 def _config(path: Path | None):  # noqa: ANN202 - PretrainConfig, imported lazily (torch)
+    from pydantic import ValidationError
+
     from vlgenrm.genrm.pretrain import PretrainConfig
 
-    return PretrainConfig.model_validate(yaml.safe_load(path.read_text()) or {}) if path else PretrainConfig()
+    try:
+        return PretrainConfig.model_validate(yaml.safe_load(path.read_text()) or {}) if path else PretrainConfig()
+    except ValidationError as exc:
+        console.print(f"[red]invalid base config:[/red] {exc}")
+        raise typer.Exit(2) from exc
 
 
 @base_app.command("build")
@@ -62,3 +68,26 @@ def show(
         raise typer.Exit(1)
     console.print(report.table())
     console.print(f"base: {directory}", markup=False, soft_wrap=True)
+
+
+@base_app.command("ladder")
+def ladder(
+    model: Annotated[str, typer.Option(help="Checkpoint folder to test (a base, or a trained GenRM: does it still see?).")],
+    items: Annotated[int, typer.Option(min=1, help="Held-out items per rung.")] = 200,
+    seed: Annotated[int, typer.Option(help="Seed of the held-out scenes (the base's own held-out split for its seed).")] = 0,
+) -> None:
+    """Held-out accuracy of a checkpoint on every rung of the learnability ladder."""
+    from rich.table import Table
+
+    from vlgenrm.genrm.model import GenRM
+    from vlgenrm.genrm.pretrain import PretrainConfig, eval_items, ladder_accuracy
+    from vlgenrm.quiet import quiet_run
+
+    with quiet_run():
+        rungs = ladder_accuracy(GenRM.load(model), eval_items(PretrainConfig(eval_items=items, seed=seed)))
+    table = Table(title=f"ladder of {model}")
+    for column in ("rung", "chance", "accuracy", "95 % CI", "n"):
+        table.add_column(column)
+    for r in rungs:
+        table.add_row(r.kind.value, f"{r.chance:.2f}", f"{r.accuracy:.3f}", f"{r.low:.3f}-{r.high:.3f}", str(r.n))
+    console.print(table)
