@@ -61,8 +61,9 @@ class RunConfig(BaseModel):
 
     @classmethod
     def ablations(cls, **fields: Any) -> RunConfig:
-        """The ablation study: every arm, three seeds, two iterations."""
-        return cls(**{"arms": list(ABLATION_ARMS), "seeds": list(ABLATION_SEEDS), **fields})
+        """The ablation study: every arm, three seeds, two iterations (named apart from the demo's
+        Iterations, which share the store)."""
+        return cls(**{"name": "fidelity", "arms": list(ABLATION_ARMS), "seeds": list(ABLATION_SEEDS), **fields})
 
 
 @dataclass
