@@ -46,6 +46,8 @@ def test_valid_iterations_are_accepted_with_typed_stage_configs(crd, namespace):
     got = json.loads(crd.run_kubectl("get", "iteration", "it-0", "-n", namespace, "-o", "json").stdout)
     assert got["spec"]["training"]["lora"]["r"] == 4
     assert apply(crd, namespace, iteration("it-1", previousIteration="it-0", index=1)).returncode == 0
+    no_experts = apply(crd, namespace, iteration("it-ctl", experts={"enabled": False}, rationale={"teacher_sees": "label", "with_evidence": False}))
+    assert no_experts.returncode == 0, no_experts.stderr
 
 
 @pytest.mark.parametrize("spec, message", [
@@ -56,6 +58,7 @@ def test_valid_iterations_are_accepted_with_typed_stage_configs(crd, namespace):
     ({"previousIteration": "it-0", "index": 0}, "index >= 1"),
     ({"sampling": {"top_n": 0}}, "should be greater than or equal to 1"),
     ({"previousIteration": "Not_A_Name", "index": 1}, "should match"),
+    ({"experts": {"enabled": False}}, "set rationale.teacher_sees=label"),  # the no-experts arm's teacher must not expect a report
 ])
 def test_invalid_iterations_are_rejected_with_the_schemas_message(crd, namespace, spec, message):
     manifest = iteration("bad", **spec)

@@ -106,6 +106,7 @@ class TinySize:
     text_layers: int = 2
     vision_width: int = 64
     vision_depth: int = 2
+    patch_size: int = 14  # Qwen-family vision patch side in pixels (image tokens = (side / patch / 2)^2)
 
 
 def _qwen(family: Family, tokenizer, image_size: int, size: TinySize):
@@ -122,7 +123,7 @@ def _qwen(family: Family, tokenizer, image_size: int, size: TinySize):
     # A 64-wide tower at the usual initializer_range (0.02) maps every image to nearly the same
     # features: a tiny model then learns whole-image colour but never what one shape looks like
     # (measured: single-shape colour stays at chance for 1,600 steps). 0.2 keeps the patches apart.
-    vision = dict(depth=size.vision_depth, num_heads=4, patch_size=14, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
+    vision = dict(depth=size.vision_depth, num_heads=4, patch_size=size.patch_size, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
                   initializer_range=VISION_INIT_STD)
     special = dict(
         image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
@@ -138,7 +139,7 @@ def _qwen(family: Family, tokenizer, image_size: int, size: TinySize):
             **special,
         )
     pixels = image_size * image_size
-    image_processor = Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels, patch_size=14, merge_size=2, temporal_patch_size=2)
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels, patch_size=size.patch_size, merge_size=2, temporal_patch_size=2)
     return config, image_processor, {}
 
 
