@@ -94,3 +94,13 @@ def test_run_config_arms_and_ablations() -> None:
     assert RunConfig().data.labeler.kind == "biased"  # the demo's default: the case the method exists for
     with pytest.raises(ValueError):
         RunConfig(arms=["no-such-arm"])
+
+
+def test_runs_with_other_data_get_other_datasets_and_iteration_names() -> None:
+    from vlgenrm.synth.dataset import LabelerConfig
+
+    biased, uniform = RunConfig(), RunConfig()
+    uniform = uniform.model_copy(update={"data": uniform.data.model_copy(update={"labeler": LabelerConfig()})})
+    assert biased.dataset().name != uniform.dataset().name and biased.digest() != uniform.digest()
+    assert RunConfig().digest() == biased.digest() and RunConfig().dataset() == biased.dataset()  # a rerun finds its own
+    assert RunConfig(spec={"training": {"epochs": 1}}).digest() != biased.digest()

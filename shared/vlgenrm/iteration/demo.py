@@ -4,6 +4,8 @@ the method bought (report.py writes it)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -58,6 +60,18 @@ class RunConfig(BaseModel):
         if self.ablate_experts and Arm.NO_EXPERTS not in self.arms:
             self.arms = [*self.arms, Arm.NO_EXPERTS]
         return self
+
+    def dataset(self) -> SynthConfig:
+        """The dataset as stored: its name carries a digest of its config, so changing the data
+        (e.g. the labeler) writes a new dataset instead of rewriting one that others used."""
+        digest = hashlib.sha256(self.data.model_dump_json(exclude={"name"}).encode()).hexdigest()[:8]
+        return self.data.model_copy(update={"name": f"{self.data.name}-{digest}"})
+
+    def digest(self) -> str:
+        """Names this run's Iterations: the same data, start and spec give the same names (a rerun
+        finds them done), anything else new ones — never another run's stale results."""
+        blob = json.dumps({"data": self.dataset().name, "base": self.base_model or self.base.digest(), "spec": self.spec}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
     @classmethod
     def ablations(cls, **fields: Any) -> RunConfig:
@@ -128,14 +142,16 @@ def run_demo(config: RunConfig, settings: Any, *, on_status: Callable[[str, Iter
     from vlgenrm.synth.dataset import generate_dataset, load_manifest
 
     store, bus = make_store(settings.store), make_bus(settings.bus)
+    data = config.dataset()
     try:
-        if load_manifest(store, config.data.name).config != config.data:
+        if load_manifest(store, data.name).config != data:
             raise ObjectNotFoundError("a different dataset of that name")
     except ObjectNotFoundError:
-        log.info("writing the synthetic dataset %s", config.data.name)
-        generate_dataset(config.data, store)
+        log.info("writing the synthetic dataset %s", data.name)
+        generate_dataset(data, store)
     base = ensure_base(config, store, on_base)
-    truth = _truth(store, config.data.name)
+    truth = _truth(store, data.name)
+    run = config.digest()
     results = []
     with LocalServices(settings, bus, store):
         for seed in config.seeds:
@@ -143,9 +159,9 @@ def run_demo(config: RunConfig, settings: Any, *, on_status: Callable[[str, Iter
                 namespace = chain_namespace(config, variant, seed)
                 driver, previous = LocalDriver(settings, bus, store, namespace), None
                 for t in range(config.iterations):
-                    name = f"{config.name}-{variant}-s{seed}-{t}"
+                    name = f"{config.name}-{run}-{variant}-s{seed}-{t}"
                     spec = IterationSpec.model_validate(merge(merge(config.spec, overrides), {
-                        "dataset": config.data.name, "evalSet": config.data.name, "baseModel": base,
+                        "dataset": data.name, "evalSet": data.name, "baseModel": base,
                         "previousIteration": previous, "index": t, "training": {"seed": seed},
                     }))
                     started = time.monotonic()
