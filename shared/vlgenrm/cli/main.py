@@ -235,8 +235,11 @@ def run(
     from vlgenrm.store import make_store
 
     store = make_store(settings.store)
-    base_report = _base_report(run_config)
-    path = write_report(results, run_config, run_config.report_dir, time.monotonic() - started, store=store, base_report=base_report)
+    try:
+        path = write_report(results, run_config, run_config.report_dir, time.monotonic() - started, store=store,
+                            base_report=_base_report(run_config))
+    finally:
+        store.close()
     from vlgenrm.iteration.report import load_summary
 
     summary = load_summary(run_config.report_dir)
