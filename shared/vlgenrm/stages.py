@@ -17,7 +17,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from vlgenrm.bus.base import Bus, Record, Topics
-from vlgenrm.contracts import Contract, EventType, FailureReason, ShardDone, ShardRef, StageEvent, StageTask
+from vlgenrm.contracts import Contract, EventType, FailureReason, ShardDone, ShardRef, Stage, StageEvent, StageTask
 from vlgenrm.errors import PermanentError
 from vlgenrm.store.base import BlobStore, InvalidKeyError, ObjectNotFoundError
 
@@ -27,8 +27,24 @@ B = TypeVar("B", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 
+def iteration_stage_prefix(namespace: str, iteration: str, stage: Stage) -> str:
+    """``iterations/<ns>/<name>/<stage>``: where one stage of one Iteration keeps its objects."""
+    return f"iterations/{namespace}/{iteration}/{stage.value}"
+
+
 def stage_prefix(shard: ShardRef) -> str:
-    return f"iterations/{shard.namespace}/{shard.iteration}/{shard.stage.value}"
+    return iteration_stage_prefix(shard.namespace, shard.iteration, shard.stage)
+
+
+def stage_lines(store: BlobStore, namespace: str, iteration: str, stage: Stage) -> list[bytes]:
+    """The non-empty lines of a stage's output shards (not its reports, markers or other kinds)."""
+    prefix = iteration_stage_prefix(namespace, iteration, stage) + "/"
+    lines: list[bytes] = []
+    for obj in store.list(prefix):
+        rest = obj.key[len(prefix):]
+        if "/" not in rest and rest.endswith(".jsonl"):
+            lines += [line for line in store.get_bytes(obj.key).splitlines() if line.strip()]
+    return lines
 
 
 def output_key(shard: ShardRef, kind: str | None = None) -> str:

@@ -189,7 +189,7 @@ def run(
     import yaml
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from vlgenrm.iteration.demo import RunConfig, run_demo
+    from vlgenrm.iteration.demo import RunConfig, base_report, run_demo
     from vlgenrm.iteration.report import write_report
     from vlgenrm.quiet import quiet_run
     from vlgenrm.settings import BusKind
@@ -200,7 +200,7 @@ def run(
     try:
         run_config = (RunConfig.ablations if ablations else RunConfig)(**(raw or {}))
         if ablate_experts:
-            update["arms"] = list(dict.fromkeys([*run_config.arms, "no-experts"]))
+            update["ablate_experts"] = True  # RunConfig adds the arm
         if uniform_labeler:
             update["data"] = run_config.data.model_copy(update={"labeler": LabelerConfig()})
         run_config = RunConfig.model_validate(run_config.model_dump() | update)
@@ -237,7 +237,7 @@ def run(
     store = make_store(settings.store)
     try:
         path = write_report(results, run_config, run_config.report_dir, time.monotonic() - started, store=store,
-                            base_report=_base_report(run_config))
+                            base_report=base_report(run_config, store))
     finally:
         store.close()
     from vlgenrm.iteration.report import load_summary
@@ -265,15 +265,6 @@ def run(
     console.print(f"report: {path}  (summary.json beside it)")
     if any(r.status.phase.value != "Succeeded" for r in results):
         raise typer.Exit(1)
-
-
-def _base_report(run_config) -> object | None:  # noqa: ANN001 - RunConfig
-    """The embedded base's build report (None when the run started from base_model)."""
-    if run_config.base_model is not None:
-        return None
-    from vlgenrm.genrm.pretrain import cached_base
-
-    return cached_base(run_config.base)[1]
 
 
 @app.command()

@@ -19,6 +19,7 @@ from vlgenrm.contracts import Choice, IterationStatus, Order, Phase, RefinedPair
 from vlgenrm.genrm.pretrain import PretrainConfig
 from vlgenrm.iteration.arms import Arm, arm_overrides
 from vlgenrm.iteration.spec import IterationSpec
+from vlgenrm.stages import iteration_stage_prefix, stage_lines
 from vlgenrm.synth.dataset import LabelerConfig, SynthConfig
 
 log = logging.getLogger(__name__)
@@ -118,18 +119,31 @@ def chain_namespace(config: RunConfig, arm: str, seed: int) -> str:
     return f"{config.namespace}-{arm}-s{seed}"
 
 
+def _base_key(config: RunConfig) -> str:
+    return f"checkpoints/{config.namespace}/base-{config.base.digest()}/model"
+
+
 def ensure_base(config: RunConfig, store: Any, progress: Callable[[int, int, float], None] | None = None) -> str:
     """The start checkpoint's URI: ``base_model``, or the embedded base (cached build) in the store."""
     if config.base_model is not None:
         return config.base_model
-    from vlgenrm.genrm.model import upload_checkpoint
+    from vlgenrm.genrm.model import MANIFEST, upload_checkpoint
     from vlgenrm.genrm.pretrain import cached_base
 
-    key = f"checkpoints/{config.namespace}/base-{config.base.digest()}/model"
-    if not store.exists(f"{key}/vlgenrm-manifest.json"):
+    key = _base_key(config)
+    if not store.exists(f"{key}/{MANIFEST}"):
         directory, _ = cached_base(config.base, progress=progress)
         upload_checkpoint(directory, store, key)
     return store.uri(key)
+
+
+def base_report(config: RunConfig, store: Any) -> Any:
+    """The embedded base's build report, read from its copy in the store (None with base_model)."""
+    from vlgenrm.genrm.pretrain import REPORT, BaseReport
+
+    if config.base_model is not None:
+        return None
+    return BaseReport.model_validate_json(store.get_bytes(f"{_base_key(config)}/{REPORT}"))
 
 
 def run_demo(config: RunConfig, settings: Any, *, on_status: Callable[[str, IterationStatus], None] | None = None,
@@ -139,7 +153,7 @@ def run_demo(config: RunConfig, settings: Any, *, on_status: Callable[[str, Iter
     from vlgenrm.iteration.local import LocalDriver, LocalServices
     from vlgenrm.store import make_store
     from vlgenrm.store.base import ObjectNotFoundError
-    from vlgenrm.synth.dataset import generate_dataset, load_manifest
+    from vlgenrm.synth.dataset import generate_dataset, load_manifest, load_truth
 
     store, bus = make_store(settings.store), make_bus(settings.bus)
     data = config.dataset()
@@ -150,7 +164,7 @@ def run_demo(config: RunConfig, settings: Any, *, on_status: Callable[[str, Iter
         log.info("writing the synthetic dataset %s", data.name)
         generate_dataset(data, store)
     base = ensure_base(config, store, on_base)
-    truth = _truth(store, data.name)
+    truth = load_truth(store, data.name, "train")
     run = config.digest()
     results = []
     with LocalServices(settings, bus, store):
@@ -179,27 +193,10 @@ def run_demo(config: RunConfig, settings: Any, *, on_status: Callable[[str, Iter
     return results
 
 
-def _truth(store: Any, dataset: str) -> dict[str, Any]:
-    from vlgenrm.synth.dataset import load_truth
-
-    return load_truth(store, dataset, "train")
-
-
-def _stage_lines(store: Any, namespace: str, name: str, stage: Stage) -> list[bytes]:
-    """The lines of a stage's output shards (not its reports, markers or other kinds)."""
-    prefix = f"iterations/{namespace}/{name}/{stage.value}/"
-    lines: list[bytes] = []
-    for obj in store.list(prefix):
-        rest = obj.key[len(prefix):]
-        if "/" not in rest and rest.endswith(".jsonl"):
-            lines += [line for line in store.get_bytes(obj.key).splitlines() if line.strip()]
-    return lines
-
-
 def label_accuracy(store: Any, namespace: str, name: str, truth: dict[str, Any]) -> float | None:
     """Share of kept refined labels that match the synthetic truth (what refinement buys)."""
     right = total = 0
-    for line in _stage_lines(store, namespace, name, Stage.EXPERTS):
+    for line in stage_lines(store, namespace, name, Stage.EXPERTS):
         pair = RefinedPair.model_validate_json(line)
         if pair.label is not None and pair.example.id in truth:
             total += 1
@@ -210,7 +207,7 @@ def label_accuracy(store: Any, namespace: str, name: str, truth: dict[str, Any])
 def training_label_accuracy(store: Any, namespace: str, name: str, truth: dict[str, Any]) -> tuple[int, float | None]:
     """(training records, share whose verdict is right against the truth): what the GenRM is taught."""
     right = total = 0
-    for line in _stage_lines(store, namespace, name, Stage.SAMPLING):
+    for line in stage_lines(store, namespace, name, Stage.SAMPLING):
         record = TrainingRecord.model_validate_json(line)
         if record.example_id not in truth:
             continue
@@ -227,7 +224,7 @@ def kept_by_threshold(store: Any, namespace: str, name: str) -> tuple[list[tuple
 
     sums: dict[float, list[float]] = {}
     tau = None
-    for obj in store.list(f"iterations/{namespace}/{name}/sampling/report/"):
+    for obj in store.list(iteration_stage_prefix(namespace, name, Stage.SAMPLING) + "/report/"):
         if obj.key.endswith(".json"):
             stats = store.get_model(obj.key, SamplingStats)
             tau = stats.tau

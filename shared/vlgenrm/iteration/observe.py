@@ -16,6 +16,7 @@ from vlgenrm.iteration.machine import Observation
 from vlgenrm.iteration.spec import IterationSpec
 from vlgenrm.store import BlobStore
 from vlgenrm.store.base import ObjectNotFoundError, StoreError
+from vlgenrm.stages import iteration_stage_prefix
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class MarkerCache:
     markers: dict[str, ShardDone] = field(default_factory=dict)
 
     def stage(self, store: BlobStore, namespace: str, name: str, stage: Stage) -> dict[int, ShardDone]:
-        prefix = f"iterations/{namespace}/{name}/{stage.value}/"
+        prefix = iteration_stage_prefix(namespace, name, stage) + "/"
         out = {}
         for obj in store.list(prefix):
             rest = obj.key[len(prefix):]

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from vlgenrm.contracts import Stage
+from vlgenrm.contracts import IterationReason, Stage
 from vlgenrm.genrm.evaluation import ConfidenceReport, PairPrediction, confidence_report, wilson_interval
+from vlgenrm.stages import stage_lines
 
 if TYPE_CHECKING:
     from vlgenrm.iteration.demo import IterationResult, RunConfig
@@ -76,25 +77,22 @@ class RunSummary(BaseModel):
     ablations: list[AblationRow]
 
 
-def _predictions(store: Any, namespace: str, name: str) -> list[PairPrediction]:
+def _predictions(store: Any, namespace: str, name: str) -> list[Any]:
     from vlgenrm.evaluation.run import EvaluationPrediction
-    from vlgenrm.iteration.demo import _stage_lines
 
-    preds = []
-    for line in _stage_lines(store, namespace, name, Stage.EVALUATION):
-        p = EvaluationPrediction.model_validate_json(line)
-        preds.append(PairPrediction(example_id=p.example_id, category=p.category, p_first=p.p_first, better=p.better))
-    return preds
+    return [EvaluationPrediction.model_validate_json(line) for line in stage_lines(store, namespace, name, Stage.EVALUATION)]
 
 
 def summarise(result: IterationResult, store: Any, namespace: str) -> IterationSummary:
     """The summary of one Iteration, read from its status and its objects in the store."""
     m = result.status.metrics
     preds = _predictions(store, namespace, result.name) if result.accuracy is not None else []
-    confidence: ConfidenceReport | None = confidence_report(preds) if preds else None
-    low, high = (m.get("accuracy_low"), m.get("accuracy_high"))
-    if preds and low is None:
-        low, high = wilson_interval(result.accuracy * len(preds), len(preds))
+    confidence: ConfidenceReport | None = None
+    low = high = None
+    if preds:
+        confidence = confidence_report([PairPrediction(example_id=p.example_id, category=p.category, p_first=p.p_first, better=p.better)
+                                        for p in preds])
+        low, high = wilson_interval(sum(p.correct for p in preds), len(preds))
     return IterationSummary(
         variant=result.variant, seed=result.seed, index=result.index, name=result.name, phase=result.status.phase.value,
         accuracy=result.accuracy, accuracy_low=low, accuracy_high=high, n_eval=len(preds),
@@ -104,7 +102,7 @@ def summarise(result: IterationResult, store: Any, namespace: str) -> IterationS
         training_records=result.training_records, training_label_accuracy=result.training_label_accuracy,
         refined_label_accuracy=result.label_accuracy, tau=result.tau, hard_pool=int(m.get("sampling.hard", 0)),
         hard_pairs_retried=int(m.get("rationale.pairs_hard", 0)), pair_acceptance=(1 - m.get("sampling.hard", 0) / m["sampling.pairs"]) if m.get("sampling.pairs") else None,
-        promoted=result.status.reason.value == "Promoted", seconds=result.seconds,
+        promoted=result.status.reason is IterationReason.PROMOTED, seconds=result.seconds,
     )
 
 
@@ -133,14 +131,13 @@ def _f(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def write_report(results: list[IterationResult], config: RunConfig, directory: Path, elapsed_s: float, store: Any = None,
+def write_report(results: list[IterationResult], config: RunConfig, directory: Path, elapsed_s: float, store: Any,
                  base_report: Any = None) -> Path:
     """report.md, summary.json and the plots, in ``directory``."""
     from vlgenrm.iteration.demo import chain_namespace
 
     directory.mkdir(parents=True, exist_ok=True)
-    rows = [summarise(r, store, chain_namespace(config, r.variant, r.seed)) if store is not None else
-            _summary_without_store(r) for r in results]
+    rows = [summarise(r, store, chain_namespace(config, r.variant, r.seed)) for r in results]
     ablations = ablation_rows(rows)
     summary = RunSummary(name=config.name, minutes=elapsed_s / 60, data=config.data.model_dump(mode="json"),
                          base=base_report.model_dump(mode="json") if base_report is not None else None,
@@ -185,14 +182,6 @@ def write_report(results: list[IterationResult], config: RunConfig, directory: P
     path = directory / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
-
-
-def _summary_without_store(r: IterationResult) -> IterationSummary:
-    m = r.status.metrics
-    return IterationSummary(variant=r.variant, seed=r.seed, index=r.index, name=r.name, phase=r.status.phase.value, accuracy=r.accuracy,
-                            accuracy_low=m.get("accuracy_low"), accuracy_high=m.get("accuracy_high"), mean_confidence=m.get("mean_confidence"),
-                            training_records=r.training_records, training_label_accuracy=r.training_label_accuracy,
-                            refined_label_accuracy=r.label_accuracy, tau=r.tau, seconds=r.seconds)
 
 
 def _findings(rows: Sequence[IterationSummary], ablations: Sequence[AblationRow]) -> list[str]:
