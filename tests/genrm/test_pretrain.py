@@ -9,13 +9,24 @@ from pathlib import Path
 import pytest
 
 from vlgenrm.genrm.model import MANIFEST, GenRM, fetch_checkpoint, upload_checkpoint
-from vlgenrm.genrm.pretrain import PretrainConfig, build_base, cache_path, cached_base, ladder_accuracy, load_report, pretrain
+from vlgenrm.genrm.pretrain import (
+    PretrainConfig,
+    align_vision,
+    build_base,
+    cache_path,
+    cached_base,
+    cell_features,
+    ladder_accuracy,
+    load_report,
+    pretrain,
+)
 from vlgenrm.genrm.tiny import build_tiny_genrm
 from vlgenrm.store import LocalStore
-from vlgenrm.synth.vqa import VQAKind, vqa_items
+from vlgenrm.synth.vqa import LADDER, SCAFFOLDS, VQAKind, vqa_items
 
-#: A build small enough for a test: the same code as the default's, 20 steps.
-SMALL = PretrainConfig(steps=20, scenes=12, simple_items=8, eval_items=6, batch_size=8, warmup_steps=5, image_size=56)
+#: A build small enough for a test: the same code as the default's, 4 + 20 steps.
+SMALL = PretrainConfig(steps=20, scenes=12, simple_items=8, scaffold_scenes=6, vision_steps=4, vision_scenes=8, eval_items=6, batch_size=8,
+                       warmup_steps=5)
 
 
 @pytest.fixture(scope="module")
@@ -54,19 +65,22 @@ def test_the_base_loads_like_any_checkpoint_and_travels_through_the_store(tmp_pa
 def test_report_lists_every_rung_before_and_after(built: tuple[Path, Path]) -> None:
     report = load_report(built[0])
     kinds = [r.kind for r in report.after]
-    assert kinds == [VQAKind.WHOLE_COLOUR, VQAKind.SHAPE_COLOUR, VQAKind.EXISTS, VQAKind.BINDING, VQAKind.COUNT, VQAKind.SIGN, VQAKind.VERIFY]
+    assert kinds == [VQAKind.WHOLE_COLOUR, VQAKind.SHAPE_COLOUR, VQAKind.EXISTS, VQAKind.BINDING, VQAKind.COUNT, VQAKind.SIGN, VQAKind.CLAIM,
+                     VQAKind.VERIFY]
+    assert not set(SCAFFOLDS) & set(LADDER)  # open answers: trained, never scored
+    assert report.vision is not None and 0.0 <= report.vision.empty <= 1.0
     for rung in report.after:
         assert rung.low <= rung.accuracy <= rung.high and rung.n == SMALL.eval_items
     assert "| shape_colour |" in report.table()
 
 
 def test_cache_builds_once(tmp_path: Path) -> None:
-    config = SMALL.model_copy(update={"steps": 2, "eval_items": 2})
+    config = SMALL.model_copy(update={"steps": 2, "vision_steps": 1, "eval_items": 2})
     calls = []
-    path, report = cached_base(config, tmp_path, progress=lambda s, n, loss: calls.append(s))
-    assert path == cache_path(config, tmp_path) and calls == [1, 2]
-    again, same = cached_base(config, tmp_path, progress=lambda s, n, loss: calls.append(s))
-    assert again == path and same.version == report.version and calls == [1, 2]  # no second build
+    path, report = cached_base(config, tmp_path, progress=lambda s, n, loss: calls.append((s, n)))
+    assert path == cache_path(config, tmp_path) and calls == [(1, 3), (2, 3), (3, 3)]  # one bar over both stages
+    again, same = cached_base(config, tmp_path, progress=lambda s, n, loss: calls.append((s, n)))
+    assert again == path and same.version == report.version and len(calls) == 3  # no second build
 
 
 def test_vqa_splits_are_disjoint_and_answers_in_their_options() -> None:
@@ -84,10 +98,31 @@ def test_ladder_the_tiny_model_learns_to_see(tmp_path: Path) -> None:
     colour one small shape is (not just a whole image) within 150 steps. With the usual
     initializer_range of 0.02 on the tiny vision tower it stayed at chance (1/6) for 1,600."""
     genrm = GenRM.load(build_tiny_genrm(tmp_path / "m", image_size=56))
-    config = PretrainConfig(steps=150, batch_size=16, warmup_steps=10, image_size=56)
+    config = PretrainConfig(steps=150, batch_size=16, warmup_steps=10, image_size=56, vision_steps=0)
     held = vqa_items(VQAKind.SHAPE_COLOUR, 60, split="eval")
     before = ladder_accuracy(genrm, held)[0]
     pretrain(genrm, vqa_items(VQAKind.SHAPE_COLOUR, 400, split="train"), config)
     after = ladder_accuracy(genrm, held)[0]
     assert before.accuracy < 0.45
     assert after.accuracy >= 0.9, after
+
+
+def test_vision_features_tile_the_scene_grid(tmp_path: Path) -> None:
+    genrm = GenRM.load(build_tiny_genrm(tmp_path / "m", image_size=112))
+    item = vqa_items(VQAKind.EXISTS, 1)[0]
+    pixels = genrm.processor.image_processor(images=[genrm.load_image(item.image)], return_tensors="pt")
+    assert cell_features(genrm, [dict(pixels)] * 2).shape == (2, 16, genrm.model.config.text_config.hidden_size)
+    small = GenRM.load(build_tiny_genrm(tmp_path / "s", image_size=56))  # 2 x 2 image tokens cannot hold a 4 x 4 grid
+    pixels = small.processor.image_processor(images=[small.load_image(item.image)], return_tensors="pt")
+    with pytest.raises(ValueError, match="scene grid"):
+        cell_features(small, [dict(pixels)])
+
+
+@pytest.mark.slow
+def test_the_vision_stage_teaches_image_tokens_to_name_their_cell(tmp_path: Path) -> None:
+    """Each image token learns what its cell holds (shape, colour) from scene truth, in a few
+    hundred steps; through the language model's answers alone the tower never told shapes apart."""
+    genrm = GenRM.load(build_tiny_genrm(tmp_path / "m", image_size=112))
+    cells = align_vision(genrm, PretrainConfig(vision_steps=300, vision_scenes=400, eval_items=60))
+    assert cells is not None
+    assert cells.empty >= 0.98 and cells.shape >= 0.85 and cells.colour >= 0.9, cells

@@ -42,10 +42,12 @@ def build(
     pretrain_config = _config(config)
     with quiet_run(verbose), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
                                       TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task(f"pretraining {pretrain_config.family} {pretrain_config.digest()}", total=pretrain_config.steps, loss="")
+        task = bar.add_task(f"pretraining {pretrain_config.family} {pretrain_config.digest()}", total=pretrain_config.total_steps, loss="")
         directory, report = cached_base(pretrain_config, cache_dir,
                                         progress=lambda step, total, loss: bar.update(task, completed=step, loss=f"loss {loss:.3f}"))
     console.print(report.table())
+    if report.vision is not None:
+        console.print(report.vision.line())
     console.print(f"built in {report.seconds / 60:.1f} min; weights {report.version}")
     console.print(f"base: {directory}", markup=False, soft_wrap=True)
     if out is not None:
@@ -67,6 +69,8 @@ def show(
         console.print(f"not built yet: {directory} (vlgenrm base build)", markup=False)
         raise typer.Exit(1)
     console.print(report.table())
+    if report.vision is not None:
+        console.print(report.vision.line())
     console.print(f"base: {directory}", markup=False, soft_wrap=True)
 
 

@@ -17,6 +17,7 @@ exists          several shapes: is there a <shape>?                      yes / n
 binding         several shapes: what colour is the <shape>?              6 colours
 count           several shapes: how many <shape>s?                       one..three
 sign            maybe a sign: what does it say?                          8 words, none
+claim           is this one claim true? (colour, existence, count, sign)  yes / no
 verify          is this description of the image true?                   yes / no
 ==============  ======================================================  ===========
 
@@ -26,19 +27,31 @@ asks which is better — that is the GenRM's job, learnt later from preference d
 
 ``caption`` (describe the image, in the responses' own grammar) is a training task only: its
 answers are open text, so the ladder does not score it.
+
+The **scaffolds** (:data:`SCAFFOLDS`) are training tasks too. "Is there a star?" and "is this
+claim true?" are equality functions of the text and the image: the answer is independent of
+the question alone and of the image alone, so a tiny language model trained from scratch
+gets no first-order gradient and sits at chance (measured: single-shape "is there a
+<shape>?" stayed at 0.55 for 600 steps with perfect image features). The scaffolds have
+first-order answers that build the two halves of the comparison at the answer's position:
+``asked`` and ``named`` copy what the question or claim names, ``colours`` and ``inventory``
+name what the image shows. With them the same task reaches 0.98.
+
+:func:`cell_labels` is scene truth per grid cell — what the vision stage of the base build
+(:mod:`vlgenrm.genrm.pretrain`) teaches each image token to name.
 """
 
 from __future__ import annotations
 
 import io
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 from PIL import Image
 
 from vlgenrm.synth.responses import Question, QuestionKind, random_question, write_faithful, write_hallucinated
-from vlgenrm.synth.scene import Scene, random_scene, render
+from vlgenrm.synth.scene import GRID, Scene, random_scene, render
 from vlgenrm.synth.vocab import COLOURS, NUMBER_WORDS, SHAPES, TEXT_WORDS, HallucinationType
 
 NO_SIGN = "none"
@@ -54,12 +67,18 @@ class VQAKind(StrEnum):
     BINDING = "binding"
     COUNT = "count"
     SIGN = "sign"
+    CLAIM = "claim"
     VERIFY = "verify"
     CAPTION = "caption"
+    # Scaffolds (training only): first-order halves of the comparisons above.
+    ASKED = "asked"
+    NAMED = "named"
+    COLOURS = "colours"
+    INVENTORY = "inventory"
 
     @property
     def options(self) -> tuple[str, ...]:
-        """The closed answer set the ladder scores (empty for the open caption task)."""
+        """The closed answer set the ladder scores (empty for the open training tasks)."""
         return {
             VQAKind.WHOLE_COLOUR: tuple(sorted(COLOURS)),
             VQAKind.SHAPE_COLOUR: tuple(sorted(COLOURS)),
@@ -67,12 +86,13 @@ class VQAKind(StrEnum):
             VQAKind.BINDING: tuple(sorted(COLOURS)),
             VQAKind.COUNT: COUNT_WORDS,
             VQAKind.SIGN: (*TEXT_WORDS, NO_SIGN),
+            VQAKind.CLAIM: ("yes", "no"),
             VQAKind.VERIFY: ("yes", "no"),
-            VQAKind.CAPTION: (),
-        }[self]
+        }.get(self, ())
 
 
-LADDER: tuple[VQAKind, ...] = tuple(k for k in VQAKind if k is not VQAKind.CAPTION)
+SCAFFOLDS: tuple[VQAKind, ...] = (VQAKind.ASKED, VQAKind.NAMED, VQAKind.COLOURS, VQAKind.INVENTORY)
+LADDER: tuple[VQAKind, ...] = tuple(k for k in VQAKind if k is not VQAKind.CAPTION and k not in SCAFFOLDS)
 
 
 @dataclass(frozen=True)
@@ -95,8 +115,77 @@ def _png(image: Image.Image) -> bytes:
 SCENE_KINDS: tuple[VQAKind, ...] = (VQAKind.EXISTS, VQAKind.BINDING, VQAKind.COUNT, VQAKind.SIGN, VQAKind.VERIFY, VQAKind.CAPTION)
 
 
+@dataclass(frozen=True)
+class Claim:
+    """One checkable sentence about a scene, whether it holds, and what it names."""
+
+    text: str
+    true: bool
+    names: str = field(compare=False)
+
+
+def random_claim(scene: Scene, rng: random.Random) -> Claim:
+    """A one-sentence claim of a random type (colour, existence, count, sign), true half the time."""
+    kinds = ["colour", "exists", "count"] + (["sign"] if scene.sign else [])
+    kind, true, obj = rng.choice(kinds), rng.random() < 0.5, rng.choice(scene.objects)
+    if kind == "colour":
+        colour = obj.colour if true else rng.choice([c for c in sorted(COLOURS) if c != obj.colour])
+        return Claim(f"The {obj.shape} is {colour}.", true, f"{obj.shape} {colour}")
+    if kind == "exists":
+        absent = [s for s in SHAPES if scene.find(s) is None]
+        shape = obj.shape if true or not absent else rng.choice(absent)
+        return Claim(f"There is a {shape}.", scene.find(shape) is not None, shape)
+    if kind == "count":
+        n = obj.count if true else rng.choice([c for c in range(1, 4) if c != obj.count])
+        return Claim(f"There {'is' if n == 1 else 'are'} {_counted(n, obj.shape)}.", true, f"{obj.shape} {NUMBER_WORDS[n]}")
+    word = scene.sign if true else rng.choice([w for w in TEXT_WORDS if w != scene.sign])
+    return Claim(f"The sign says {word}.", true, f"sign {word}")
+
+
+def _counted(n: int, shape: str, colour: str = "") -> str:
+    noun = f"{colour} {shape}".strip()
+    return f"{NUMBER_WORDS[n]} {noun}{'s' if n > 1 else ''}"
+
+
+def _by_shape(scene: Scene) -> list:
+    return sorted(scene.objects, key=lambda o: SHAPES.index(o.shape))
+
+
+@dataclass(frozen=True)
+class CellLabels:
+    """What each cell of the scene's grid holds, row-major; 0 = nothing, else index + 1 into
+    ``(*SHAPES, "sign")``, ``sorted(COLOURS)`` and ``TEXT_WORDS``."""
+
+    shape: tuple[int, ...]
+    colour: tuple[int, ...]
+    word: tuple[int, ...]
+
+    #: The words each field's classes name (after the empty class 0).
+    SHAPE_WORDS = (*SHAPES, "sign")
+    COLOUR_WORDS = tuple(sorted(COLOURS))
+    SIGN_WORDS = TEXT_WORDS
+
+
+def cell_labels(scene: Scene) -> CellLabels:
+    """Scene truth per grid cell: each shape instance owns the cell of its centre, the sign
+    every cell its box overlaps (scenes are laid out on the grid, so nothing shares a cell)."""
+    cell = scene.size // GRID
+    shape, colour, word = [0] * GRID**2, [0] * GRID**2, [0] * GRID**2
+    for obj in scene.objects:
+        for x0, y0, x1, y1 in obj.boxes:
+            i = (y0 + y1) // 2 // cell * GRID + (x0 + x1) // 2 // cell
+            shape[i], colour[i] = 1 + SHAPES.index(obj.shape), 1 + CellLabels.COLOUR_WORDS.index(obj.colour)
+    if scene.sign is not None and scene.sign_box is not None:
+        x0, y0, x1, y1 = scene.sign_box
+        row = (y0 + y1) // 2 // cell
+        for col in range(GRID):
+            if x1 >= col * cell and x0 < (col + 1) * cell:
+                shape[row * GRID + col], word[row * GRID + col] = len(SHAPES) + 1, 1 + TEXT_WORDS.index(scene.sign)
+    return CellLabels(tuple(shape), tuple(colour), tuple(word))
+
+
 def ask(kind: VQAKind, scene: Scene, image: bytes, rng: random.Random) -> VQAItem:
-    """A question of ``kind`` about ``scene`` (one of :data:`SCENE_KINDS`), with its exact answer."""
+    """A question of ``kind`` about ``scene`` (a :data:`SCENE_KINDS` kind, ``claim`` or a scaffold), with its exact answer."""
     if kind is VQAKind.EXISTS:
         # Half the questions ask about a present shape, so "no" is not a free 75 %.
         absent = [s for s in SHAPES if scene.find(s) is None]
@@ -120,6 +209,19 @@ def ask(kind: VQAKind, scene: Scene, image: bytes, rng: random.Random) -> VQAIte
     if kind is VQAKind.CAPTION:
         question = Question(QuestionKind.DESCRIBE, "Describe the image.")
         return VQAItem(kind, image, question.text, write_faithful(scene, question, rng))
+    if kind is VQAKind.CLAIM:
+        claim = random_claim(scene, rng)
+        return VQAItem(kind, image, f"Is this true? {claim.text}", "yes" if claim.true else "no")
+    if kind is VQAKind.NAMED:
+        return VQAItem(kind, image, f"Is this true? {(claim := random_claim(scene, rng)).text} What does it name?", claim.names)
+    if kind is VQAKind.ASKED:
+        shape = rng.choice(SHAPES)
+        question = rng.choice([f"Is there a {shape}?", f"What colour is the {shape}?", f"How many {shape}s are there?"])
+        return VQAItem(kind, image, f"{question} Which shape was asked about?", shape)
+    if kind is VQAKind.COLOURS:
+        return VQAItem(kind, image, "Name each shape and its colour.", ", ".join(f"{o.colour} {o.shape}" for o in _by_shape(scene)))
+    if kind is VQAKind.INVENTORY:
+        return VQAItem(kind, image, "Count each shape and name its colour.", ", ".join(_counted(o.count, o.shape, o.colour) for o in _by_shape(scene)))
     raise ValueError(f"{kind.value} items draw their own image (make_item)")
 
 
@@ -146,9 +248,29 @@ def scene_items(n: int, *, seed: int = 0, split: str = "train", image_size: int 
     return items
 
 
+def scaffold_items(n: int, *, seed: int = 0, split: str = "train", image_size: int = 224) -> list[VQAItem]:
+    """``n`` scenes, each asked one claim, what the claim names (the same claim) and every
+    other scaffold."""
+    items = []
+    for i in range(n):
+        rng = random.Random(f"pretrain/{seed}/{split}/scaffold/{i}")
+        scene = random_scene(rng, image_size, max_kinds=3, text_probability=0.5)
+        image = render(scene)
+        claim = random_claim(scene, rng)
+        items += [
+            VQAItem(VQAKind.CLAIM, image, f"Is this true? {claim.text}", "yes" if claim.true else "no"),
+            VQAItem(VQAKind.NAMED, image, f"Is this true? {claim.text} What does it name?", claim.names),
+            *(ask(kind, scene, image, rng) for kind in (VQAKind.ASKED, VQAKind.COLOURS, VQAKind.INVENTORY)),
+        ]
+    return items
+
+
 def vqa_items(kind: VQAKind, n: int, *, seed: int = 0, split: str = "train", image_size: int = 224) -> list[VQAItem]:
     """``n`` items of ``kind``; the same arguments give the same items, splits are disjoint."""
     return [make_item(kind, random.Random(f"pretrain/{seed}/{split}/{kind.value}/{i}"), image_size) for i in range(n)]
 
 
-__all__ = ["COUNT_WORDS", "LADDER", "NO_SIGN", "SCENE_KINDS", "VQAItem", "VQAKind", "ask", "make_item", "scene_items", "vqa_items"]
+__all__ = [
+    "COUNT_WORDS", "LADDER", "NO_SIGN", "SCAFFOLDS", "SCENE_KINDS", "CellLabels", "Claim", "VQAItem", "VQAKind", "ask", "cell_labels",
+    "make_item", "random_claim", "scaffold_items", "scene_items", "vqa_items",
+]

@@ -1,0 +1,75 @@
+"""VQA from scene truth: exact answers, the claims' truth, and the grid cells the vision stage learns."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from vlgenrm.synth.scene import GRID, random_scene
+from vlgenrm.synth.vocab import NUMBER_WORDS, SHAPES
+from vlgenrm.synth.vqa import SCAFFOLDS, CellLabels, VQAKind, cell_labels, random_claim, scaffold_items
+
+WORD_NUMBERS = {w: n for n, w in NUMBER_WORDS.items()}
+
+
+def _holds(text: str, scene) -> bool:  # an oracle of its own, from the sentence's words
+    if m := re.fullmatch(r"The (\w+) is (\w+)\.", text):
+        obj = scene.find(m[1])
+        return obj is not None and obj.colour == m[2]
+    if m := re.fullmatch(r"There is a (\w+)\.", text):
+        return scene.find(m[1]) is not None
+    if m := re.fullmatch(r"There (?:is|are) (\w+) (\w+?)s?\.", text):
+        obj = scene.find(m[2])
+        return obj is not None and obj.count == WORD_NUMBERS[m[1]]
+    m = re.fullmatch(r"The sign says (\w+)\.", text)
+    assert m, text
+    return scene.sign == m[1]
+
+
+def test_claims_are_true_as_often_as_false_and_say_what_holds() -> None:
+    truths = []
+    for i in range(400):
+        rng = random.Random(f"claims/{i}")
+        scene = random_scene(rng)
+        claim = random_claim(scene, rng)
+        assert claim.true == _holds(claim.text, scene), claim
+        truths.append(claim.true)
+    assert 0.4 < sum(truths) / len(truths) < 0.6
+
+
+def test_cell_labels_put_every_instance_in_its_own_cell() -> None:
+    for i in range(200):
+        scene = random_scene(random.Random(f"cells/{i}"))
+        labels = cell_labels(scene)
+        cell = scene.size // GRID
+        shapes = [s for s in labels.shape if 0 < s <= len(SHAPES)]
+        assert len(shapes) == sum(o.count for o in scene.objects)
+        for obj in scene.objects:
+            for x0, y0, x1, y1 in obj.boxes:
+                at = (y0 + y1) // 2 // cell * GRID + (x0 + x1) // 2 // cell
+                assert CellLabels.SHAPE_WORDS[labels.shape[at] - 1] == obj.shape
+                assert CellLabels.COLOUR_WORDS[labels.colour[at] - 1] == obj.colour
+        sign_cells = [j for j, s in enumerate(labels.shape) if s == len(SHAPES) + 1]
+        if scene.sign is None:
+            assert not sign_cells and not any(labels.word)
+        else:
+            assert 1 <= len(sign_cells) <= 3 and len({j // GRID for j in sign_cells}) == 1  # one row
+            assert {CellLabels.SIGN_WORDS[labels.word[j] - 1] for j in sign_cells} == {scene.sign}
+
+
+def test_scaffolds_name_what_the_question_and_the_image_hold() -> None:
+    items = scaffold_items(30, split="eval")
+    assert {it.kind for it in items} == {VQAKind.CLAIM, *SCAFFOLDS}
+    for it in items:
+        if it.kind is VQAKind.ASKED:
+            assert it.answer in SHAPES and f" {it.answer}" in it.question
+        if it.kind is VQAKind.NAMED:
+            assert all(word in it.question for word in it.answer.split())
+        if it.kind is VQAKind.INVENTORY:
+            for part in it.answer.split(", "):
+                count, _colour, shape = part.split()
+                assert count in WORD_NUMBERS and shape.rstrip("s") in SHAPES
+    # the claim and the naming of it share one sentence
+    claims = [it for it in items if it.kind is VQAKind.CLAIM]
+    named = [it for it in items if it.kind is VQAKind.NAMED]
+    assert [c.question for c in claims] == [n.question.removesuffix(" What does it name?") for n in named]
