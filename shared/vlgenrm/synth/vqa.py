@@ -34,8 +34,8 @@ the question alone and of the image alone, so a tiny language model trained from
 gets no first-order gradient and sits at chance (measured: single-shape "is there a
 <shape>?" stayed at 0.55 for 600 steps with perfect image features). The scaffolds have
 first-order answers that build the two halves of the comparison at the answer's position:
-``asked`` and ``named`` copy what the question or claim names, ``colours`` and ``inventory``
-name what the image shows. With them the same task reaches 0.98.
+``asked`` and ``named`` copy what the question or claim names, ``shown`` says what the image
+holds about the claim's subject, ``colours`` and ``inventory`` name what the image shows. With them the same task reaches 0.98.
 
 :func:`cell_labels` is scene truth per grid cell — what the vision stage of the base build
 (:mod:`vlgenrm.genrm.pretrain`) teaches each image token to name.
@@ -73,6 +73,7 @@ class VQAKind(StrEnum):
     # Scaffolds (training only): first-order halves of the comparisons above.
     ASKED = "asked"
     NAMED = "named"
+    SHOWN = "shown"
     COLOURS = "colours"
     INVENTORY = "inventory"
 
@@ -91,7 +92,7 @@ class VQAKind(StrEnum):
         }.get(self, ())
 
 
-SCAFFOLDS: tuple[VQAKind, ...] = (VQAKind.ASKED, VQAKind.NAMED, VQAKind.COLOURS, VQAKind.INVENTORY)
+SCAFFOLDS: tuple[VQAKind, ...] = (VQAKind.ASKED, VQAKind.NAMED, VQAKind.SHOWN, VQAKind.COLOURS, VQAKind.INVENTORY)
 LADDER: tuple[VQAKind, ...] = tuple(k for k in VQAKind if k is not VQAKind.CAPTION and k not in SCAFFOLDS)
 
 
@@ -122,6 +123,7 @@ class Claim:
     text: str
     true: bool
     names: str = field(compare=False)
+    shows: str = field(compare=False)  # what the image holds about the same subject, in names' form
 
 
 def random_claim(scene: Scene, rng: random.Random) -> Claim:
@@ -130,16 +132,18 @@ def random_claim(scene: Scene, rng: random.Random) -> Claim:
     kind, true, obj = rng.choice(kinds), rng.random() < 0.5, rng.choice(scene.objects)
     if kind == "colour":
         colour = obj.colour if true else rng.choice([c for c in sorted(COLOURS) if c != obj.colour])
-        return Claim(f"The {obj.shape} is {colour}.", true, f"{obj.shape} {colour}")
+        return Claim(f"The {obj.shape} is {colour}.", true, f"{obj.shape} {colour}", f"{obj.shape} {obj.colour}")
     if kind == "exists":
         absent = [s for s in SHAPES if scene.find(s) is None]
         shape = obj.shape if true or not absent else rng.choice(absent)
-        return Claim(f"There is a {shape}.", scene.find(shape) is not None, shape)
+        there = scene.find(shape) is not None
+        return Claim(f"There is a {shape}.", there, shape, shape if there else f"no {shape}")
     if kind == "count":
         n = obj.count if true else rng.choice([c for c in range(1, 4) if c != obj.count])
-        return Claim(f"There {'is' if n == 1 else 'are'} {_counted(n, obj.shape)}.", true, f"{obj.shape} {NUMBER_WORDS[n]}")
+        return Claim(f"There {'is' if n == 1 else 'are'} {_counted(n, obj.shape)}.", true, f"{obj.shape} {NUMBER_WORDS[n]}",
+                     f"{obj.shape} {NUMBER_WORDS[obj.count]}")
     word = scene.sign if true else rng.choice([w for w in TEXT_WORDS if w != scene.sign])
-    return Claim(f"The sign says {word}.", true, f"sign {word}")
+    return Claim(f"The sign says {word}.", true, f"sign {word}", f"sign {scene.sign}")
 
 
 def _counted(n: int, shape: str, colour: str = "") -> str:
@@ -214,6 +218,8 @@ def ask(kind: VQAKind, scene: Scene, image: bytes, rng: random.Random) -> VQAIte
         return VQAItem(kind, image, f"Is this true? {claim.text}", "yes" if claim.true else "no")
     if kind is VQAKind.NAMED:
         return VQAItem(kind, image, f"Is this true? {(claim := random_claim(scene, rng)).text} What does it name?", claim.names)
+    if kind is VQAKind.SHOWN:
+        return VQAItem(kind, image, f"Is this true? {(claim := random_claim(scene, rng)).text} What does the image show?", claim.shows)
     if kind is VQAKind.ASKED:
         shape = rng.choice(SHAPES)
         question = rng.choice([f"Is there a {shape}?", f"What colour is the {shape}?", f"How many {shape}s are there?"])
@@ -260,6 +266,7 @@ def scaffold_items(n: int, *, seed: int = 0, split: str = "train", image_size: i
         items += [
             VQAItem(VQAKind.CLAIM, image, f"Is this true? {claim.text}", "yes" if claim.true else "no"),
             VQAItem(VQAKind.NAMED, image, f"Is this true? {claim.text} What does it name?", claim.names),
+            VQAItem(VQAKind.SHOWN, image, f"Is this true? {claim.text} What does the image show?", claim.shows),
             *(ask(kind, scene, image, rng) for kind in (VQAKind.ASKED, VQAKind.COLOURS, VQAKind.INVENTORY)),
         ]
     return items
