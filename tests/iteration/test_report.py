@@ -60,8 +60,15 @@ def test_report_and_summary(tmp_path: Path) -> None:
                 r = _result(variant, seed, t, acc, records_right=1.0 if variant == "experts" else 0.6)
                 _predictions(store, chain_namespace(config, variant, seed), r.name, ps)
                 results.append(r)
-    path = write_report(results, config, tmp_path / "report", 120.0, store=store)
+    from vlgenrm.genrm.pretrain import BaseReport, CellAccuracy, PretrainConfig, Rung
+    from vlgenrm.synth.vqa import VQAKind
+
+    rung = Rung(kind=VQAKind.EXISTS, n=200, accuracy=0.98, low=0.95, high=0.99, chance=0.5)
+    base = BaseReport(config=PretrainConfig(), digest="d", version="v", vision=CellAccuracy(shape=0.99, colour=1.0, word=0.8, empty=1.0),
+                      before=[rung], after=[rung])
+    path = write_report(results, config, tmp_path / "report", 120.0, store=store, base_report=base)
     text = path.read_text()
+    assert "| exists | 0.50 |" in text and "Vision stage, held-out cells: shape 0.990" in text
     summary = load_summary(tmp_path / "report")
     assert {p.name for p in (tmp_path / "report").iterdir()} >= {"report.md", "summary.json", "accuracy.png", "confidence.png", "acceptance.png"}
     rows = {(r.variant, r.seed, r.index): r for r in summary.iterations}

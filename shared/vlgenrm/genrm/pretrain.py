@@ -65,7 +65,7 @@ class PretrainConfig(BaseModel):
     family: str = Field("qwen2_vl", description="Model family of the tiny base (qwen2_vl, qwen2_5_vl, llava).")
     image_size: int = Field(112, ge=28, description="Side the processor resizes images to (112 px = 16 image tokens on Qwen2-VL).")
     seed: int = Field(0, description="Seed of the weights, the data order and the pretraining scenes.")
-    steps: int = Field(2000, ge=0, description="Optimizer steps of the language stage.")
+    steps: int = Field(3000, ge=0, description="Optimizer steps of the language stage.")
     batch_size: int = Field(32, ge=1, description="Sequences per step.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak AdamW learning rate (linear warm-up, cosine decay).")
     warmup_steps: int = Field(50, ge=0, description="Linear warm-up steps.")

@@ -158,8 +158,10 @@ def write_report(results: list[IterationResult], config: RunConfig, directory: P
         "'records right' is the share of training records whose verdict agrees with the truth.", "",
     ]
     if base_report is not None:
-        lines += ["## The base model", "", f"Embedded base `{base_report.digest}` (pretrained on captions and VQA from scene truth; "
-                  "held-out accuracy per rung of the ladder):", "", base_report.table(), ""]
+        lines += ["## The base model", "", f"Embedded base `{base_report.digest}` (a vision stage, then captions, VQA and claims from "
+                  "scene truth; held-out accuracy per rung of the ladder):", "", base_report.table(), ""]
+        if base_report.vision is not None:
+            lines += [base_report.vision.line().capitalize() + ".", ""]
     types = sorted({t for r in rows for t in r.per_type})
     lines += ["## Every Iteration", "",
               "| arm | seed | t | accuracy (95 % CI) | |p−0.5| | " + " | ".join(types) + " | records | records right | labels right | τ | hard | promoted | time |",
