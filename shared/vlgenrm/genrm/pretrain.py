@@ -81,11 +81,13 @@ class PretrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _grid_fits(self) -> PretrainConfig:
-        # The vision stage pools image tokens to the scene's 4 x 4 grid: a Qwen token is 28 px.
-        side = self.image_size // (7 if self.family == "llava" else 28)
-        if self.vision_steps and (side % GRID or self.image_size % (7 if self.family == "llava" else 28)):
+        # The vision stage pools image tokens to the scene's grid, so they must tile it.
+        from vlgenrm.genrm.tiny import token_px
+
+        cell = GRID * token_px(self.family)
+        if self.vision_steps and self.image_size % cell:
             raise ValueError(f"image_size {self.image_size} gives image tokens that do not tile the {GRID} x {GRID} scene grid "
-                             "(Qwen: a multiple of 112 px, LLaVA: of 28 px); set vision_steps: 0 or pick another size")
+                             f"(use a multiple of {cell} px for {self.family}); set vision_steps: 0 or pick another size")
         return self
 
     @property
@@ -212,13 +214,13 @@ def _lr(step: int, config: PretrainConfig) -> float:
     return config.learning_rate * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def vision_modules(genrm: GenRM) -> list[torch.nn.Module]:
-    """The modules that turn pixels into the language model's image tokens (tower and projector)."""
+def vision_parameters(genrm: GenRM) -> list[torch.nn.Parameter]:
+    """The parameters that turn pixels into the language model's image tokens (tower and projector)."""
     inner = genrm.model.model
     modules = [getattr(inner, name) for name in ("visual", "vision_tower", "multi_modal_projector") if getattr(inner, name, None) is not None]
     if not modules:
         raise ValueError(f"{type(genrm.model).__name__} has no vision tower this build knows")
-    return modules
+    return [p for m in modules for p in m.parameters()]
 
 
 def cell_features(genrm: GenRM, pixels: Sequence[dict[str, torch.Tensor]]) -> torch.Tensor:
@@ -281,7 +283,7 @@ def align_vision(genrm: GenRM, config: PretrainConfig, progress: Progress | None
         _WordHead(_word_embeddings(genrm, words)) for words in (CellLabels.SHAPE_WORDS, CellLabels.COLOUR_WORDS, CellLabels.SIGN_WORDS)
     ])
     train = _cell_data(genrm, config.vision_scenes, config.seed, "train")
-    params = [p for m in vision_modules(genrm) for p in m.parameters()] + list(heads.parameters())
+    params = vision_parameters(genrm) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.vision_learning_rate, weight_decay=0.0)
     rng = random.Random(f"vision-order/{config.seed}")
     genrm.model.train()
@@ -354,7 +356,7 @@ def build_base(directory: str | os.PathLike[str], config: PretrainConfig | None 
         held_out = eval_items(config)
         before = ladder_accuracy(genrm, held_out)
         vision = align_vision(genrm, config, progress)
-        frozen = [p for m in vision_modules(genrm) for p in m.parameters()] if config.freeze_vision else []
+        frozen = vision_parameters(genrm) if config.freeze_vision else []
         for p in frozen:
             p.requires_grad_(False)
         curve = pretrain(genrm, training_items(config), config, progress, offset=config.vision_steps)
@@ -409,5 +411,5 @@ def load_report(directory: str | os.PathLike[str]) -> BaseReport | None:
 
 __all__ = [
     "BaseReport", "CellAccuracy", "PretrainConfig", "Rung", "align_vision", "build_base", "cached_base", "cell_features", "ladder_accuracy",
-    "load_report", "pretrain", "vision_modules",
+    "load_report", "pretrain", "vision_parameters",
 ]

@@ -109,6 +109,15 @@ class TinySize:
     patch_size: int = 14  # Qwen-family vision patch side in pixels (image tokens = (side / patch / 2)^2)
 
 
+#: Patch side of the tiny LLaVA's CLIP tower (one image token per patch).
+LLAVA_PATCH = 7
+
+
+def token_px(family: str, size: TinySize | None = None) -> int:
+    """Side in pixels of the image one language-model image token covers (Qwen merges 2 x 2 patches)."""
+    return LLAVA_PATCH if family == "llava" else 2 * (size or TinySize()).patch_size
+
+
 def _qwen(family: Family, tokenizer, image_size: int, size: TinySize):
     from transformers import Qwen2_5_VLConfig, Qwen2VLConfig, Qwen2VLImageProcessorPil
 
@@ -147,7 +156,7 @@ def _llava(tokenizer, image_size: int, size: TinySize):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaImageProcessorPil
 
     ids = tokenizer.convert_tokens_to_ids
-    patch = 7
+    patch = LLAVA_PATCH
     config = LlavaConfig(
         vision_config=CLIPVisionConfig(hidden_size=size.vision_width, intermediate_size=2 * size.vision_width, num_hidden_layers=size.vision_depth, num_attention_heads=4, image_size=image_size, patch_size=patch),
         text_config=LlamaConfig(
@@ -181,4 +190,4 @@ def build_tiny_genrm(directory: str | os.PathLike[str], family: str = "qwen2_vl"
     return directory
 
 
-__all__ = ["TinySize", "build_tiny_genrm", "checkpoint_version", "train_tokenizer"]
+__all__ = ["LLAVA_PATCH", "TinySize", "build_tiny_genrm", "checkpoint_version", "token_px", "train_tokenizer"]

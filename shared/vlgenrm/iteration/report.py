@@ -226,7 +226,18 @@ def _figure() -> Any:
     return fig
 
 
-def _png(fig: Any) -> bytes:
+def _png(fig: Any, ax: Any, *, xlabel: str, ylabel: str, title: str, xlim: tuple[float, float] | None = None,
+         ylim: tuple[float, float] | None = None) -> bytes:
+    """Label the axes, add the legend if anything was drawn, and render."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if xlim is not None:
+        ax.set_xlim(*xlim)
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize="small")
+    ax.set_title(title)
     fig.tight_layout()
     out = io.BytesIO()
     fig.savefig(out, format="png", metadata={"Software": None})
@@ -246,13 +257,8 @@ def _accuracy_png(ablations: Sequence[AblationRow]) -> bytes:
                     marker="o", capsize=4, label=variant)
     ax.axhline(0.5, color="grey", linestyle=":", label="chance")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel("iteration t")
-    ax.set_ylabel("held-out pairwise accuracy")
-    ax.set_ylim(0, 1)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
-    ax.set_title("Held-out accuracy of M_{t+1} (mean over seeds, pooled 95 % CI)")
-    return _png(fig)
+    return _png(fig, ax, xlabel="iteration t", ylabel="held-out pairwise accuracy", ylim=(0, 1),
+                title="Held-out accuracy of M_{t+1} (mean over seeds, pooled 95 % CI)")
 
 
 def _confidence_png(rows: Sequence[IterationSummary]) -> bytes:
@@ -265,13 +271,8 @@ def _confidence_png(rows: Sequence[IterationSummary]) -> bytes:
     for variant, r in last.items():
         bins = len(r.confidence_histogram)
         ax.plot([(i + 0.5) / bins for i in range(bins)], r.confidence_histogram, marker="o", label=f"{variant} t={r.index} seed {r.seed}")
-    ax.set_xlabel("P(first response is better), held-out pairs")
-    ax.set_ylabel("pairs")
-    ax.set_xlim(0, 1)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
-    ax.set_title("Confidence histogram (a spike at 0.5 = collapse)")
-    return _png(fig)
+    return _png(fig, ax, xlabel="P(first response is better), held-out pairs", ylabel="pairs", xlim=(0, 1),
+                title="Confidence histogram (a spike at 0.5 = collapse)")
 
 
 def _acceptance_png(results: Sequence[IterationResult]) -> bytes:
@@ -280,13 +281,8 @@ def _acceptance_png(results: Sequence[IterationResult]) -> bytes:
     for r in results:
         if r.kept_by_threshold and r.seed == results[0].seed:
             ax.plot([p[0] for p in r.kept_by_threshold], [p[1] for p in r.kept_by_threshold], label=f"{r.variant} t={r.index}")
-    ax.set_xlabel("margin threshold tau")
-    ax.set_ylabel("pairs with an accepted critique")
-    ax.set_ylim(0, 1)
-    if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small")
-    ax.set_title("Acceptance per margin threshold")
-    return _png(fig)
+    return _png(fig, ax, xlabel="margin threshold tau", ylabel="pairs with an accepted critique", ylim=(0, 1),
+                title="Acceptance per margin threshold")
 
 
 def load_summary(directory: Path) -> RunSummary:

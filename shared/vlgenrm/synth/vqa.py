@@ -146,6 +146,22 @@ def random_claim(scene: Scene, rng: random.Random) -> Claim:
     return Claim(f"The sign says {word}.", true, f"sign {word}", f"sign {scene.sign}")
 
 
+#: The tasks asked about one claim: its truth, what it names, what the image shows instead.
+CLAIM_KINDS: tuple[VQAKind, ...] = (VQAKind.CLAIM, VQAKind.NAMED, VQAKind.SHOWN)
+
+
+def claim_item(kind: VQAKind, claim: Claim, image: bytes) -> VQAItem:
+    """The item of one of :data:`CLAIM_KINDS` about ``claim``."""
+    question = f"Is this true? {claim.text}"
+    if kind is VQAKind.CLAIM:
+        return VQAItem(kind, image, question, "yes" if claim.true else "no")
+    if kind is VQAKind.NAMED:
+        return VQAItem(kind, image, f"{question} What does it name?", claim.names)
+    if kind is VQAKind.SHOWN:
+        return VQAItem(kind, image, f"{question} What does the image show?", claim.shows)
+    raise ValueError(f"{kind.value} is not asked about a claim")
+
+
 def _counted(n: int, shape: str, colour: str = "") -> str:
     noun = f"{colour} {shape}".strip()
     return f"{NUMBER_WORDS[n]} {noun}{'s' if n > 1 else ''}"
@@ -213,13 +229,8 @@ def ask(kind: VQAKind, scene: Scene, image: bytes, rng: random.Random) -> VQAIte
     if kind is VQAKind.CAPTION:
         question = Question(QuestionKind.DESCRIBE, "Describe the image.")
         return VQAItem(kind, image, question.text, write_faithful(scene, question, rng))
-    if kind is VQAKind.CLAIM:
-        claim = random_claim(scene, rng)
-        return VQAItem(kind, image, f"Is this true? {claim.text}", "yes" if claim.true else "no")
-    if kind is VQAKind.NAMED:
-        return VQAItem(kind, image, f"Is this true? {(claim := random_claim(scene, rng)).text} What does it name?", claim.names)
-    if kind is VQAKind.SHOWN:
-        return VQAItem(kind, image, f"Is this true? {(claim := random_claim(scene, rng)).text} What does the image show?", claim.shows)
+    if kind in CLAIM_KINDS:
+        return claim_item(kind, random_claim(scene, rng), image)
     if kind is VQAKind.ASKED:
         shape = rng.choice(SHAPES)
         question = rng.choice([f"Is there a {shape}?", f"What colour is the {shape}?", f"How many {shape}s are there?"])
@@ -263,12 +274,8 @@ def scaffold_items(n: int, *, seed: int = 0, split: str = "train", image_size: i
         scene = random_scene(rng, image_size, max_kinds=3, text_probability=0.5)
         image = render(scene)
         claim = random_claim(scene, rng)
-        items += [
-            VQAItem(VQAKind.CLAIM, image, f"Is this true? {claim.text}", "yes" if claim.true else "no"),
-            VQAItem(VQAKind.NAMED, image, f"Is this true? {claim.text} What does it name?", claim.names),
-            VQAItem(VQAKind.SHOWN, image, f"Is this true? {claim.text} What does the image show?", claim.shows),
-            *(ask(kind, scene, image, rng) for kind in (VQAKind.ASKED, VQAKind.COLOURS, VQAKind.INVENTORY)),
-        ]
+        items += [claim_item(kind, claim, image) for kind in CLAIM_KINDS]
+        items += [ask(kind, scene, image, rng) for kind in (VQAKind.ASKED, VQAKind.COLOURS, VQAKind.INVENTORY)]
     return items
 
 
@@ -278,6 +285,7 @@ def vqa_items(kind: VQAKind, n: int, *, seed: int = 0, split: str = "train", ima
 
 
 __all__ = [
-    "COUNT_WORDS", "LADDER", "NO_SIGN", "SCAFFOLDS", "SCENE_KINDS", "CellLabels", "Claim", "VQAItem", "VQAKind", "ask", "cell_labels",
+    "CLAIM_KINDS", "COUNT_WORDS", "LADDER", "NO_SIGN", "SCAFFOLDS", "SCENE_KINDS", "CellLabels", "Claim", "VQAItem", "VQAKind", "ask",
+    "cell_labels", "claim_item",
     "make_item", "random_claim", "scaffold_items", "scene_items", "vqa_items",
 ]
