@@ -19,7 +19,7 @@ from typing import Any
 import kopf
 from pydantic import ValidationError
 
-from vlgenrm.bus import Bus, Topics, make_bus
+from vlgenrm.bus import Bus, CommitFailedError, Record, Topics, make_bus
 from vlgenrm.contracts import IterationReason, IterationStatus, Phase, Stage
 from vlgenrm.iteration.crd import GROUP, PLURAL, VERSION
 from vlgenrm.iteration.local import execute
@@ -55,9 +55,23 @@ class Runtime:
                 records = consumer.poll(1.0, 500)
                 with self.lock:
                     for record in records:
-                        self.failures.add(record)
+                        self.note(record)
                 if records:
-                    consumer.commit(records)
+                    try:
+                        consumer.commit(records)
+                    except CommitFailedError as exc:  # they only come again; not worth the thread
+                        log.warning("%s", exc)
+
+    def note(self, record: Record) -> None:
+        """Hand ``record`` to the failure log; a record it cannot take is skipped, never fatal.
+
+        This thread is the operator's only view of failures: if one record killed it, every
+        Iteration would wait forever for shards that already failed.
+        """
+        try:
+            self.failures.add(record)
+        except Exception:  # anyone can write to these topics
+            log.exception("skipped %s[%d]@%d: not a failure report", record.topic, record.partition, record.offset)
 
 
 @kopf.on.startup()

@@ -22,6 +22,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from vlgenrm.bus.codec import DecodeFailure, parse_json
 from vlgenrm.genrm.errors import ContextTooLongError, ImageTooLargeError, InvalidImageError
 from vlgenrm.scoring.config import ServingConfig
 from vlgenrm.scoring.core import JobResult, PairJob, PointJob, rank, split_query
@@ -56,12 +57,22 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse(body.model_dump(), status_code=status, headers=headers)
 
 
+def _is_json(headers: dict[bytes, bytes]) -> bool:
+    media = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+    return media == b"application/json" or (media.startswith(b"application/") and media.endswith(b"+json"))
+
+
 class BodyLimit:
-    """ASGI middleware: a body over ``max_bytes`` gets 413 before any of it is parsed.
+    """ASGI middleware: a body over ``max_bytes`` gets 413 before any of it is parsed, and a
+    JSON body that is not strict JSON gets 422 with the reason.
 
     A declared Content-Length is checked up front; a chunked body is read (at most
     ``max_bytes`` + one chunk) and replayed to the app. An exception raised from inside the
     app's own body reading would be turned into a 400 by FastAPI, hence the buffering.
+    JSON bodies are held to the rules the bus applies to its records
+    (:func:`vlgenrm.bus.codec.parse_json`): FastAPI's ``json.loads`` would take NaN, keep the
+    last of duplicate keys, and meet a 5,000-digit number or deep nesting only as a bare
+    "error parsing the body".
     """
 
     def __init__(self, app: Any, max_bytes: int) -> None:
@@ -71,7 +82,8 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
         if declared is not None:
             if not declared.isdigit():
                 await error_response(400, "invalid_request", "Content-Length is not a number")(scope, receive, send)
@@ -92,6 +104,12 @@ class BodyLimit:
             chunks.append(message)
             if not message.get("more_body", False):
                 break
+        body = b"".join(m.get("body", b"") for m in chunks if m["type"] == "http.request")
+        if body and _is_json(headers):
+            parsed = parse_json(body)
+            if isinstance(parsed, DecodeFailure):
+                await error_response(422, "invalid_request", f"the body is not strict JSON: {parsed.detail}")(scope, receive, send)
+                return
         replay = iter(chunks)
 
         async def replayed() -> dict:
@@ -125,7 +143,8 @@ def make_api(max_request_bytes: int) -> FastAPI:
 
     @api.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        return error_response(exc.status_code, {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error"), str(exc.detail))
+        codes = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed"}
+        return error_response(exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail))
 
     return api
 

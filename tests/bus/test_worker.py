@@ -6,10 +6,13 @@ import json
 import signal
 import time
 
+import pytest
+
 from tests.bus.child import task
 from tests.bus.procs import spawn, wait_for_line
 from tests.bus.test_bus_contract import drain
 from vlgenrm.bus import Record, Worker
+from vlgenrm.bus.worker import MAX_DEAD_LETTER_ORIGINAL
 from vlgenrm.contracts import DeadLetter, DeadLetterReason, StageTask
 from vlgenrm.errors import TransientError
 from vlgenrm.retry import Backoff
@@ -102,3 +105,103 @@ def test_sigterm_finishes_the_current_message_commits_and_exits(bus_backend, uni
             rest = drain(consumer, n - 2)
         rest_ids = sorted(StageTask.model_validate_json(r.value).shard.shard for r in rest)
         assert rest_ids == sorted(set(range(n)) - {first, second})
+
+
+class Unprintable(Exception):
+    def __str__(self) -> str:
+        raise RuntimeError("even the message is broken")
+
+
+def recurse(n: int) -> int:
+    return recurse(n + 1) + 1
+
+
+POISON: dict[str, tuple[bytes, DeadLetterReason]] = {
+    "5000-digit integer": (b'{"schema_version":1,"task_id":' + b"9" * 5000 + b"}", DeadLetterReason.UNDECODABLE),
+    "deep nesting": (b"[" * 100_000 + b"]" * 100_000, DeadLetterReason.UNDECODABLE),
+    "NaN": (b'{"schema_version":NaN}', DeadLetterReason.UNDECODABLE),
+    "duplicate key": (b'{"schema_version":1,"schema_version":1}', DeadLetterReason.UNDECODABLE),
+    "lone surrogate": (b'{"schema_version":1,"task_id":"\\udc00"}', DeadLetterReason.UNDECODABLE),
+    "empty": (b"", DeadLetterReason.UNDECODABLE),
+    "900 kB of junk": (b"x" * 900_000, DeadLetterReason.UNDECODABLE),
+    "wrong type": (task(5).model_dump_json().replace('"shard":5', '"shard":"five"').encode(), DeadLetterReason.INVALID),
+    "schema_version true": (task(6).model_dump_json().replace('"schema_version":1', '"schema_version":true', 1).encode(), DeadLetterReason.INVALID),
+    "unknown version": (task(7).model_dump_json().replace('"schema_version":1', '"schema_version":3', 1).encode(), DeadLetterReason.UNKNOWN_SCHEMA_VERSION),
+}
+#: Well-formed tasks whose handler raises something that is no declared retryable error.
+RAISES = {10: SystemExit(3), 11: RecursionError, 12: Unprintable(), 13: MemoryError("shard too big")}
+
+
+def test_poison_records_and_raising_handlers_are_dead_lettered_and_the_next_record_is_processed(bus_backend, unique):
+    bus = bus_backend.new_bus()
+    topic, dlq, group = unique("tasks"), unique("dlq"), unique("g")
+    # One key, one partition: the good tasks around the poison prove the line kept moving in order.
+    sent: list[tuple[bytes, DeadLetterReason | None]] = [(task(0).to_json_bytes(), None)]
+    sent += list(POISON.values())
+    sent += [(task(i).to_json_bytes(), DeadLetterReason.HANDLER_FAILED) for i in RAISES]
+    sent += [(task(1).to_json_bytes(), None)]
+    for value, _ in sent:
+        bus.publish(topic, "k", value)
+    handled: list[int] = []
+
+    def handle(message: StageTask, record: Record) -> None:
+        i = message.shard.shard
+        if i == 11:
+            recurse(0)
+        if i in RAISES:
+            raise RAISES[i]
+        handled.append(i)
+
+    worker = Worker(bus, [topic], group, StageTask, handle, dlq_topic=dlq, settings=FAST)
+    stats = worker.run(max_messages=len(sent), idle_timeout_s=60)
+    assert handled == [0, 1]
+    bad = [(offset, value, reason) for offset, (value, reason) in enumerate(sent) if reason is not None]
+    assert stats.processed == 2 and sum(stats.dead_lettered.values()) == len(bad)
+    letters = {d.offset: d for d in read_dead_letters(bus, dlq, len(bad), unique)}
+    assert sorted(letters) == [offset for offset, _, _ in bad]
+    for offset, value, reason in bad:
+        letter = letters[offset]
+        assert letter.reason is reason and letter.detail and letter.topic == topic and letter.group == group, letter.detail
+        assert len(letter.detail) < 2200
+        if len(value) > MAX_DEAD_LETTER_ORIGINAL:
+            assert letter.original == value[:MAX_DEAD_LETTER_ORIGINAL] and f"of {len(value)} bytes" in letter.detail
+        else:
+            assert letter.original == value
+    details = [letters[offset].detail for offset, _, _ in bad[-len(RAISES):]]
+    assert details[0].startswith("SystemExit") and details[1].startswith("RecursionError")
+    assert details[2] == "Unprintable: <unprintable: RuntimeError>" and details[3] == "MemoryError: shard too big"
+    assert bus.lag(group, topic) == 0  # committed past every one of them
+
+    # The same group goes on with what comes next.
+    bus.publish(topic, "k", task(2))
+    Worker(bus, [topic], group, StageTask, handle, dlq_topic=dlq, settings=FAST).run(max_messages=1, idle_timeout_s=60)
+    assert handled == [0, 1, 2] and bus.lag(group, topic) == 0
+
+
+@pytest.mark.integration
+def test_a_tombstone_and_a_key_that_is_not_utf8_reach_the_dead_letter_topic(kafka_server, unique):
+    """Kafka lets any client write a null value or a binary key; neither may stop the consumer."""
+    from kafka import KafkaProducer
+
+    from tests.conftest import kafka_settings
+    from vlgenrm.bus.kafka import KafkaBus
+
+    bus = KafkaBus(kafka_settings(kafka_server, partitions=1))
+    topic, dlq, group = unique("tasks"), unique("dlq"), unique("g")
+    bus.ensure_topics([topic, dlq])
+    producer = KafkaProducer(bootstrap_servers=kafka_server.bootstrap_servers)
+    producer.send(topic, key=b"\xff\xfe", value=None).get(timeout=30)
+    producer.send(topic, key=b"\xff\xfe", value=b"\x80junk").get(timeout=30)
+    producer.close()
+    bus.publish(topic, "k", task(0))
+    handled: list[int] = []
+    try:
+        stats = Worker(bus, [topic], group, StageTask, lambda m, r: handled.append(m.shard.shard), dlq_topic=dlq, settings=FAST).run(
+            max_messages=3, idle_timeout_s=60)
+        assert handled == [0] and stats.dead_lettered[DeadLetterReason.UNDECODABLE] == 2
+        letters = sorted(read_dead_letters(bus, dlq, 2, unique), key=lambda d: d.offset)
+        assert [d.original for d in letters] == [b"", b"\x80junk"]
+        assert all(d.original_key == "\\xff\\xfe" and d.detail for d in letters)
+        assert bus.lag(group, topic) == 0
+    finally:
+        bus.close()

@@ -45,3 +45,9 @@ def test_printer_columns_short_names_status_and_descriptions():
     assert spec["required"] == ["dataset", "evalSet"]
     assert "learning" in spec["properties"]["training"]["properties"]["learning_rate"]["description"].lower()
     assert any("baseModel" in rule["rule"] for rule in spec["x-kubernetes-validations"])
+
+
+def test_an_iteration_cannot_continue_itself():
+    schema = crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    rules = [r["rule"] for r in schema["x-kubernetes-validations"]]
+    assert any("self.spec.previousIteration != self.metadata.name" in rule for rule in rules)

@@ -71,6 +71,15 @@ def test_invalid_iterations_are_rejected_with_the_schemas_message(crd, namespace
     assert out.returncode != 0 and message in out.stderr, out.stderr
 
 
+def test_an_iteration_naming_itself_as_previous_iteration_is_rejected(crd, namespace):
+    out = apply(crd, namespace, iteration("loop", previousIteration="loop", index=1))
+    assert out.returncode != 0 and "names this Iteration itself" in out.stderr, out.stderr
+    assert apply(crd, namespace, iteration("loop", previousIteration="loop-0", index=1)).returncode == 0
+    # Also on update: an accepted Iteration cannot be edited into its own predecessor.
+    out = apply(crd, namespace, iteration("loop", previousIteration="loop", index=1))
+    assert out.returncode != 0 and "names this Iteration itself" in out.stderr, out.stderr
+
+
 def test_printer_columns_short_names_status_and_explain(crd, namespace):
     assert apply(crd, namespace, iteration("shown")).returncode == 0
     status = {"phase": "Sampling", "progress": "sampling 3/8", "metrics": {"accuracy": 0.625}}

@@ -343,6 +343,17 @@ def test_invalid_bodies_get_4xx_with_a_message(scorer: Scorer):
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request" and r.json()["error"]["message"], (body, r.text)
     r = httpx.post(scorer.url + "/v1/compare", content=b"{not json", headers=scorer.headers() | {"Content-Type": "application/json"})
     assert r.status_code == 422
+    # Bodies json.loads rejects in unusual ways (ValueError, RecursionError) or would take (NaN, duplicates).
+    unusual = [
+        b'{"image":"x","question":"q","responses":["a"],"n":' + b"9" * 5000 + b"}",
+        b"[" * 100_000 + b"]" * 100_000,
+        b'{"image":"x","question":NaN,"responses":["a"]}',
+        b'{"image":"x","question":"q","question":"r","responses":["a"]}',
+    ]
+    for path in ("/v1/score", "/v1/compare", "/get_reward"):
+        for body in unusual:
+            r = httpx.post(scorer.url + path, content=body, headers=scorer.headers() | {"Content-Type": "application/json"}, timeout=60)
+            assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request", (path, body[:60], r.text)
     assert json.loads(httpx.get(scorer.url + "/nope").text)["error"]["code"] == "not_found"
 
 

@@ -202,8 +202,17 @@ class KafkaBusConsumer(Consumer):
                 log.warning("poll from %s failed: %r", self._bus.settings.bootstrap_servers, exc)
                 return []
             raise
+        # Any producer can write here: a key that is not UTF-8 or a tombstone (no value) must
+        # reach the worker as a record it can dead-letter, not raise out of poll().
         return [
-            Record(r.topic, r.partition, r.offset, r.key.decode() if r.key is not None else None, r.value, r.timestamp)
+            Record(
+                r.topic,
+                r.partition,
+                r.offset,
+                r.key.decode("utf-8", "backslashreplace") if r.key is not None else None,
+                r.value if r.value is not None else b"",
+                r.timestamp,
+            )
             for records in batches.values()
             for r in records
         ]

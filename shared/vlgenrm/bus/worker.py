@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from vlgenrm.bus.base import Bus, CommitFailedError, Record
-from vlgenrm.bus.codec import DecodeFailure, decode
+from vlgenrm.bus.codec import DecodeFailure, clip_detail, decode
 from vlgenrm.contracts import Contract, DeadLetter, DeadLetterReason
 from vlgenrm.errors import TransientError
 from vlgenrm.settings import WorkerSettings
@@ -35,6 +35,20 @@ log = logging.getLogger(__name__)
 
 #: Handler exceptions retried in place before the message is dead-lettered.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (TransientError, ConnectionError, TimeoutError)
+
+#: Most bytes of the original a dead letter carries. Base64 grows it by a third, and a letter
+#: over the broker's message limit (1 MiB by default) could never be published: the record
+#: would stay uncommitted and come back forever.
+MAX_DEAD_LETTER_ORIGINAL = 512 << 10
+
+
+def describe(exc: BaseException) -> str:
+    """``Type: message`` of ``exc``, even when its ``__str__`` itself fails."""
+    try:
+        text = str(exc)
+    except Exception as inner:  # noqa: BLE001 - the failure is reported, not the formatting
+        text = f"<unprintable: {type(inner).__name__}>"
+    return clip_detail(f"{type(exc).__name__}: {text}")
 
 
 class Interrupted(Exception):
@@ -141,22 +155,29 @@ class Worker(Generic[M]):
             except TRANSIENT_ERRORS as exc:
                 delay = next(delays, None)
                 if delay is None:
-                    self._dead_letter(record, DeadLetterReason.RETRIES_EXHAUSTED, f"{type(exc).__name__}: {exc}", attempt)
+                    self._dead_letter(record, DeadLetterReason.RETRIES_EXHAUSTED, describe(exc), attempt)
                     return
                 log.warning("%s@%d transient failure (attempt %d): %s", record.topic, record.offset, attempt, exc)
                 self.stats.retries += 1
                 if self._stop.wait(delay):
                     raise Interrupted from exc
                 attempt += 1
-            except Exception as exc:  # noqa: BLE001 - a permanent failure is dead-lettered, never swallowed
-                self._dead_letter(record, DeadLetterReason.HANDLER_FAILED, f"{type(exc).__name__}: {exc}", attempt)
+            # SystemExit too: a library that calls sys.exit() on one record's input would
+            # otherwise end the process, and the uncommitted record would end the next one.
+            except (Exception, SystemExit) as exc:  # noqa: BLE001 - a permanent failure is dead-lettered, never swallowed
+                self._dead_letter(record, DeadLetterReason.HANDLER_FAILED, describe(exc), attempt)
                 return
 
     def _dead_letter(self, record: Record, reason: DeadLetterReason, detail: str, attempts: int) -> None:
+        detail = clip_detail(detail)
+        original = bytes(record.value) if isinstance(record.value, (bytes, bytearray, memoryview)) else b""
+        if len(original) > MAX_DEAD_LETTER_ORIGINAL:
+            detail += f" (original cut to its first {MAX_DEAD_LETTER_ORIGINAL} of {len(original)} bytes)"
+            original = original[:MAX_DEAD_LETTER_ORIGINAL]
         letter = DeadLetter(
             reason=reason,
             detail=detail,
-            original=record.value,
+            original=original,
             original_key=record.key,
             topic=record.topic,
             partition=record.partition,

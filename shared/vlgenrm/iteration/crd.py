@@ -32,6 +32,12 @@ SPEC_RULES = [
              "(has(self.rationale) && has(self.rationale.teacher_sees) && self.rationale.teacher_sees == 'label')",
      "message": "experts.enabled=false writes no expert report: set rationale.teacher_sees=label"},
 ]
+#: Checks that need the object's own name, so they sit at the root: CEL there may read
+#: ``self.metadata.name`` (and only name and generateName of the metadata).
+ROOT_RULES = [
+    {"rule": "!has(self.spec.previousIteration) || self.spec.previousIteration != self.metadata.name",
+     "message": "spec.previousIteration names this Iteration itself: it would wait forever for its own result"},
+]
 DROP = {"title", "default", "examples", "propertyNames"}
 #: JSONSchemaProps fields the API server accepts; anything else pydantic emits (writeOnly, ...) goes.
 ALLOWED = {
@@ -124,6 +130,7 @@ def crd_manifest() -> dict[str, Any]:
             "spec": spec,
             "status": status,
         },
+        "x-kubernetes-validations": ROOT_RULES,
     }
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
