@@ -111,3 +111,11 @@ def test_runs_with_other_data_get_other_datasets_and_iteration_names() -> None:
     assert biased.dataset().name != uniform.dataset().name and biased.digest() != uniform.digest()
     assert RunConfig().digest() == biased.digest() and RunConfig().dataset() == biased.dataset()  # a rerun finds its own
     assert RunConfig(spec={"training": {"epochs": 1}}).digest() != biased.digest()
+
+
+def test_a_changed_generator_gets_a_new_dataset_and_new_iteration_names(monkeypatch: pytest.MonkeyPatch) -> None:
+    import vlgenrm.iteration.demo as demo
+
+    dataset, names = RunConfig().dataset().name, RunConfig().digest()
+    monkeypatch.setattr(demo, "GENERATOR_FORMAT", demo.GENERATOR_FORMAT + 1)
+    assert RunConfig().dataset().name != dataset and RunConfig().digest() != names  # never stale data under an old name

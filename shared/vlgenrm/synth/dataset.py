@@ -166,16 +166,24 @@ def _rng(config: SynthConfig, split: str, index: int, purpose: str) -> random.Ra
     return random.Random(f"{config.seed}/{split}/{index}/{purpose}")
 
 
+#: Bumped when the generator's code changes what a config produces (2: no text shortcuts), so a
+#: dataset named by its config's digest is never a stale one.
+GENERATOR_FORMAT = 2
+
+
 def make_example(config: SynthConfig, split: str, index: int) -> tuple[bytes, Example, ExampleTruth]:
     """One pair: (PNG bytes, the example, its truth). The image ref is the content address
     ``BlobStore.put_image`` gives the bytes; storing them is the caller's job."""
-    scene = random_scene(_rng(config, split, index, "scene"), config.image_size, config.max_kinds, config.text_probability)
+    types = sorted(config.hallucination_rates)
+    kind = _rng(config, split, index, "kind").choices(types, weights=[config.hallucination_rates[t] for t in types])[0]
+    # A misread sign needs a sign: on a scene without one, "there is no sign" against "the sign
+    # says W" would tell the better answer by its wording alone.
+    signs = 1.0 if kind is HallucinationType.WRONG_TEXT else config.text_probability
+    scene = random_scene(_rng(config, split, index, "scene"), config.image_size, config.max_kinds, signs)
     png = render(scene)
     digest = hashlib.sha256(png).hexdigest()
     image = ImageRef(key=image_key(digest, "png"), sha256=digest, width=scene.size, height=scene.size)
     rng = _rng(config, split, index, "text")
-    types = sorted(config.hallucination_rates)
-    kind = rng.choices(types, weights=[config.hallucination_rates[t] for t in types])[0]
     question = random_question(rng, scene, kind)
     good = write_faithful(scene, question, rng)
     bad = write_hallucinated(scene, question, kind, rng)

@@ -145,7 +145,12 @@ def hallucinated_content(scene: Scene, question: Question, kind: HallucinationTy
         return content, f"sign: {scene.sign or 'none'} -> {wrong}"
     if not content.mentions:
         raise ValueError(f"{kind.value} needs a question about shapes, got {question.kind.value}")
-    i = rng.randrange(len(content.mentions))
+    # The departure must not show in the text alone: a colour is changed where one is stated
+    # (adding one would make the hallucinated answer the longer, more colourful one), and an
+    # invented shape replaces a mention instead of adding one (measured before: a text-only
+    # classifier of length and word counts told the better response 0.642 of the time).
+    coloured = [j for j, m in enumerate(content.mentions) if m.colour is not None]
+    i = rng.choice(coloured) if kind is HallucinationType.WRONG_COLOUR and coloured else rng.randrange(len(content.mentions))
     m = content.mentions[i]
     true_colour = scene.find(m.shape).colour  # type: ignore[union-attr]  # mentions come from the scene
     if kind is HallucinationType.WRONG_COLOUR:
@@ -156,16 +161,13 @@ def hallucinated_content(scene: Scene, question: Question, kind: HallucinationTy
         wrong = rng.choice([n for n in range(1, 5) if n != m.count])
         content.mentions[i] = replace(m, count=wrong, exact=True)
         return content, f"{m.shape}: {m.count} -> {wrong}"
-    # WRONG_OBJECT: a shape the scene lacks, replacing a mention or added to them.
-    shape = rng.choice([s for s in SHAPES if scene.find(s) is None])
-    count = rng.randint(1, 3)
-    invented = Mention(shape, rng.choice(sorted(COLOURS)), count, exact=count > 1 or rng.random() < 0.5)
-    if rng.random() < 0.5:
-        content.mentions[i] = invented
-        detail = f"{m.shape} -> {shape}"
-    else:
-        content.mentions.insert(rng.randint(0, len(content.mentions)), invented)
-        detail = f"+ {shape}"
+    # WRONG_OBJECT: a shape the scene lacks, in place of a mention, said as that mention was.
+    absent = [s for s in SHAPES if scene.find(s) is None]
+    negated = {s for s, _ in content.absent}
+    shape = rng.choice([s for s in absent if s not in negated] or absent)  # keep its negations, as the faithful one does
+    colour = rng.choice(sorted(COLOURS)) if m.colour is not None else None
+    content.mentions[i] = Mention(shape, colour, m.count, m.exact)
+    detail = f"{m.shape} -> {shape}"
     content.absent = [(s, c) for s, c in content.absent if s != shape]  # never contradict itself
     return content, detail
 
