@@ -16,6 +16,7 @@ from vlgenrm.store import LocalStore
 from vlgenrm.contracts import Choice, TrainingRecord
 from vlgenrm.training.config import TrainingConfig, TrainingTaskSettings
 from vlgenrm.training.data import load_training_set, write_training_set
+from vlgenrm.training.loop import threads_for
 from vlgenrm.training.run import TrainingOutcome, run_training
 
 pytestmark = pytest.mark.slow
@@ -51,6 +52,7 @@ def test_one_worker_raises_held_out_accuracy_and_exports_a_model_that_scores(loc
     assert before <= 0.75, "the start checkpoint should not already know"
     assert after >= 0.9 and after >= before + 0.2
     assert outcome.state.step == 60 and [p.step for p in outcome.state.history] == list(range(10, 61, 10))
+    assert outcome.state.threads == threads_for(config.cpus_per_worker) == 1  # not one per core of the machine
 
 
 def test_two_workers_with_the_same_global_batch_follow_the_one_worker_loss_curve(local_ray, tmp_path, tiny_start):

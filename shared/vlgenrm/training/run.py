@@ -105,7 +105,7 @@ def run_training(
         "steps": float(state.step), "samples": float(state.samples), "first_loss": first, "final_loss": last,
         "train_seconds": state.train_seconds,
         "samples_per_s": state.samples / state.train_seconds if state.train_seconds else 0.0,
-        "skipped_examples": float(sum(state.skipped.values())),
+        "skipped_examples": float(sum(state.skipped.values())), "torch_threads": float(state.threads),
     }
     log.info("%s: trained %d steps, loss %.4f -> %.4f; model %s at %s", label, state.step, first, last, version, uri)
     return TrainingOutcome(uri, version, state, metrics)
