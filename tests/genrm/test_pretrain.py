@@ -18,15 +18,16 @@ from vlgenrm.genrm.pretrain import (
     cell_features,
     ladder_accuracy,
     load_report,
+    marking_stage,
     pretrain,
 )
 from vlgenrm.genrm.tiny import build_tiny_genrm
 from vlgenrm.store import LocalStore
 from vlgenrm.synth.vqa import LADDER, SCAFFOLDS, VQAKind, vqa_items
 
-#: A build small enough for a test: the same code as the default's, 4 + 20 steps.
+#: A build small enough for a test: the same code as the default's, 4 + 20 + 4 steps.
 SMALL = PretrainConfig(steps=20, scenes=12, simple_items=8, scaffold_scenes=6, vision_steps=4, vision_scenes=8, eval_items=6, batch_size=8,
-                       warmup_steps=5)
+                       warmup_steps=5, marked_steps=4, marked_scenes=6, replay_scenes=2)
 
 
 @pytest.fixture(scope="module")
@@ -74,13 +75,23 @@ def test_report_lists_every_rung_before_and_after(built: tuple[Path, Path]) -> N
     assert "| shape_colour |" in report.table()
 
 
+def test_the_marking_stage_follows_the_language_stage(built: tuple[Path, Path]) -> None:
+    items, stage = marking_stage(SMALL)
+    kinds = [i.kind for i in items]
+    assert kinds.count(VQAKind.MARKED) == kinds.count(VQAKind.VERIFY) - SMALL.replay_scenes == SMALL.marked_scenes  # replay asks verify too
+    assert (stage.steps, stage.learning_rate) == (SMALL.marked_steps, SMALL.marked_learning_rate)
+    losses = load_report(built[0]).losses
+    assert losses[-1][0] == SMALL.steps + SMALL.marked_steps and any(step == SMALL.steps for step, _ in losses)
+
+
 def test_cache_builds_once(tmp_path: Path) -> None:
     config = SMALL.model_copy(update={"steps": 2, "vision_steps": 1, "eval_items": 2})
     calls = []
     path, report = cached_base(config, tmp_path, progress=lambda s, n, loss: calls.append((s, n)))
-    assert path == cache_path(config, tmp_path) and calls == [(1, 3), (2, 3), (3, 3)]  # one bar over both stages
+    total = 1 + 2 + SMALL.marked_steps
+    assert path == cache_path(config, tmp_path) and calls == [(s, total) for s in range(1, total + 1)]  # one bar over the three stages
     again, same = cached_base(config, tmp_path, progress=lambda s, n, loss: calls.append((s, n)))
-    assert again == path and same.version == report.version and len(calls) == 3  # no second build
+    assert again == path and same.version == report.version and len(calls) == total  # no second build
 
 
 def test_vqa_splits_are_disjoint_and_answers_in_their_options() -> None:

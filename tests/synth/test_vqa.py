@@ -7,7 +7,18 @@ import re
 
 from vlgenrm.synth.scene import GRID, random_scene
 from vlgenrm.synth.vocab import NUMBER_WORDS, SHAPES
-from vlgenrm.synth.vqa import SCAFFOLDS, CellLabels, VQAKind, cell_labels, random_claim, scaffold_items
+from vlgenrm.synth.vqa import (
+    LADDER,
+    MARKED_PROMPT,
+    SCAFFOLDS,
+    VERIFY_QUESTION,
+    CellLabels,
+    VQAKind,
+    cell_labels,
+    marked_items,
+    random_claim,
+    scaffold_items,
+)
 
 WORD_NUMBERS = {w: n for n, w in NUMBER_WORDS.items()}
 
@@ -74,3 +85,19 @@ def test_scaffolds_name_what_the_question_and_the_image_hold() -> None:
     claims = [it for it in items if it.kind is VQAKind.CLAIM]
     named = [it for it in items if it.kind is VQAKind.NAMED]
     assert [c.question for c in claims] == [n.question.removesuffix(" What does it name?") for n in named]
+
+
+def test_a_response_is_asked_in_the_genrm_layout_and_marked_with_the_same_truth() -> None:
+    truths = []
+    for i, item in enumerate(marked_items(60)):
+        if i % 2 == 0:
+            verify = item
+            assert verify.kind is VQAKind.VERIFY and verify.question.startswith("Question: ")
+            assert verify.question.endswith(f"\n\n{VERIFY_QUESTION}") and verify.answer in VQAKind.VERIFY.options
+            continue
+        response = verify.question.split("\n\nResponse: ", 1)[1].rsplit("\n\n", 1)[0]
+        assert item.kind is VQAKind.MARKED and item.question == MARKED_PROMPT and item.image == verify.image
+        assert item.answer == f"{response} ({'true' if verify.answer == 'yes' else 'false'})"  # the mark right after the response
+        truths.append(verify.answer == "yes")
+    assert 0.3 < sum(truths) / len(truths) < 0.7
+    assert VQAKind.MARKED not in LADDER  # open text: trained, never scored

@@ -26,7 +26,9 @@ with one hallucination of any type, true or not. It never shows two answers side
 asks which is better — that is the GenRM's job, learnt later from preference data.
 
 ``caption`` (describe the image, in the responses' own grammar) is a training task only: its
-answers are open text, so the ladder does not score it.
+answers are open text, so the ladder does not score it. ``marked`` is one too: it writes a
+response like ``verify``'s and then marks it ``(true)`` or ``(false)``, so the response's truth
+is computed at its own last tokens.
 
 The **scaffolds** (:data:`SCAFFOLDS`) are training tasks too. "Is there a star?" and "is this
 claim true?" are equality functions of the text and the image: the answer is independent of
@@ -70,6 +72,8 @@ class VQAKind(StrEnum):
     CLAIM = "claim"
     VERIFY = "verify"
     CAPTION = "caption"
+    #: Training only: write a response in the preference data's grammar, then mark it (true) or (false).
+    MARKED = "marked"
     # Scaffolds (training only): first-order halves of the comparisons above.
     ASKED = "asked"
     NAMED = "named"
@@ -93,7 +97,7 @@ class VQAKind(StrEnum):
 
 
 SCAFFOLDS: tuple[VQAKind, ...] = (VQAKind.ASKED, VQAKind.NAMED, VQAKind.SHOWN, VQAKind.COLOURS, VQAKind.INVENTORY)
-LADDER: tuple[VQAKind, ...] = tuple(k for k in VQAKind if k is not VQAKind.CAPTION and k not in SCAFFOLDS)
+LADDER: tuple[VQAKind, ...] = tuple(k for k in VQAKind if k not in (VQAKind.CAPTION, VQAKind.MARKED) and k not in SCAFFOLDS)
 
 
 @dataclass(frozen=True)
@@ -221,11 +225,10 @@ def ask(kind: VQAKind, scene: Scene, image: bytes, rng: random.Random) -> VQAIte
     if kind is VQAKind.SIGN:
         return VQAItem(kind, image, "What does the sign say?", scene.sign or NO_SIGN)
     if kind is VQAKind.VERIFY:
-        hallucination = rng.choice([h for h in HallucinationType if h is not HallucinationType.WRONG_TEXT or scene.sign is not None])
-        question = random_question(rng, scene, hallucination)
-        true = rng.random() < 0.5
-        text = write_faithful(scene, question, rng) if true else write_hallucinated(scene, question, hallucination, rng).text
+        _, text, true = _response(scene, rng)
         return VQAItem(kind, image, f"Is this description of the image true? {text}", "yes" if true else "no")
+    if kind is VQAKind.MARKED:
+        return verify_pair(scene, image, rng)[1]
     if kind is VQAKind.CAPTION:
         question = Question(QuestionKind.DESCRIBE, "Describe the image.")
         return VQAItem(kind, image, question.text, write_faithful(scene, question, rng))
@@ -240,6 +243,40 @@ def ask(kind: VQAKind, scene: Scene, image: bytes, rng: random.Random) -> VQAIte
     if kind is VQAKind.INVENTORY:
         return VQAItem(kind, image, "Count each shape and name its colour.", ", ".join(_counted(o.count, o.shape, o.colour) for o in _by_shape(scene)))
     raise ValueError(f"{kind.value} items draw their own image (make_item)")
+
+
+def _response(scene: Scene, rng: random.Random) -> tuple[Question, str, bool]:
+    """A question about ``scene`` and a response to it: faithful, or with one hallucination of any type."""
+    hallucination = rng.choice([h for h in HallucinationType if h is not HallucinationType.WRONG_TEXT or scene.sign is not None])
+    question = random_question(rng, scene, hallucination)
+    true = rng.random() < 0.5
+    text = write_faithful(scene, question, rng) if true else write_hallucinated(scene, question, hallucination, rng).text
+    return question, text, true
+
+
+def verify_pair(scene: Scene, image: bytes, rng: random.Random) -> tuple[VQAItem, VQAItem]:
+    """One response to a question about ``scene`` (as ``verify`` draws it), asked two ways: as
+    ``verify`` in the GenRM's own layout (question, response, "is it true?") and as ``marked``,
+    which writes the response and then marks it. The mark comes right after the response's last
+    word, the place a pairwise prompt's verdict later reads each response from."""
+    question, text, true = _response(scene, rng)
+    verify = VQAItem(VQAKind.VERIFY, image, f"Question: {question.text}\n\nResponse: {text}\n\n{VERIFY_QUESTION}", "yes" if true else "no")
+    marked = VQAItem(VQAKind.MARKED, image, MARKED_PROMPT, f"{text} ({'true' if true else 'false'})")
+    return verify, marked
+
+
+VERIFY_QUESTION = "Is this response true of the image?"
+MARKED_PROMPT = "Write a response and say whether it is true."
+
+
+def marked_items(n: int, *, seed: int = 0, split: str = "train", image_size: int = 224) -> list[VQAItem]:
+    """``n`` scenes, each with one response asked both ways (:func:`verify_pair`)."""
+    items: list[VQAItem] = []
+    for i in range(n):
+        rng = random.Random(f"pretrain/{seed}/{split}/marked/{i}")
+        scene = random_scene(rng, image_size, max_kinds=3, text_probability=0.5)
+        items += verify_pair(scene, render(scene), rng)
+    return items
 
 
 def make_item(kind: VQAKind, rng: random.Random, image_size: int = 224) -> VQAItem:
@@ -287,5 +324,5 @@ def vqa_items(kind: VQAKind, n: int, *, seed: int = 0, split: str = "train", ima
 __all__ = [
     "CLAIM_KINDS", "COUNT_WORDS", "LADDER", "NO_SIGN", "SCAFFOLDS", "SCENE_KINDS", "CellLabels", "Claim", "VQAItem", "VQAKind", "ask",
     "cell_labels", "claim_item",
-    "make_item", "random_claim", "scaffold_items", "scene_items", "vqa_items",
+    "MARKED_PROMPT", "VERIFY_QUESTION", "make_item", "marked_items", "random_claim", "scaffold_items", "scene_items", "verify_pair", "vqa_items",
 ]
