@@ -83,6 +83,7 @@ def test_report_and_summary(tmp_path: Path) -> None:
     assert ablation[("experts", 1)].seeds == 2 and ablation[("experts", 1)].accuracy_std == 0.0
     assert "collapsed" in text and "experts vs no-experts at t=1" in text and "do not overlap" in text
     assert "τ 0.0 → 0.5" in text  # what iteration 2 changed
+    assert summary.text_only is not None and summary.text_only.n == config.data.n_eval and "Baseline: text alone" in text
     json.loads((tmp_path / "report" / "summary.json").read_text())  # machine-readable
 
 

@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 from vlgenrm.contracts import IterationReason, Stage
 from vlgenrm.genrm.evaluation import ConfidenceReport, PairPrediction, confidence_report, wilson_interval
 from vlgenrm.stages import stage_lines
+from vlgenrm.synth.shortcuts import TextBaseline, text_only_baseline
 
 if TYPE_CHECKING:
     from vlgenrm.iteration.demo import IterationResult, RunConfig
@@ -73,6 +74,7 @@ class RunSummary(BaseModel):
     minutes: float
     data: dict[str, Any]
     base: dict[str, Any] | None = Field(None, description="The embedded base's ladder (held-out VQA accuracy), when it was used.")
+    text_only: TextBaseline | None = Field(None, description="What the responses' wording alone scores on the same held-out pairs (synth.shortcuts).")
     iterations: list[IterationSummary]
     ablations: list[AblationRow]
 
@@ -139,9 +141,10 @@ def write_report(results: list[IterationResult], config: RunConfig, directory: P
     directory.mkdir(parents=True, exist_ok=True)
     rows = [summarise(r, store, chain_namespace(config, r.variant, r.seed)) for r in results]
     ablations = ablation_rows(rows)
+    text_only = text_only_baseline(config.data) if config.data.n_train >= 2 and config.data.n_eval >= 1 else None
     summary = RunSummary(name=config.name, minutes=elapsed_s / 60, data=config.data.model_dump(mode="json"),
                          base=base_report.model_dump(mode="json") if base_report is not None else None,
-                         iterations=rows, ablations=ablations)
+                         text_only=text_only, iterations=rows, ablations=ablations)
     (directory / SUMMARY).write_text(summary.model_dump_json(indent=2) + "\n")
     (directory / "accuracy.png").write_bytes(_accuracy_png(ablations))
     (directory / "acceptance.png").write_bytes(_acceptance_png(results))
@@ -157,6 +160,8 @@ def write_report(results: list[IterationResult], config: RunConfig, directory: P
         "Wilson 95 % interval; |p−0.5| is the mean confidence (below 0.02 the model is collapsed: its accuracy is no signal); "
         "'records right' is the share of training records whose verdict agrees with the truth.", "",
     ]
+    if text_only is not None:
+        lines += [f"Baseline: {text_only.line()}. An accuracy shows the GenRM looking at the image only where it beats this.", ""]
     if base_report is not None:
         lines += ["## The base model", "", f"Embedded base `{base_report.digest}` (a vision stage, then captions, VQA and claims from "
                   "scene truth; held-out accuracy per rung of the ladder):", "", base_report.table(), ""]
