@@ -51,7 +51,7 @@ from vlgenrm.synth.vqa import LADDER, CellLabels, VQAItem, VQAKind, cell_labels,
 log = logging.getLogger(__name__)
 
 #: Bumped when the build's code changes what it produces, so stale cached bases are rebuilt.
-BASE_FORMAT = 3
+BASE_FORMAT = 4
 REPORT = "base-report.json"
 DEFAULT_CACHE = Path("~/.cache/vlgenrm/base")
 #: Called as (step, total steps, last loss).
