@@ -161,23 +161,18 @@ def test_the_text_alone_does_not_tell_the_better_response() -> None:
     the faithful one. Measured before the fix: a text-only classifier of such counts was right
     0.642 of the time (an invented shape was added to the hallucinated answer, a sign-less
     scene got "there is no sign" against "the sign says W")."""
-    import re
     from collections import defaultdict
 
-    from vlgenrm.synth.vocab import COLOUR_SYNONYMS, COLOURS
+    from vlgenrm.synth.shortcuts import FEATURES, word_counts
 
-    colours = set(COLOURS) | set(COLOUR_SYNONYMS)
-    counts = {"words": len, "no": lambda w: w.count("no"), "colours": lambda w: sum(x in colours for x in w),
-              "digits": lambda w: sum(x.isdigit() for x in w)}
     larger: dict[tuple[str, str], list[bool]] = defaultdict(list)  # did the faithful response have more?
     config = SynthConfig(name="shortcut", n_train=1200, n_eval=0, label_noise=0.0)
     for i in range(config.n_train):
         _, ex, truth = make_example(config, "train", i)
         good, bad = (ex.response_a, ex.response_b) if truth.better is Choice.A else (ex.response_b, ex.response_a)
-        words_good, words_bad = (re.findall(r"[a-z]+|\d+", t.lower()) for t in (good, bad))
-        for name, count in counts.items():
-            if count(words_good) != count(words_bad):
-                larger[(truth.hallucination.value, name)].append(count(words_good) > count(words_bad))
+        for name, g, b in zip(FEATURES, word_counts(good), word_counts(bad), strict=True):
+            if g != b:
+                larger[(truth.hallucination.value, name)].append(g > b)
     for key, said in larger.items():
         if len(said) >= 50:
             assert 0.3 <= sum(said) / len(said) <= 0.7, (key, sum(said) / len(said), len(said))
