@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+import localinfra  # scripts/infra, on sys.path via tests/conftest.py
 from tests.conftest import REPO, free_ports, wait_http_ok
 from vlgenrm.deploy.values import ChartValues
 from vlgenrm.settings import load_settings
@@ -26,7 +27,6 @@ from vlgenrm.settings import load_settings
 pytestmark = pytest.mark.integration
 CHART = REPO / "charts" / "vlgenrm"
 #: KubeRay's CRDs, kept beside the repository (read at test time, never copied into it).
-KUBERAY_CRDS = REPO.parent / "shared" / "crds" / "kuberay"
 EVERYTHING = Path(__file__).with_name("values-everything.yaml")
 EXAMPLES = REPO / "examples"
 CLUSTER_SCOPED = {"ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering"}
@@ -243,7 +243,7 @@ def test_sasl_without_credentials_names_the_missing_value(helm):
 @pytest.fixture(scope="module")
 def cluster(kube_server):
     """The test kube-apiserver with the chart's CRDs and KubeRay's installed."""
-    for crd in [*sorted((CHART / "crds").glob("*.yaml")), *sorted(KUBERAY_CRDS.glob("ray.io_*.yaml"))]:
+    for crd in [*sorted((CHART / "crds").glob("*.yaml")), *sorted(localinfra.kuberay_crds().glob("ray.io_*.yaml"))]:
         kube_server.run_kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd), timeout=180)
     for name in ("iterations.vlgenrm.io", "clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev",
                  "rayclusters.ray.io", "rayservices.ray.io"):

@@ -19,7 +19,6 @@ import localinfra
 # without the build cache that is a 10+ minute build (`make infra-up` does it beforehand).
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(1800)]
 
-KUBERAY_CRDS = Path(__file__).resolve().parents[2].parent / "shared" / "crds" / "kuberay"
 
 WIDGET_CRD = {
     "apiVersion": "apiextensions.k8s.io/v1",
@@ -140,12 +139,11 @@ def test_rbac_with_impersonation_and_service_account_tokens(kube_server: localin
     assert whoami["status"]["userInfo"]["username"] == f"system:serviceaccount:{namespace}:reader"
 
 
-@pytest.mark.skipif(not KUBERAY_CRDS.is_dir(), reason=f"no KubeRay CRDs at {KUBERAY_CRDS}")
 def test_kuberay_crd_installs_server_side_and_validates(kube_server: localinfra.KubeApiServer,
                                                         namespace: str) -> None:
     # ~1 MB of schema: client-side apply would overflow the last-applied annotation.
     kube_server.run_kubectl("apply", "--server-side", "--force-conflicts",
-                            "-f", str(KUBERAY_CRDS / "ray.io_rayclusters.yaml"))
+                            "-f", str(localinfra.kuberay_crds() / "ray.io_rayclusters.yaml"))
     kube_server.wait_crd_established("rayclusters.ray.io")
 
     def raycluster(spec: dict[str, object]) -> str:
