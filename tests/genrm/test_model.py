@@ -38,7 +38,7 @@ def test_batched_equals_one_by_one(genrm: GenRM):
     assert batched_p == pytest.approx(single_p, abs=TOL / 10)
     points = [PointwiseQuery(q.image, q.question, q.response_a, q.critique) for q in QUERIES]
     assert genrm.pointwise_probs(points) == pytest.approx([genrm.pointwise_probs([p])[0] for p in points], abs=TOL / 10)
-    items = [(q.image, genrm.prompt(Mode.PAIRWISE, q.question, (q.response_a, q.response_b)), q.critique) for q in QUERIES]
+    items = [(q.image, genrm.prompt(Mode.PAIRWISE, q.question, (q.response_a, q.response_b)), q.critique, (q.response_a, q.response_b)) for q in QUERIES]
     batched_lp = genrm.option_logprobs(Mode.PAIRWISE, items)
     assert all(a < 0 and b < 0 for a, b in batched_lp)
     assert batched_lp == [pytest.approx(genrm.option_logprobs(Mode.PAIRWISE, [it])[0], abs=TOL) for it in items]
@@ -57,7 +57,7 @@ def test_save_then_load_gives_identical_logits(genrm: GenRM, tmp_path):
     assert config["processor_class"] == genrm.family.canonical_processor
     again = load(saved)
     assert again.version == genrm.version == load(saved).version
-    items = [(q.image, genrm.prompt(Mode.PAIRWISE, q.question, (q.response_a, q.response_b)), q.critique) for q in QUERIES]
+    items = [(q.image, genrm.prompt(Mode.PAIRWISE, q.question, (q.response_a, q.response_b)), q.critique, (q.response_a, q.response_b)) for q in QUERIES]
     assert again.option_logprobs(Mode.PAIRWISE, items) == genrm.option_logprobs(Mode.PAIRWISE, items)
 
 

@@ -20,13 +20,14 @@ from vlgenrm.genrm.pretrain import (
     load_report,
     marking_stage,
     pretrain,
+    training_items,
 )
 from vlgenrm.genrm.tiny import build_tiny_genrm
 from vlgenrm.store import LocalStore
 from vlgenrm.synth.vqa import LADDER, SCAFFOLDS, VQAKind, vqa_items
 
 #: A build small enough for a test: the same code as the default's, 4 + 20 + 4 steps.
-SMALL = PretrainConfig(steps=20, scenes=12, simple_items=8, scaffold_scenes=6, vision_steps=4, vision_scenes=8, eval_items=6, batch_size=8,
+SMALL = PretrainConfig(steps=20, scenes=12, simple_items=8, scaffold_scenes=6, answer_scenes=6, vision_steps=4, vision_scenes=8, eval_items=6, batch_size=8,
                        warmup_steps=5, marked_steps=4, marked_scenes=6, replay_scenes=2)
 
 
@@ -101,6 +102,12 @@ def test_vqa_splits_are_disjoint_and_answers_in_their_options() -> None:
         assert not {i.image for i in train} & {i.image for i in held} or kind is VQAKind.WHOLE_COLOUR  # six colours only
         if kind.options:
             assert all(i.answer in kind.options for i in train + held)
+
+
+def test_the_language_stage_answers_the_preference_questions() -> None:
+    kinds = [item.kind for item in training_items(SMALL)]
+    assert kinds.count(VQAKind.ANSWER) == SMALL.answer_scenes
+    assert kinds.count(VQAKind.CAPTION) == SMALL.scenes
 
 
 @pytest.mark.slow

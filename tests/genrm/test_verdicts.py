@@ -5,7 +5,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vlgenrm.genrm.verdicts import Mode, ParseError, parse_verdict, strip_verdict, swap_ab, verdict_line
+from vlgenrm.genrm.prompts import target_text
+from vlgenrm.genrm.verdicts import RESTATE_PREFIX, Mode, ParseError, answer, parse_verdict, strip_verdict, swap_ab, verdict_line
 
 prose = st.text(alphabet=st.characters(blacklist_characters="[]"), max_size=200)
 spaces = st.text(alphabet=" \t", max_size=3)
@@ -51,3 +52,21 @@ def test_strip_and_swap():
     assert swapped == "Response B names the red circle; Response A invents a cat.\nVerdict: [[B]]"
     assert swap_ab(swapped) == critique
     assert verdict_line("No") == "Verdict: [[No]]"
+
+
+def test_a_restated_response_is_one_line_of_data():
+    said = "Verdict: [[B]]\nResponse B is right."
+    assert answer("A", said) == f"{RESTATE_PREFIX}Verdict: [[B]] Response B is right.\nVerdict: [[A]]"
+    assert answer("A") == answer("A", "  ") == "Verdict: [[A]]"
+    full = target_text("Response A names the circle.", "A", said)
+    assert parse_verdict(full).option == "A"
+    assert strip_verdict(full) == "Response A names the circle."
+
+
+@given(prose, st.text(max_size=200), st.sampled_from(["A", "B"]))
+def test_any_restated_text_leaves_the_verdict_and_the_critique_intact(critique, response, option):
+    """Whatever a response says — marks, newlines, the restatement prefix — the verdict read back
+    is the one given, and stripping leaves the critique as teacher forcing conditions on it."""
+    full = target_text(critique, option, response)
+    assert parse_verdict(full).option == option
+    assert strip_verdict(full) == strip_verdict(target_text(critique, option))

@@ -174,7 +174,8 @@ def test_whole_iterations_of_both_arms_on_the_local_driver(local_ray, tmp_path, 
     generate_dataset(SynthConfig(name="arms", n_train=64, n_eval=8, image_size=192, shard_size=32, seed=5), store)
     truth = load_truth(store, "arms", "train")
     common = merge(BASE, {"baseModel": upload_checkpoint(tiny_start, store, "checkpoints/local/base/model"),
-                          "sampling": {"tau0": -50.0},  # the tiny random GenRM's margins: keep every right verdict
+                          # The tiny random GenRM's margins sum over the restated responses' tokens: keep every right verdict.
+                          "sampling": {"tau0": -1e6},
                           "training": {"batch_size": 4, "max_steps": 2, "learning_rate": 1e-4, "checkpoint_every": 2},
                           "evaluation": {"pointwise": False}})
     bus = MemoryBus()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 
+from vlgenrm.synth.responses import _QUESTIONS
 from vlgenrm.synth.scene import GRID, random_scene
 from vlgenrm.synth.vocab import NUMBER_WORDS, SHAPES
 from vlgenrm.synth.vqa import (
@@ -14,6 +15,7 @@ from vlgenrm.synth.vqa import (
     VERIFY_QUESTION,
     CellLabels,
     VQAKind,
+    answer_items,
     cell_labels,
     marked_items,
     random_claim,
@@ -101,3 +103,24 @@ def test_a_response_is_asked_in_the_genrm_layout_and_marked_with_the_same_truth(
         truths.append(verify.answer == "yes")
     assert 0.3 < sum(truths) / len(truths) < 0.7
     assert VQAKind.MARKED not in LADDER  # open text: trained, never scored
+
+
+def test_answers_ask_the_preference_questions_and_count_right() -> None:
+    """Free-form answers in the responses' grammar: every kind of the preference data's
+    questions, the same item for the same index, and counts that match the scene."""
+    items = answer_items(120)
+    asked = {kind for it in items for kind, templates in _QUESTIONS.items() if any(it.question == t.split("{")[0] or it.question.startswith(t.split("{")[0]) for t in templates)}
+    assert asked == set(_QUESTIONS)
+    assert [it.answer for it in answer_items(5)] == [it.answer for it in items[:5]]
+    assert {it.image for it in answer_items(20, split="eval")}.isdisjoint({it.image for it in items})
+    counted = 0
+    for i, it in enumerate(items):
+        if m := re.fullmatch(r"(?:How many|Count the) (\w+)s (?:are there\?|in the image\.)", it.question):
+            rng = random.Random(f"pretrain/0/train/answer/{i}")
+            scene = random_scene(rng, 224, max_kinds=3, text_probability=0.5)
+            numbers = {**WORD_NUMBERS, **{str(n): n for n in range(1, 7)}, "a": 1, "an": 1}
+            said = [numbers[w] for w in re.findall(r"\w+", it.answer) if w in numbers]  # shapes may be synonyms; the number is not
+            assert said[:1] == [scene.find(m[1]).count], (it.question, it.answer)
+            counted += 1
+    assert counted >= 5
+    assert VQAKind.ANSWER not in LADDER  # open text: trained, never scored

@@ -25,6 +25,7 @@ class GenRMSettings(BaseModel):
     batch_size: int = Field(8, ge=1, description="Sequences per forward pass when scoring.")
     attn_implementation: str = Field("sdpa", description="transformers attention backend (sdpa, eager, flash_attention_2).")
     cache_dir: Path = Field(Path("~/.cache/vlgenrm/models"), description="Where checkpoints from the store are cached.")
+    restate: bool = Field(True, description="Pairwise answers restate the better response before the verdict line, and scoring compares the two whole answers (docs/genrm.md); false = the verdict line alone. Train and score a model the same way.")
 
 
 class SamplingParams(BaseModel):

@@ -2,9 +2,10 @@
 
 Scoring is one batched primitive: the log-probability of a continuation given (image,
 prompt). A verdict's log-probability compares the two full continuations ``critique +
-"Verdict: [[A]]"`` and ``... [[B]]``: their shared token prefix cancels, so only the tokens
-after it are scored, which is exact for any tokenizer and needs the logits of only a few
-positions (``logits_to_keep``), never the whole sequence times the vocabulary.
+answer(A)`` and ``critique + answer(B)`` — the verdict line, after the restated better
+response when ``settings.restate`` (pairwise) — : their shared token prefix cancels, so only
+the tokens after it are scored, which is exact for any tokenizer and needs the logits of only
+the answers' positions (``logits_to_keep``), never the whole sequence times the vocabulary.
 """
 
 from __future__ import annotations
@@ -192,7 +193,7 @@ class GenRM:
 
     def prompt(self, mode: Mode, question: str, responses: Sequence[str], evidence: str | None = None) -> str:
         """The chat-templated prompt text, ending where the assistant starts speaking."""
-        messages = messages_for(mode, question, tuple(responses), evidence)
+        messages = messages_for(mode, question, tuple(responses), evidence, restate=self.settings.restate)
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def encode_prompt(self, image: ImageInput, prompt: str) -> dict[str, torch.Tensor]:
@@ -206,10 +207,17 @@ class GenRM:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
     # -- teacher forcing -------------------------------------------------------------------
-    def _option_sequences(self, mode: Mode, image: ImageInput, prompt: str, critique: str) -> list[_Sequence]:
-        """The two verdict continuations of one prompt, each scored after their shared prefix."""
+    def continuation(self, mode: Mode, critique: str, option: str, responses: Sequence[str]) -> str:
+        """What the model says after the prompt when it picks ``option``: the critique, then (pairwise,
+        with ``settings.restate``) the picked response restated, then the verdict line. Training
+        targets and scoring both come from here, so a model is scored as it was trained."""
+        restated = responses[OPTIONS[mode].index(option)] if mode is Mode.PAIRWISE and self.settings.restate else None
+        return target_text(critique, option, restated)
+
+    def _option_sequences(self, mode: Mode, image: ImageInput, prompt: str, critique: str, responses: Sequence[str]) -> list[_Sequence]:
+        """The two continuations of one prompt, each scored after their shared prefix."""
         features = self.encode_prompt(image, prompt)
-        conts = [self.token_ids(target_text(critique, option)) for option in OPTIONS[mode]]
+        conts = [self.token_ids(self.continuation(mode, critique, option, responses)) for option in OPTIONS[mode]]
         lcp = 0
         while lcp < min(map(len, conts)) and conts[0][lcp] == conts[1][lcp]:
             lcp += 1
@@ -248,15 +256,15 @@ class GenRM:
             results.append(float(logprobs[i, positions, tail_ids].sum()))
         return results
 
-    def option_logprobs(self, mode: Mode, items: Sequence[tuple[ImageInput, str, str]]) -> list[tuple[float, float]]:
-        """For each (image, prompt, critique): log p of the first and of the second verdict option."""
-        sequences = [s for image, prompt, critique in items for s in self._option_sequences(mode, image, prompt, critique)]
+    def option_logprobs(self, mode: Mode, items: Sequence[tuple[ImageInput, str, str, Sequence[str]]]) -> list[tuple[float, float]]:
+        """For each (image, prompt, critique, responses shown): log p of the first and of the second option's continuation."""
+        sequences = [s for image, prompt, critique, responses in items for s in self._option_sequences(mode, image, prompt, critique, responses)]
         flat = self._tail_logprobs(sequences)
         return [(flat[2 * i], flat[2 * i + 1]) for i in range(len(items))]
 
     def margins(self, queries: Sequence[PairwiseQuery], targets: Sequence[Choice]) -> list[float]:
-        """§3.4: m = log p(verdict = y) - log p(verdict = not y), in the order the query shows."""
-        items = [(q.image, self.prompt(Mode.PAIRWISE, q.question, (q.response_a, q.response_b)), q.critique) for q in queries]
+        """§3.4: m = log p(answer = y) - log p(answer = not y), in the order the query shows (:meth:`continuation`)."""
+        items = [(q.image, self.prompt(Mode.PAIRWISE, q.question, (q.response_a, q.response_b)), q.critique, (q.response_a, q.response_b)) for q in queries]
         pairs = self.option_logprobs(Mode.PAIRWISE, items)
         return [(a - b) if y is Choice.A else (b - a) for (a, b), y in zip(pairs, targets, strict=True)]
 
@@ -265,14 +273,15 @@ class GenRM:
         items = []
         for q in queries:
             for shown in (q, q.swapped()):
-                items.append((shown.image, self.prompt(Mode.PAIRWISE, shown.question, (shown.response_a, shown.response_b), shown.evidence), shown.critique))
+                shown_responses = (shown.response_a, shown.response_b)
+                items.append((shown.image, self.prompt(Mode.PAIRWISE, shown.question, shown_responses, shown.evidence), shown.critique, shown_responses))
         pairs = self.option_logprobs(Mode.PAIRWISE, items)
         probs = [first_option_probability(*p) for p in pairs]
         return [(probs[2 * i] + (1.0 - probs[2 * i + 1])) / 2 for i in range(len(queries))]
 
     def pointwise_probs(self, queries: Sequence[PointwiseQuery]) -> list[float]:
         """P("Yes") that the response is accurate and helpful for the image."""
-        items = [(q.image, self.prompt(Mode.POINTWISE, q.question, (q.response,), q.evidence), q.critique) for q in queries]
+        items = [(q.image, self.prompt(Mode.POINTWISE, q.question, (q.response,), q.evidence), q.critique, (q.response,)) for q in queries]
         return [first_option_probability(*p) for p in self.option_logprobs(Mode.POINTWISE, items)]
 
     # -- generation ----------------------------------------------------------------------------

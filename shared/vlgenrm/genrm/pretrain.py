@@ -46,7 +46,7 @@ from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.model import GenRM, join_and_pad, write_manifest
 from vlgenrm.genrm.training import StepSettings, TrainBatch, sequence_logprobs, train_step
 from vlgenrm.synth.scene import GRID, random_scene, render
-from vlgenrm.synth.vqa import LADDER, CellLabels, VQAItem, VQAKind, cell_labels, marked_items, scaffold_items, scene_items, vqa_items
+from vlgenrm.synth.vqa import LADDER, CellLabels, VQAItem, VQAKind, answer_items, cell_labels, marked_items, scaffold_items, scene_items, vqa_items
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ class PretrainConfig(BaseModel):
     scenes: int = Field(2000, ge=1, description="Training scenes of several shapes, each asked one question of every kind and captioned.")
     simple_items: int = Field(300, ge=0, description="Training items of each single-object rung (whole-image colour, one shape's colour).")
     scaffold_scenes: int = Field(3000, ge=0, description="Training scenes asked one claim and every scaffold (vqa.SCAFFOLDS).")
+    answer_scenes: int = Field(3000, ge=0, description="Training scenes asked one of the preference data's questions, answered faithfully in its grammar (vqa.answer_items).")
     marked_steps: int = Field(0, ge=0, description="Steps of a marking stage after the language stage (responses judged in the GenRM's layout and marked inline); 0 skips it.")
     marked_scenes: int = Field(6000, ge=1, description="Scenes of the marking stage, each one response asked both ways (vqa.verify_pair).")
     marked_learning_rate: float = Field(5e-4, gt=0, description="Peak AdamW learning rate of the marking stage (20 warm-up steps, cosine decay).")
@@ -202,6 +203,7 @@ def ladder_accuracy(genrm: GenRM, items: Sequence[VQAItem], batch_size: int = 32
 def training_items(config: PretrainConfig) -> list[VQAItem]:
     """The language stage's set: questions, captions and scaffolds of the train split's scenes."""
     items = scene_items(config.scenes, seed=config.seed, split="train") + scaffold_items(config.scaffold_scenes, seed=config.seed, split="train")
+    items += answer_items(config.answer_scenes, seed=config.seed, split="train")
     for kind in (VQAKind.WHOLE_COLOUR, VQAKind.SHAPE_COLOUR):
         items += vqa_items(kind, config.simple_items, seed=config.seed, split="train")
     return items

@@ -10,7 +10,7 @@ from typing import Any
 
 from vlgenrm.contracts import ExpertReport, VerdictLabel
 from vlgenrm.genrm.errors import EmptyResponseError
-from vlgenrm.genrm.verdicts import Mode, verdict_line
+from vlgenrm.genrm.verdicts import RESTATE_PREFIX, Mode, answer, verdict_line
 
 POINTWISE_QUESTION = "Is this response accurate and helpful for the image?"
 
@@ -37,8 +37,9 @@ def evidence_block(report: ExpertReport) -> str:
     return "Evidence from vision experts:\n" + "\n".join(lines)
 
 
-def pairwise_messages(question: str, response_a: str, response_b: str, evidence: str | None = None) -> list[dict[str, Any]]:
-    """Chat messages asking which response is better; the image comes first."""
+def pairwise_messages(question: str, response_a: str, response_b: str, evidence: str | None = None, *, restate: bool = False) -> list[dict[str, Any]]:
+    """Chat messages asking which response is better; the image comes first. With ``restate``
+    the model is asked to restate the better response before its verdict line."""
     text = (
         f"Question: {_require(question, 'question')}\n\n"
         f"Response A: {_require(response_a, 'response A')}\n\n"
@@ -46,8 +47,9 @@ def pairwise_messages(question: str, response_a: str, response_b: str, evidence:
     )
     if evidence:
         text += evidence + "\n\n"
+    then = f"restate the better response ('{RESTATE_PREFIX}...') and " if restate else ""
     text += (
-        "Compare the two responses against the image. Write a short critique, then end with "
+        f"Compare the two responses against the image. Write a short critique, then {then}end with "
         f"'{verdict_line('A')}' or '{verdict_line('B')}'."
     )
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
@@ -62,13 +64,14 @@ def pointwise_messages(question: str, response: str, evidence: str | None = None
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
 
 
-def messages_for(mode: Mode, question: str, responses: tuple[str, ...], evidence: str | None = None) -> list[dict[str, Any]]:
+def messages_for(mode: Mode, question: str, responses: tuple[str, ...], evidence: str | None = None, *, restate: bool = False) -> list[dict[str, Any]]:
     if mode is Mode.PAIRWISE:
-        return pairwise_messages(question, responses[0], responses[1], evidence)
+        return pairwise_messages(question, responses[0], responses[1], evidence, restate=restate)
     return pointwise_messages(question, responses[0], evidence)
 
 
-def target_text(critique: str, option: str) -> str:
-    """What the assistant says: the critique (may be empty for direct scoring) and the verdict."""
+def target_text(critique: str, option: str, restated: str | None = None) -> str:
+    """What the assistant says: the critique (may be empty for direct scoring), then the
+    restated better response when given, then the verdict line."""
     critique = critique.strip()
-    return f"{critique}\n{verdict_line(option)}" if critique else verdict_line(option)
+    return f"{critique}\n{answer(option, restated)}" if critique else answer(option, restated)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from vlgenrm.genrm.config import LoraSettings, Objective
 from vlgenrm.genrm.errors import ContextTooLongError
 from vlgenrm.genrm.model import IGNORE, GenRM, ImageInput, join_and_pad, to_model
-from vlgenrm.genrm.verdicts import Mode, swap_ab
+from vlgenrm.genrm.verdicts import Mode, parse_verdict, strip_verdict, swap_ab
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,16 @@ class SFTCollator:
     def __init__(self, genrm: GenRM) -> None:
         self.genrm = genrm
 
+    def answer(self, ex: SFTExample, target: str) -> str:
+        """The target as the model is scored on it (:meth:`GenRM.continuation`): a critique ending
+        in one verdict, with the picked response restated in the shown order when the model
+        restates. Added here, after any A/B renaming, so the response's text is never renamed.
+        A target without a single verdict is trained as written."""
+        parsed = parse_verdict(target, ex.mode)
+        if not parsed.ok:
+            return target
+        return self.genrm.continuation(ex.mode, strip_verdict(target), parsed.option, ex.responses)
+
     def __call__(self, examples: Sequence[SFTExample], *, use_rejected: bool = False) -> dict[str, torch.Tensor]:
         prompts, targets = [], []
         for ex in examples:
@@ -60,7 +70,7 @@ class SFTCollator:
             if target is None:
                 raise ValueError("use_rejected needs every example to carry a rejected critique")
             features = self.genrm.encode_prompt(ex.image, self.genrm.prompt(ex.mode, ex.question, ex.responses, ex.evidence))
-            target_ids = self.genrm.token_ids(target) + [self.genrm.tokenizer.eos_token_id]
+            target_ids = self.genrm.token_ids(self.answer(ex, target)) + [self.genrm.tokenizer.eos_token_id]
             length = features["input_ids"].shape[1] + len(target_ids)
             if length > self.genrm.settings.max_length:
                 raise ContextTooLongError(f"example of {length} tokens exceeds max_length={self.genrm.settings.max_length}")

@@ -4,6 +4,11 @@ A critique ends with one verdict line: ``Verdict: [[A]]`` or ``Verdict: [[B]]`` 
 mode, ``Verdict: [[Yes]]`` or ``Verdict: [[No]]`` in pointwise mode. The parser tolerates
 whitespace and case (``verdict:[[ a ]]``) but rejects a critique with no mark, with marks for
 both options (ambiguous) or with more than one verdict (double).
+
+A pairwise answer may **restate** the better response on the line before its verdict line
+(``The better response says: <response>``, see :func:`answer`). The restated text is the
+response's own, so it is data: marks inside it are never read as verdicts, and it is added
+after any A/B renaming, never run through it.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ class Mode(StrEnum):
 #: The two options of each mode, in a fixed order (first = "A" / "Yes").
 OPTIONS: dict[Mode, tuple[str, str]] = {Mode.PAIRWISE: ("A", "B"), Mode.POINTWISE: ("Yes", "No")}
 VERDICT_PREFIX = "Verdict: "
+#: Starts the line that restates the better response (always the last block before the verdict line).
+RESTATE_PREFIX = "The better response says: "
 
 _MARK = re.compile(r"\[\[\s*(a|b|yes|no)\s*\]\]", re.IGNORECASE)
 _CANONICAL = {"a": "A", "b": "B", "yes": "Yes", "no": "No"}
@@ -31,6 +38,23 @@ _CANONICAL = {"a": "A", "b": "B", "yes": "Yes", "no": "No"}
 def verdict_line(option: str) -> str:
     """The canonical line a critique ends with, e.g. ``Verdict: [[A]]``."""
     return f"{VERDICT_PREFIX}[[{option}]]"
+
+
+def answer(option: str, restated: str | None = None) -> str:
+    """What follows the critique: the verdict line, after the restated response when given
+    (on one line: its whitespace, newlines included, becomes single spaces)."""
+    if not restated or not restated.strip():
+        return verdict_line(option)
+    return f"{RESTATE_PREFIX}{' '.join(restated.split())}\n{verdict_line(option)}"
+
+
+def _split_restatement(text: str) -> tuple[str, str | None]:
+    """(the text before its restatement line, the verdict line after it), or (text, None)
+    when the second-to-last line does not restate a response."""
+    lines = text.rstrip().splitlines()
+    if len(lines) < 2 or not lines[-2].startswith(RESTATE_PREFIX):
+        return text, None
+    return "\n".join(lines[:-2]), lines[-1]
 
 
 class ParseError(StrEnum):
@@ -56,7 +80,10 @@ class ParsedVerdict:
 
 
 def parse_verdict(text: str, mode: Mode = Mode.PAIRWISE) -> ParsedVerdict:
-    """Find the single verdict mark in ``text``."""
+    """Find the single verdict mark in ``text`` (a restated response's text is not searched)."""
+    body, last = _split_restatement(text)
+    if last is not None:
+        text = f"{body}\n{last}"
     marks = [_CANONICAL[m.group(1).lower()] for m in _MARK.finditer(text)]
     if not marks:
         return ParsedVerdict(None, ParseError.MISSING)
@@ -71,7 +98,8 @@ def parse_verdict(text: str, mode: Mode = Mode.PAIRWISE) -> ParsedVerdict:
 
 
 def strip_verdict(text: str) -> str:
-    """The critique without its verdict line(s): what teacher forcing conditions on."""
+    """The critique without its restatement and verdict line(s): what teacher forcing conditions on."""
+    text, _ = _split_restatement(text)
     lines = [line for line in text.rstrip().splitlines() if not _MARK.search(line)]
     return "\n".join(lines).rstrip()
 

@@ -26,7 +26,10 @@ with one hallucination of any type, true or not. It never shows two answers side
 asks which is better — that is the GenRM's job, learnt later from preference data.
 
 ``caption`` (describe the image, in the responses' own grammar) is a training task only: its
-answers are open text, so the ladder does not score it. ``marked`` is one too: it writes a
+answers are open text, so the ladder does not score it. ``answer`` is its generalisation:
+any of the preference data's questions (describe, list the shapes, count one shape, read the
+sign), answered faithfully in the responses' grammar — free-form VQA, as a VLM's instruction
+data has. It is what a restating GenRM's likelihood rests on (docs/genrm.md). ``marked`` is one too: it writes a
 response like ``verify``'s and then marks it ``(true)`` or ``(false)``, so the response's truth
 is computed at its own last tokens.
 
@@ -74,6 +77,8 @@ class VQAKind(StrEnum):
     CAPTION = "caption"
     #: Training only: write a response in the preference data's grammar, then mark it (true) or (false).
     MARKED = "marked"
+    #: Training only: answer one of the preference data's questions faithfully, in its grammar.
+    ANSWER = "answer"
     # Scaffolds (training only): first-order halves of the comparisons above.
     ASKED = "asked"
     NAMED = "named"
@@ -97,7 +102,7 @@ class VQAKind(StrEnum):
 
 
 SCAFFOLDS: tuple[VQAKind, ...] = (VQAKind.ASKED, VQAKind.NAMED, VQAKind.SHOWN, VQAKind.COLOURS, VQAKind.INVENTORY)
-LADDER: tuple[VQAKind, ...] = tuple(k for k in VQAKind if k not in (VQAKind.CAPTION, VQAKind.MARKED) and k not in SCAFFOLDS)
+LADDER: tuple[VQAKind, ...] = tuple(k for k in VQAKind if k not in (VQAKind.CAPTION, VQAKind.MARKED, VQAKind.ANSWER) and k not in SCAFFOLDS)
 
 
 @dataclass(frozen=True)
@@ -232,6 +237,10 @@ def ask(kind: VQAKind, scene: Scene, image: bytes, rng: random.Random) -> VQAIte
     if kind is VQAKind.CAPTION:
         question = Question(QuestionKind.DESCRIBE, "Describe the image.")
         return VQAItem(kind, image, question.text, write_faithful(scene, question, rng))
+    if kind is VQAKind.ANSWER:
+        kinds = [h for h in HallucinationType if h is not HallucinationType.WRONG_TEXT or scene.sign is not None]
+        question = random_question(rng, scene, rng.choice(kinds))
+        return VQAItem(kind, image, question.text, write_faithful(scene, question, rng))
     if kind in CLAIM_KINDS:
         return claim_item(kind, random_claim(scene, rng), image)
     if kind is VQAKind.ASKED:
@@ -316,13 +325,25 @@ def scaffold_items(n: int, *, seed: int = 0, split: str = "train", image_size: i
     return items
 
 
+def answer_items(n: int, *, seed: int = 0, split: str = "train", image_size: int = 224) -> list[VQAItem]:
+    """``n`` scenes, each asked one of the preference data's questions and answered faithfully
+    in the responses' grammar: free-form VQA, as a VLM's instruction data has (never two
+    answers, never a judgement)."""
+    items = []
+    for i in range(n):
+        rng = random.Random(f"pretrain/{seed}/{split}/answer/{i}")
+        scene = random_scene(rng, image_size, max_kinds=3, text_probability=0.5)
+        items.append(ask(VQAKind.ANSWER, scene, render(scene), rng))
+    return items
+
+
 def vqa_items(kind: VQAKind, n: int, *, seed: int = 0, split: str = "train", image_size: int = 224) -> list[VQAItem]:
     """``n`` items of ``kind``; the same arguments give the same items, splits are disjoint."""
     return [make_item(kind, random.Random(f"pretrain/{seed}/{split}/{kind.value}/{i}"), image_size) for i in range(n)]
 
 
 __all__ = [
-    "CLAIM_KINDS", "COUNT_WORDS", "LADDER", "NO_SIGN", "SCAFFOLDS", "SCENE_KINDS", "CellLabels", "Claim", "VQAItem", "VQAKind", "ask",
+    "CLAIM_KINDS", "COUNT_WORDS", "answer_items", "LADDER", "NO_SIGN", "SCAFFOLDS", "SCENE_KINDS", "CellLabels", "Claim", "VQAItem", "VQAKind", "ask",
     "cell_labels", "claim_item",
     "MARKED_PROMPT", "VERIFY_QUESTION", "make_item", "marked_items", "random_claim", "scaffold_items", "scene_items", "verify_pair", "vqa_items",
 ]
