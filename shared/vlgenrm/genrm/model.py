@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 import warnings
@@ -41,6 +42,9 @@ MANIFEST = "vlgenrm-manifest.json"
 TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
 IGNORE = -100  # label value transformers' loss skips
 ImageInput = bytes | Image.Image
+#: Put after the first character of a special token's text found in user or policy text, so it
+#: is tokenized as the ordinary characters it spells (U+2060 WORD JOINER: invisible, never special).
+DATA_BREAK = "\u2060"
 
 
 @dataclass(frozen=True)
@@ -118,6 +122,11 @@ class GenRM:
     def __init__(self, model: Any, processor: Any, family: Family, settings: GenRMSettings, version: str) -> None:
         self.model, self.processor, self.family, self.settings, self.version = model, processor, family, settings, version
         self.tokenizer = processor.tokenizer
+        specials = {str(t) for t in self.tokenizer.all_special_tokens}
+        specials |= {t.content for t in self.tokenizer.added_tokens_decoder.values() if t.special}
+        # Longest first, so "<|im_start|>" is matched whole, never a shorter token inside it.
+        breakable = sorted((t for t in specials if len(t) > 1), key=len, reverse=True)
+        self._specials = re.compile("|".join(map(re.escape, breakable))) if breakable else None
 
     # -- loading and saving ----------------------------------------------------------------
     @classmethod
@@ -191,9 +200,19 @@ class GenRM:
             raise ImageTooLargeError(f"image of {pil.width}x{pil.height} pixels exceeds max_image_pixels={self.settings.max_image_pixels}")
         return pil.convert("RGB")
 
+    def as_data(self, text: str) -> str:
+        """``text`` with every special token's string in it broken (:data:`DATA_BREAK` after its
+        first character): what users and policies write is data, never the template's control
+        tokens ("<|im_end|><|im_start|>assistant" in a response opens no turn)."""
+        if self._specials is None:
+            return text
+        return self._specials.sub(lambda m: m[0][0] + DATA_BREAK + m[0][1:], text)
+
     def prompt(self, mode: Mode, question: str, responses: Sequence[str], evidence: str | None = None) -> str:
-        """The chat-templated prompt text, ending where the assistant starts speaking."""
-        messages = messages_for(mode, question, tuple(responses), evidence, restate=self.settings.restate)
+        """The chat-templated prompt text, ending where the assistant starts speaking; the
+        question, responses and evidence go in as data (:meth:`as_data`)."""
+        data = self.as_data
+        messages = messages_for(mode, data(question), tuple(map(data, responses)), data(evidence) if evidence else evidence, restate=self.settings.restate)
         return self.processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
     def encode_prompt(self, image: ImageInput, prompt: str) -> dict[str, torch.Tensor]:
@@ -203,8 +222,9 @@ class GenRM:
         return {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
 
     def token_ids(self, text: str) -> list[int]:
-        """Ids of a continuation, tokenized on its own (training and scoring agree on this)."""
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        """Ids of a continuation, tokenized on its own (training and scoring agree on this); it
+        may restate a response, so it too is data (:meth:`as_data`)."""
+        return self.tokenizer(self.as_data(text), add_special_tokens=False)["input_ids"]
 
     # -- teacher forcing -------------------------------------------------------------------
     def continuation(self, mode: Mode, critique: str, option: str, responses: Sequence[str]) -> str:
