@@ -29,8 +29,8 @@ asks which is better — that is the GenRM's job, learnt later from preference d
 answers are open text, so the ladder does not score it. ``answer`` is its generalisation:
 any of the preference data's questions (describe, list the shapes, count one shape, read the
 sign), answered faithfully in the responses' grammar — free-form VQA, as a VLM's instruction
-data has. It is what a restating GenRM's likelihood rests on (docs/genrm.md). ``marked`` is one too: it writes a
-response like ``verify``'s and then marks it ``(true)`` or ``(false)``, so the response's truth
+data has. It is what a restating GenRM's likelihood rests on (docs/genrm.md). ``marked`` is a
+training task too: it writes a response like ``verify``'s and then marks it ``(true)`` or ``(false)``, so the response's truth
 is computed at its own last tokens.
 
 The **scaffolds** (:data:`SCAFFOLDS`) are training tasks too. "Is there a star?" and "is this
@@ -238,8 +238,7 @@ def ask(kind: VQAKind, scene: Scene, image: bytes, rng: random.Random) -> VQAIte
         question = Question(QuestionKind.DESCRIBE, "Describe the image.")
         return VQAItem(kind, image, question.text, write_faithful(scene, question, rng))
     if kind is VQAKind.ANSWER:
-        kinds = [h for h in HallucinationType if h is not HallucinationType.WRONG_TEXT or scene.sign is not None]
-        question = random_question(rng, scene, rng.choice(kinds))
+        question = random_question(rng, scene, rng.choice(_possible_hallucinations(scene)))
         return VQAItem(kind, image, question.text, write_faithful(scene, question, rng))
     if kind in CLAIM_KINDS:
         return claim_item(kind, random_claim(scene, rng), image)
@@ -254,9 +253,14 @@ def ask(kind: VQAKind, scene: Scene, image: bytes, rng: random.Random) -> VQAIte
     raise ValueError(f"{kind.value} items draw their own image (make_item)")
 
 
+def _possible_hallucinations(scene: Scene) -> list[HallucinationType]:
+    """The hallucinations a response about ``scene`` can carry (a sign is misread only if there is one)."""
+    return [h for h in HallucinationType if h is not HallucinationType.WRONG_TEXT or scene.sign is not None]
+
+
 def _response(scene: Scene, rng: random.Random) -> tuple[Question, str, bool]:
     """A question about ``scene`` and a response to it: faithful, or with one hallucination of any type."""
-    hallucination = rng.choice([h for h in HallucinationType if h is not HallucinationType.WRONG_TEXT or scene.sign is not None])
+    hallucination = rng.choice(_possible_hallucinations(scene))
     question = random_question(rng, scene, hallucination)
     true = rng.random() < 0.5
     text = write_faithful(scene, question, rng) if true else write_hallucinated(scene, question, hallucination, rng).text
