@@ -419,11 +419,12 @@ def test_registry_routes_claims_and_passes_once_per_image(shapes, ocr, monkeypat
     ]  # fmt: skip
     assert passes == {"colour_shape": 1, "ocr": 1} and spare.passes == 1
 
-    # several images: still one pass per image per expert; images with nothing covered are skipped
+    # several images: still one pass per image per expert (the first image is remembered);
+    # images with nothing covered are skipped
     other = render_scene(np.random.default_rng(6), objects=[("star", "blue")]).image
     out = registry.verify_many([(scene.image, claims), (other, [claim("existence", "star")]), (other, [dog])])
     assert [len(v) for v in out] == [4, 1, 0]
-    assert passes == {"colour_shape": 3, "ocr": 2} and spare.passes == 2
+    assert passes == {"colour_shape": 2, "ocr": 1} and spare.passes == 1
 
 
 def test_registry_names_and_duplicates():
@@ -551,3 +552,31 @@ def test_owl_through_the_registry(owl, shapes):
 def test_bundled_test_image_is_small():
     files = [p for p in Path(DATA).iterdir() if p.suffix in {".jpg", ".png"}]
     assert files and all(p.stat().st_size <= 150_000 for p in files)
+
+
+def test_detection_passes_are_memoised_per_image_and_claims_where_they_matter():
+    """A later iteration (or arm, or seed) verifying the same image pays no second pass; an
+    expert whose detections depend on the claims runs again when the claims differ."""
+    scene = render_scene(np.random.default_rng(7), objects=[("circle", "red")], word=None)
+    other = render_scene(np.random.default_rng(8), objects=[("circle", "blue")], word=None)
+    red, blue = claim("existence", "circle", attribute="red"), claim("existence", "circle", attribute="blue")
+    plain = CountingExpert("plain")
+    plain.verify(scene.image, [red])
+    plain.verify(scene.image.copy(), [blue])  # same pixels, other claims, other array
+    plain.verify_many([(scene.image, [red]), (other.image, [red]), (other.image, [blue])])
+    assert plain.passes == 2
+
+    queried = CountingExpert("queried")
+    queried.uses_claims = True
+    queried.verify(scene.image, [red])
+    queried.verify(scene.image, [red])
+    queried.verify(scene.image, [blue])
+    assert queried.passes == 2
+
+    small = CountingExpert("small")
+    small.memo_size = 1
+    for image in (scene.image, other.image, scene.image):
+        small.verify(image, [red])
+    assert small.passes == 3  # the first image was dropped when the second came
+    verdicts = small.verify(scene.image, [red, blue])
+    assert [v.claim_id for v in verdicts] == [red.id, blue.id]

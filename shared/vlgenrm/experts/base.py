@@ -12,8 +12,10 @@ dependencies themselves.
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -146,6 +148,12 @@ class Expert(ABC):
     labels: frozenset[str] | None = None
     #: Subject words mapped onto a label (e.g. 'people' -> 'person').
     aliases: Mapping[str, str] = {}
+    #: Whether :meth:`detect` looks at the claims (open-vocabulary queries); if not, an image's
+    #: detections depend on its pixels alone and one pass serves every pair that shows it.
+    uses_claims: bool = False
+    #: Detection passes remembered (least recently used dropped): later iterations, seeds and
+    #: arms verify the same images again, and a pass (OCR above all) costs far more than a lookup.
+    memo_size: int = 4096
 
     def subject_label(self, claim: Claim) -> str:
         """The claim's subject as one of this expert's labels (aliases, plurals folded)."""
@@ -181,7 +189,7 @@ class Expert(ABC):
         """:meth:`verify` over several images; images without covered claims are not looked at."""
         covered = [[c for c in claims if self.covers(c)] for _, claims in items]
         todo = [i for i, cs in enumerate(covered) if cs]
-        detections = self.detect_many([as_rgb(items[i][0]) for i in todo], [covered[i] for i in todo]) if todo else []
+        detections = self._detect_memoised([as_rgb(items[i][0]) for i in todo], [covered[i] for i in todo]) if todo else []
         out: list[list[ExpertVerdict]] = [[] for _ in items]
         for i, dets in zip(todo, detections, strict=True):
             if dets is None:
@@ -189,6 +197,30 @@ class Expert(ABC):
             else:
                 out[i] = [self.judge(c, dets) for c in covered[i]]
         return out
+
+    def _detect_memoised(self, images: Sequence[np.ndarray], claims: Sequence[Sequence[Claim]]) -> list[list[Detection] | None]:
+        """:meth:`detect_many` for the images not seen before (with the same claims, where they matter)."""
+        memo: OrderedDict[Hashable, list[Detection] | None] = self.__dict__.setdefault("_memo", OrderedDict())
+        keys = [self._memo_key(image, cs) for image, cs in zip(images, claims, strict=True)]
+        missing = [i for i, key in enumerate(keys) if key not in memo]
+        # The same image twice in one batch is detected once too.
+        first = list({keys[i]: i for i in reversed(missing)}.values())
+        found = dict(zip((keys[i] for i in first), self.detect_many([images[i] for i in first], [claims[i] for i in first]), strict=True)) if first else {}
+        out = []
+        for key in keys:
+            dets = found[key] if key in found else memo[key]
+            memo[key] = dets
+            memo.move_to_end(key)
+            out.append(None if dets is None else list(dets))
+        while len(memo) > self.memo_size:
+            memo.popitem(last=False)
+        return out
+
+    def _memo_key(self, image: np.ndarray, claims: Sequence[Claim]) -> Hashable:
+        pixels = hashlib.blake2b(image.tobytes(), digest_size=16).hexdigest()
+        if not self.uses_claims:
+            return image.shape, pixels
+        return image.shape, pixels, tuple((c.type, c.subject, c.count, c.attribute, c.text) for c in claims)
 
     def verdict(self, claim: Claim, label: VerdictLabel, confidence: float, evidence: Iterable[Detection | Evidence] = ()) -> ExpertVerdict:
         ev = [e.to_evidence() if isinstance(e, Detection) else e for e in evidence]

@@ -110,6 +110,7 @@ class OpenVocabExpert(Expert):
 
     name = "open_vocab"
     claim_types = frozenset({ClaimType.EXISTENCE, ClaimType.COUNT, ClaimType.ATTRIBUTE, ClaimType.NEGATED_EXISTENCE})
+    uses_claims = True  # its text queries are built from the claims
 
     def __init__(self, config: OpenVocabConfig | None = None, *, model: Any = None, processor: Any = None) -> None:
         self.config = config or OpenVocabConfig()

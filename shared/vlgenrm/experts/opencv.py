@@ -67,6 +67,7 @@ class OpenCVExpert(Expert):
 
     name = "opencv"
     claim_types = PRESENCE_TYPES
+    uses_claims = True  # runs only the detectors the claims' subjects need
     aliases = ALIASES
 
     def __init__(self, config: OpenCVConfig | None = None) -> None:
