@@ -44,6 +44,45 @@ def test_batched_equals_one_by_one(genrm: GenRM):
     assert batched_lp == [pytest.approx(genrm.option_logprobs(Mode.PAIRWISE, [it])[0], abs=TOL) for it in items]
 
 
+@pytest.mark.parametrize("restate", [True, False])
+def test_prefix_cache_path_equals_the_reference_path(genrm: GenRM, restate: bool):
+    """The shared-prefix KV cache and the image processed once per query give the numbers of
+    two full sequences per prompt: both modes, direct and after a critique, batched and one by
+    one, prompts of different lengths and image sizes in one batch, both orders."""
+    points = [PointwiseQuery(q.image, q.question, q.response_a, q.critique) for q in QUERIES]
+    # One query restates responses that share a long start, so the shared prefix reaches into them.
+    queries = [*QUERIES, PairwiseQuery(png((200, 200, 10)), "What is shown?", "A red circle and a blue star.", "A red circle and a green star.")]
+    targets = [*TARGETS, Choice.B]
+    results = {}
+    for prefix_cache in (False, True):
+        genrm.settings = genrm.settings.model_copy(update={"prefix_cache": prefix_cache, "restate": restate, "batch_size": 8})
+        batched = (genrm.pairwise_probs(queries), genrm.margins(queries, targets), genrm.pointwise_probs(points))
+        genrm.settings = genrm.settings.model_copy(update={"batch_size": 1})
+        single = ([genrm.pairwise_probs([q])[0] for q in queries], [genrm.margins([q], [t])[0] for q, t in zip(queries, targets)],
+                  [genrm.pointwise_probs([p])[0] for p in points])
+        results[prefix_cache] = (batched, single)
+    for reference, cached in zip(results[False], results[True]):
+        (p_ref, m_ref, pt_ref), (p_new, m_new, pt_new) = reference, cached
+        assert p_new == pytest.approx(p_ref, abs=1e-5 if DEVICE == "cpu" else TOL)
+        assert pt_new == pytest.approx(pt_ref, abs=1e-5 if DEVICE == "cpu" else TOL)
+        assert m_new == pytest.approx(m_ref, abs=TOL, rel=1e-5)  # log-odds of size ~10: float32's last digits
+    probs = results[True][0][0]
+    assert len(set(round(p, 6) for p in probs)) == len(probs)  # not one constant answer
+
+
+def test_an_image_shown_with_several_prompts_is_processed_once(genrm: GenRM, monkeypatch):
+    calls = []
+    original = genrm.encode_prompt
+    monkeypatch.setattr(genrm, "encode_prompt", lambda image, prompt: calls.append(prompt) or original(image, prompt))
+    same = [PairwiseQuery(bytes(QUERIES[0].image), q.question, q.response_a, q.response_b) for q in QUERIES]  # equal bytes, other objects
+    genrm.pairwise_probs(same)
+    assert len(calls) == 1  # 3 queries x 2 orders, one image: the other five prompts are spliced
+    calls.clear()
+    genrm.settings = genrm.settings.model_copy(update={"prefix_cache": False})
+    genrm.pairwise_probs(same)
+    assert len(calls) == 6
+
+
 def test_margins_are_antisymmetric_and_probabilities_bounded(qwen: GenRM):
     m_a = qwen.margins(QUERIES, [Choice.A] * 3)
     m_b = qwen.margins(QUERIES, [Choice.B] * 3)

@@ -4,8 +4,15 @@ Scoring is one batched primitive: the log-probability of a continuation given (i
 prompt). A verdict's log-probability compares the two full continuations ``critique +
 answer(A)`` and ``critique + answer(B)`` — the verdict line, after the restated better
 response when ``settings.restate`` (pairwise) — : their shared token prefix cancels, so only
-the tokens after it are scored, which is exact for any tokenizer and needs the logits of only
-the answers' positions (``logits_to_keep``), never the whole sequence times the vocabulary.
+the tokens after it are scored, which is exact for any tokenizer.
+
+With ``settings.prefix_cache`` (the default) the shared prefix — image, prompt, critique and
+the options' common start — runs once per prompt, keeping its KV cache, and the two options'
+tails run as a 2-row step on that cache: the image is encoded once instead of twice, and most
+tokens once instead of twice. Positions are passed explicitly (M-RoPE's 3-D ones for the Qwen
+families), so the tails see exactly the positions they have in the full sequence and the
+numbers equal the reference path's (``prefix_cache: false``: two full sequences, logits of the
+answers' positions only) within float error.
 """
 
 from __future__ import annotations
@@ -221,6 +228,46 @@ class GenRM:
             enc = self.processor(images=[self.load_image(image)], text=[prompt], return_tensors="pt")
         return {k: v for k, v in enc.items() if isinstance(v, torch.Tensor)}
 
+    def encode_prompts(self, items: Sequence[tuple[ImageInput, str]]) -> list[dict[str, torch.Tensor]]:
+        """:meth:`encode_prompt` of each (image, prompt). An image shown with several prompts (both
+        orders, several critiques, the G rollouts of one RL prompt batched together by the scorer;
+        equal bytes or the same PIL object) is decoded and processed once: the later prompts
+        are tokenized alone and get the first one's image tokens spliced in where the processor
+        would expand them; any prompt that does not fit that shape takes the processor's path."""
+        out: list[dict[str, torch.Tensor]] = []
+        first: dict[Any, dict[str, torch.Tensor]] = {}
+        for image, prompt in items:
+            key = image if isinstance(image, bytes) else id(image)  # encoded bytes: equal content, one image
+            seen = first.get(key)
+            spliced = self._splice_image(seen, prompt) if seen is not None else None
+            if spliced is None:
+                spliced = self.encode_prompt(image, prompt)
+                first.setdefault(key, spliced)
+            out.append(spliced)
+        return out
+
+    def _splice_image(self, encoded: dict[str, torch.Tensor], prompt: str) -> dict[str, torch.Tensor] | None:
+        image_id = self.tokenizer.convert_tokens_to_ids(getattr(self.processor, "image_token", None) or "")
+        ids = encoded["input_ids"][0]
+        is_image = ids == image_id
+        n = int(is_image.sum())
+        if image_id is None or n == 0:
+            return None
+        rows = {k: v[0] for k, v in encoded.items() if k in TOKEN_KEYS[2:]}
+        # Only a plain run of one repeated token, with type ids set on it alone, can be spliced.
+        if any(bool((v[~is_image] != 0).any()) or v[is_image].unique().numel() != 1 for v in rows.values()):
+            return None
+        text_ids = self.tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        if text_ids.count(image_id) != 1:
+            return None
+        at = text_ids.index(image_id)
+        new_ids = torch.tensor(text_ids[:at] + [image_id] * n + text_ids[at + 1 :]).unsqueeze(0)
+        spliced = {k: v for k, v in encoded.items() if k not in TOKEN_KEYS}
+        spliced["input_ids"], spliced["attention_mask"] = new_ids, torch.ones_like(new_ids)
+        for key, row in rows.items():
+            spliced[key] = torch.where(new_ids == image_id, row[is_image][0], torch.zeros_like(new_ids))
+        return spliced
+
     def token_ids(self, text: str) -> list[int]:
         """Ids of a continuation, tokenized on its own (training and scoring agree on this); it
         may restate a response, so it too is data (:meth:`as_data`)."""
@@ -234,9 +281,8 @@ class GenRM:
         restated = responses[OPTIONS[mode].index(option)] if mode is Mode.PAIRWISE and self.settings.restate else None
         return target_text(critique, option, restated)
 
-    def _option_sequences(self, mode: Mode, image: ImageInput, prompt: str, critique: str, responses: Sequence[str]) -> list[_Sequence]:
-        """The two continuations of one prompt, each scored after their shared prefix."""
-        features = self.encode_prompt(image, prompt)
+    def _option_sequences(self, mode: Mode, features: dict[str, torch.Tensor], critique: str, responses: Sequence[str]) -> list[_Sequence]:
+        """The two continuations of one encoded prompt, each scored after their shared prefix."""
         conts = [self.token_ids(self.continuation(mode, critique, option, responses)) for option in OPTIONS[mode]]
         lcp = 0
         while lcp < min(map(len, conts)) and conts[0][lcp] == conts[1][lcp]:
@@ -251,11 +297,66 @@ class GenRM:
 
     @torch.inference_mode()
     def _tail_logprobs(self, sequences: list[_Sequence]) -> list[float]:
-        """Sum of log-probabilities of each sequence's last ``tail`` tokens, batched."""
+        """Sum of log-probabilities of each sequence's last ``tail`` tokens, batched; sequences
+        come in option pairs of one prompt (:meth:`_option_sequences`)."""
         out: list[float] = []
+        if self.settings.prefix_cache:
+            pairs = [(sequences[i], sequences[i + 1]) for i in range(0, len(sequences), 2)]
+            # batch_size prompts a prefix forward (as many rows as the reference path's forward);
+            # their tails are short, so twice as many tail rows cost far less.
+            for start in range(0, len(pairs), self.settings.batch_size):
+                out += self._shared_prefix_batch(pairs[start : start + self.settings.batch_size])
+            return out
         for start in range(0, len(sequences), self.settings.batch_size):
             out += self._tail_batch(sequences[start : start + self.settings.batch_size])
         return out
+
+    def _prefix_positions(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Position ids of a left-padded prompt batch: (3, B, L) M-RoPE ones for families that
+        compute them from the image grid, else (B, L) counted over the attention mask."""
+        mask = inputs["attention_mask"]
+        if self.family.positions_from_mask:
+            inner = self.model  # the module that owns get_rope_index, under any wrapper (LoRA)
+            while not hasattr(inner, "get_rope_index"):
+                inner = inner.model
+            grids = {k: inputs[k] for k in ("image_grid_thw",) if k in inputs}
+            positions, _ = inner.get_rope_index(input_ids=inputs["input_ids"], mm_token_type_ids=inputs["mm_token_type_ids"], attention_mask=mask, **grids)
+            return positions
+        return (mask.cumsum(-1) - 1).clamp(min=0)
+
+    def _shared_prefix_batch(self, pairs: list[tuple[_Sequence, _Sequence]]) -> list[float]:
+        prefixes = [first.continuation[: len(first.continuation) - first.tail] for first, _ in pairs]
+        inputs = join_and_pad([first.features for first, _ in pairs], prefixes, self.pad_id, left=True)
+        positions = self._prefix_positions(inputs)
+        model_inputs = to_model(inputs, self.model)
+        device = model_inputs["input_ids"].device
+        prefix = self.model(**model_inputs, position_ids=positions.to(device), use_cache=True, logits_to_keep=1)
+        first_logprobs = torch.log_softmax(prefix.logits[:, -1].float(), dim=-1).repeat_interleave(2, dim=0)
+        tails = [s.continuation[len(s.continuation) - s.tail :] for pair in pairs for s in pair]
+        width = max(map(len, tails))
+        if width == 0:
+            return [0.0] * len(tails)
+        tail_ids = torch.tensor([t + [self.pad_id] * (width - len(t)) for t in tails], device=device)
+        tail_mask = torch.tensor([[1] * len(t) + [0] * (width - len(t)) for t in tails], device=device)
+        # A tail's positions go on from the last prefix token's (a text token: its three M-RoPE
+        # components are equal), exactly as in the full sequence.
+        after = positions[..., -1:].to(device).repeat_interleave(2, dim=-2 if positions.dim() == 2 else 1)
+        tail_positions = after + 1 + torch.arange(width, device=device)
+        cache = prefix.past_key_values
+        cache.batch_repeat_interleave(2)
+        mask = torch.cat([model_inputs["attention_mask"].repeat_interleave(2, dim=0), tail_mask], dim=1)
+        logprobs = torch.log_softmax(self.model(input_ids=tail_ids, attention_mask=mask, position_ids=tail_positions, past_key_values=cache, use_cache=True).logits.float(), dim=-1)
+        results = []
+        for row, tail in enumerate(tails):
+            if not tail:
+                results.append(0.0)
+                continue
+            total = first_logprobs[row, tail[0]]
+            if len(tail) > 1:
+                later = torch.tensor(tail[1:], device=device)
+                total = total + logprobs[row, torch.arange(len(tail) - 1, device=device), later].sum()
+            results.append(float(total))
+        return results
 
     @property
     def pad_id(self) -> int:
@@ -278,7 +379,9 @@ class GenRM:
 
     def option_logprobs(self, mode: Mode, items: Sequence[tuple[ImageInput, str, str, Sequence[str]]]) -> list[tuple[float, float]]:
         """For each (image, prompt, critique, responses shown): log p of the first and of the second option's continuation."""
-        sequences = [s for image, prompt, critique, responses in items for s in self._option_sequences(mode, image, prompt, critique, responses)]
+        prompts = [(image, prompt) for image, prompt, _, _ in items]
+        encoded = self.encode_prompts(prompts) if self.settings.prefix_cache else [self.encode_prompt(*p) for p in prompts]
+        sequences = [s for features, (_, _, critique, responses) in zip(encoded, items, strict=True) for s in self._option_sequences(mode, features, critique, responses)]
         flat = self._tail_logprobs(sequences)
         return [(flat[2 * i], flat[2 * i + 1]) for i in range(len(items))]
 
