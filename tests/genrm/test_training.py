@@ -25,8 +25,10 @@ from vlgenrm.genrm.training import (
     enable_gradient_checkpointing,
     make_batch,
     save_adapter,
+    sft_loss,
     train_step,
 )
+from vlgenrm.genrm.config import LossAverage
 from vlgenrm.genrm.verdicts import Mode
 
 QUESTION = "What colour is the square?"
@@ -67,6 +69,22 @@ def test_collator_puts_loss_on_target_tokens_only(qwen: GenRM):
         assert all(x == IGNORE for x in labels[prompt_len + len(target) :])
         assert batch["attention_mask"][i].sum().item() == prompt_len + len(target)
     assert batch["labels"].shape == batch["input_ids"].shape
+
+
+def test_sequence_average_weighs_a_bare_verdict_like_a_critique(qwen: GenRM):
+    """Per-sequence averaging is the mean of each row's own token mean (which transformers'
+    per-token loss gives for a row alone); with a long critique and a bare verdict in one batch
+    the two averages differ."""
+    image = colour_set(1)[0][0]
+    long = SFTExample(image, QUESTION, RESPONSES, target_text("Response A names the colour of the square, and response B names another colour that the image does not show at all.", "A"))
+    bare = SFTExample(image, QUESTION, RESPONSES, target_text("", "A"))
+    collator = SFTCollator(qwen)
+    with torch.no_grad():
+        rows = [sft_loss(qwen.model, collator([ex]), LossAverage.TOKEN).item() for ex in (long, bare)]
+        per_sequence = sft_loss(qwen.model, collator([long, bare]), LossAverage.SEQUENCE).item()
+        per_token = sft_loss(qwen.model, collator([long, bare]), LossAverage.TOKEN).item()
+    assert per_sequence == pytest.approx(sum(rows) / 2, rel=1e-4)
+    assert abs(per_token - per_sequence) > 1e-3
 
 
 def test_both_orders_swap_responses_and_verdicts():

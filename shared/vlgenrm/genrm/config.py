@@ -46,6 +46,17 @@ class Objective(StrEnum):
     SFT_DPO = "sft+dpo"
 
 
+class LossAverage(StrEnum):
+    """How the SFT cross-entropy over target tokens is averaged in a micro-batch."""
+
+    #: Every target token weighs the same: a 130-token critique outweighs its 25-token bare
+    #: verdict five to one (transformers' own loss).
+    TOKEN = "token"
+    #: Each sequence's mean token loss, averaged over sequences: a bare verdict, the thing
+    #: direct scoring reads, weighs as much as a critique.
+    SEQUENCE = "sequence"
+
+
 class LoraSettings(BaseModel):
     """LoRA adapters on the language model's attention projections (base weights frozen)."""
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, Field
 
-from vlgenrm.genrm.config import LoraSettings, Objective
+from vlgenrm.genrm.config import LoraSettings, LossAverage, Objective
 from vlgenrm.genrm.errors import ContextTooLongError
 from vlgenrm.genrm.model import IGNORE, GenRM, ImageInput, join_and_pad, to_model
 from vlgenrm.genrm.verdicts import Mode, parse_verdict, strip_verdict, swap_ab
@@ -90,9 +90,19 @@ def sequence_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tenso
     return (picked * mask).sum(-1)
 
 
-def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Mean cross-entropy over target tokens (transformers shifts labels and skips IGNORE)."""
-    return model(**to_model(batch, model)).loss
+def sft_loss(model: Any, batch: dict[str, torch.Tensor], average: LossAverage = LossAverage.TOKEN) -> torch.Tensor:
+    """Cross-entropy over target tokens, averaged per token (transformers' loss: it shifts the
+    labels and skips IGNORE) or per sequence (each row's mean, then the mean of the rows)."""
+    if average is LossAverage.TOKEN:
+        return model(**to_model(batch, model)).loss
+    batch = to_model(batch, model)
+    labels = batch.pop("labels")[:, 1:]
+    logits = model(**batch).logits[:, :-1].float()
+    mask = labels != IGNORE
+    nll = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none") * mask
+    counted = mask.sum(-1)
+    rows = counted > 0
+    return (nll.sum(-1)[rows] / counted[rows]).mean()
 
 
 def dpo_loss(
@@ -110,6 +120,7 @@ class StepSettings(BaseModel):
     """What one optimisation step does."""
 
     objective: Objective = Field(Objective.SFT, description="sft, or sft+dpo (needs rejected critiques and reference log-probs).")
+    loss_average: LossAverage = Field(LossAverage.TOKEN, description="SFT loss averaged per target token or per sequence.")
     dpo_beta: float = Field(0.1, gt=0, description="DPO temperature beta.")
     dpo_weight: float = Field(1.0, ge=0, description="Weight of the DPO term added to the SFT loss.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
@@ -167,7 +178,7 @@ def train_step(
 def _accumulate(model: Any, mb: TrainBatch, settings: StepSettings, n: int, counted: int, totals: dict[str, float]) -> None:
     """Forward and backward of one micro-batch; metrics average over the weighted ones."""
     share = mb.weight / counted
-    loss = sft_loss(model, mb.sft)
+    loss = sft_loss(model, mb.sft, settings.loss_average)
     totals["sft_loss"] += loss.item() * share
     if settings.objective is Objective.SFT_DPO:
         if mb.chosen is None or mb.rejected is None or mb.reference_chosen is None or mb.reference_rejected is None:

@@ -9,7 +9,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from vlgenrm.genrm.config import GenRMSettings, LoraSettings, Objective
+from vlgenrm.genrm.config import GenRMSettings, LoraSettings, LossAverage, Objective
 
 
 class Init(StrEnum):
@@ -55,6 +55,7 @@ class TrainingConfig(BaseModel):
     image_size: int | None = Field(None, ge=16, description="Resize images so their longer side is at most this (None = as stored).")
     init: Init = Field(Init.BASE, description="Start from the base model or from the previous iteration's checkpoint M_t.")
     objective: Objective = Field(Objective.SFT, description="sft, or sft+dpo using the sampler's rejected critiques.")
+    loss_average: LossAverage = Field(LossAverage.SEQUENCE, description="SFT loss averaged per sequence (each critique and each bare verdict weighs the same) or per target token (long critiques dominate).")
     dpo_beta: float = Field(0.1, gt=0, description="DPO temperature beta.")
     dpo_weight: float = Field(1.0, ge=0, description="Weight of the DPO term added to the SFT loss.")
     both_orders: bool = Field(False, description="Also train every record in the swapped A/B order (use when the data holds one order only).")

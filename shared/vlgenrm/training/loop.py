@@ -171,7 +171,7 @@ def train_loop_per_worker(raw: dict[str, Any]) -> None:
     # The saved counts are all workers' together: one rank carries them on.
     steps = StepData(source, SFTCollator(genrm), config, reference, rank, world, dict(state.skipped) if rank == 0 else {})
     skipped = steps.skipped
-    step_settings = StepSettings(objective=config.objective, dpo_beta=config.dpo_beta, dpo_weight=config.dpo_weight, max_grad_norm=config.max_grad_norm)
+    step_settings = StepSettings(objective=config.objective, loss_average=config.loss_average, dpo_beta=config.dpo_beta, dpo_weight=config.dpo_weight, max_grad_norm=config.max_grad_norm)
 
     started = time.monotonic()
     done_at_start = state.step
