@@ -10,7 +10,7 @@ import pytest
 
 from vlgenrm.contracts import Choice, ImageRef, IterationReason, IterationStatus, Order, Phase, TrainingRecord
 from vlgenrm.evaluation.run import EvaluationPrediction
-from vlgenrm.iteration.demo import IterationResult, RunConfig, chain_namespace, training_label_accuracy
+from vlgenrm.iteration.demo import DEFAULT_SPEC, IterationResult, RunConfig, chain_namespace, merge, training_label_accuracy
 from vlgenrm.iteration.report import IterationSummary, ablation_rows, load_summary, write_report
 from vlgenrm.stages import jsonl
 from vlgenrm.store import LocalStore
@@ -112,6 +112,12 @@ def test_runs_with_other_data_get_other_datasets_and_iteration_names() -> None:
     assert biased.dataset().name != uniform.dataset().name and biased.digest() != uniform.digest()
     assert RunConfig().digest() == biased.digest() and RunConfig().dataset() == biased.dataset()  # a rerun finds its own
     assert RunConfig(spec={"training": {"epochs": 1}}).digest() != biased.digest()
+    # The spec counts with its defaults filled in: spelling a default out is the same run, so a
+    # changed default (a new release) is another run, never the old one's results under its name.
+    explicit = merge(DEFAULT_SPEC, {"training": {"loss_average": "sequence"}, "genrm": {"restate": True}})
+    assert RunConfig(spec=explicit).digest() == biased.digest()
+    assert RunConfig(spec=merge(DEFAULT_SPEC, {"training": {"loss_average": "token"}})).digest() != biased.digest()
+    assert RunConfig(spec=merge(DEFAULT_SPEC, {"genrm": {"restate": False}})).digest() != biased.digest()
 
 
 def test_a_changed_generator_gets_a_new_dataset_and_new_iteration_names(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -80,8 +80,14 @@ class RunConfig(BaseModel):
 
     def digest(self) -> str:
         """Names this run's Iterations: the same data, start and spec give the same names (a rerun
-        finds them done), anything else new ones — never another run's stale results."""
-        blob = json.dumps({"data": self.dataset().name, "base": self.base_model or self.base.digest(), "spec": self.spec}, sort_keys=True, default=str)
+        finds them done), anything else new ones — never another run's stale results. The spec
+        counts with every default filled in, so a changed default is a changed run too."""
+        from vlgenrm.genrm.config import GenRMSettings
+
+        name, base = self.dataset().name, self.base_model or self.base.digest()
+        spec = IterationSpec.model_validate(merge(self.spec, {"dataset": name, "evalSet": name, "baseModel": base})).model_dump(mode="json")
+        spec["genrm"] = spec["genrm"] or GenRMSettings().model_dump(mode="json")  # what the services use when unset
+        blob = json.dumps({"data": name, "base": base, "spec": spec}, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:6]
 
     @classmethod
