@@ -112,3 +112,39 @@ def test_workers_stream_records_and_shrink_images(store):
 def test_training_set_helper_writes_shards(store):
     data = synth(store, "shards", n_train=4, n_eval=0)
     assert len(put_training_set(store, data.records, "x/y", shards=3)) == 3
+
+
+@pytest.mark.parametrize("average", ["sequence", "token"])
+def test_length_buckets_give_the_unsplit_steps_loss_and_gradient(tmp_path, average):
+    """A micro-batch run as length buckets (bare verdicts apart from critiques) is weighted so
+    the step's loss and every gradient equal the one-pass step's."""
+    import torch
+
+    from vlgenrm.genrm.config import GenRMSettings
+    from vlgenrm.genrm.model import GenRM
+    from vlgenrm.genrm.tiny import build_tiny_genrm
+    from vlgenrm.genrm.training import SFTCollator, StepSettings, train_step
+    from vlgenrm.store import LocalStore
+    from vlgenrm.training.loop import StepData
+
+    store = LocalStore(tmp_path / "store")
+    data = synth(store, "buckets", n_train=6, n_eval=0, seed=20261201)
+    write_training_set(store, "set.jsonl", data.records)
+    source = RecordSource(store, "set.jsonl")
+    genrm = GenRM.load(build_tiny_genrm(tmp_path / "tiny"), GenRMSettings())
+    results = []
+    for buckets in (1, 2, 3):
+        config = TrainingConfig(batch_size=5, both_orders=True, loss_average=average, length_buckets=buckets)
+        batches = StepData(source, SFTCollator(genrm), config).micro_batches(0)
+        assert len(batches) == buckets  # always that many passes: workers step in lockstep
+        genrm.model.zero_grad(set_to_none=True)
+        optimizer = torch.optim.SGD(genrm.model.parameters(), lr=0.0)  # gradients only, weights stay
+        grads = []
+        original = optimizer.step
+        optimizer.step = lambda: grads.extend(p.grad.clone() for p in genrm.model.parameters() if p.grad is not None) or original()
+        loss = train_step(genrm.model, optimizer, batches, StepSettings(loss_average=average))["loss"]
+        results.append((loss, grads))
+    (loss_1, grads_1) = results[0]
+    for loss_k, grads_k in results[1:]:
+        assert loss_k == pytest.approx(loss_1, rel=1e-5)
+        assert all(torch.allclose(a, b, atol=1e-6, rtol=1e-4) for a, b in zip(grads_1, grads_k, strict=True))

@@ -60,6 +60,7 @@ class TrainingConfig(BaseModel):
     dpo_weight: float = Field(1.0, ge=0, description="Weight of the DPO term added to the SFT loss.")
     both_orders: bool = Field(False, description="Also train every record in the swapped A/B order (use when the data holds one order only).")
     direct_verdict: bool = Field(True, description="Also train each record's bare verdict line, so direct scoring (no critique, §3.7) is something the model learned.")
+    length_buckets: int = Field(2, ge=1, le=16, description="Run each micro-batch as this many forward passes of similar lengths (bare verdicts apart from critiques), weighted so loss and gradient equal the unsplit batch's; sft only.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     lora: LoraSettings | None = Field(None, description="Train LoRA adapters instead of all weights; the exported checkpoint has them merged.")
     precision: Precision = Field(Precision.AUTO, description="auto = bf16 on GPUs, fp32 on CPUs.")
