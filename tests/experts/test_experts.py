@@ -394,13 +394,13 @@ class CountingExpert(Expert):
 def test_registry_routes_claims_and_passes_once_per_image(shapes, ocr, monkeypatch):
     passes: Counter = Counter()
     for expert in (shapes, ocr):
-        original = expert.detect
+        original = expert.detect_many
 
-        def counting(image, claims=(), _original=original, _name=expert.name):
-            passes[_name] += 1
-            return _original(image, claims)
+        def counting(images, claims, _original=original, _name=expert.name):
+            passes[_name] += len(images)  # one detection pass per image handed over
+            return _original(images, claims)
 
-        monkeypatch.setattr(expert, "detect", counting)
+        monkeypatch.setattr(expert, "detect_many", counting)
     spare = CountingExpert("spare")
     registry = ExpertRegistry([shapes, ocr, spare])
     scene = render_scene(np.random.default_rng(5), objects=[("circle", "red"), ("square", "green")], word="CAFE")
