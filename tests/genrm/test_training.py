@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from tests.genrm.conftest import DEVICE, load, png
+from tests.genrm.conftest import load, png
 from vlgenrm.contracts import Choice
 from vlgenrm.genrm.model import GenRM, PairwiseQuery
 from vlgenrm.genrm.prompts import target_text

@@ -220,8 +220,6 @@ class StepData:
         self._last_good: Any = None
 
     def micro_batches(self, step: int) -> list[Any]:
-        from vlgenrm.genrm.training import TrainBatch
-
         config = self.config
         share = worker_share(batch_indices(step, len(self.source), config), self.rank, self.world)
         out = []
