@@ -95,14 +95,9 @@ def sft_loss(model: Any, batch: dict[str, torch.Tensor], average: LossAverage = 
     labels and skips IGNORE) or per sequence (each row's mean, then the mean of the rows)."""
     if average is LossAverage.TOKEN:
         return model(**to_model(batch, model)).loss
-    batch = to_model(batch, model)
-    labels = batch.pop("labels")[:, 1:]
-    logits = model(**batch).logits[:, :-1].float()
-    mask = labels != IGNORE
-    nll = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none") * mask
-    counted = mask.sum(-1)
+    counted = (batch["labels"][:, 1:] != IGNORE).sum(-1).to(next(model.parameters()).device)
     rows = counted > 0
-    return (nll.sum(-1)[rows] / counted[rows]).mean()
+    return -(sequence_logprobs(model, batch)[rows] / counted[rows]).mean()
 
 
 def dpo_loss(

@@ -231,7 +231,7 @@ class StepData:
             out += self._bucketed(examples) if self.reference is None and config.length_buckets > 1 else [self._collated(examples)]
         return out
 
-    def _collated(self, examples: list[Any], weight: float = 1.0) -> Any:
+    def _collated(self, examples: list[Any]) -> Any:
         from vlgenrm.genrm.training import TrainBatch
 
         batch = _collate(self.collator, examples, self.reference, self.skipped)
@@ -242,38 +242,34 @@ class StepData:
             last = self._last_good
             return TrainBatch(last.sft, last.chosen, last.rejected, last.reference_chosen, last.reference_rejected, weight=0.0)
         self._last_good = batch
-        batch.weight = weight
         return batch
 
     def _bucketed(self, examples: list[Any]) -> list[Any]:
         """One micro-batch as ``length_buckets`` forward passes of similar lengths, so a bare
         verdict is not padded to a critique's length. Each pass is weighted by its share of
         what the loss averages over (rows or target tokens), so the step's loss and gradient
-        are the unsplit micro-batch's. Always that many passes: workers step in lockstep."""
+        are the unsplit micro-batch's. Always that many passes (an empty one is a zero-weight
+        stand-in): workers step in lockstep."""
         from vlgenrm.genrm.config import LossAverage
         from vlgenrm.genrm.model import IGNORE
 
         k = self.config.length_buckets
         ranked = sorted(examples, key=lambda ex: len(ex.target) + len(ex.question) + sum(map(len, ex.responses)))
         size = -(-len(ranked) // k)
-        batches = [self._collated(ranked[i * size : (i + 1) * size]) if ranked[i * size : (i + 1) * size] else None for i in range(k)]
+        batches = [self._collated(ranked[i * size : (i + 1) * size]) for i in range(k)]
         per_token = self.config.loss_average is LossAverage.TOKEN
 
         def mass(b: Any) -> float:
-            if b is None or not b.weight:
+            if not b.weight:
                 return 0.0
             labels = b.sft["labels"][:, 1:] != IGNORE
             return float(labels.sum() if per_token else (labels.sum(-1) > 0).sum())
 
         masses = [mass(b) for b in batches]
         total = sum(masses)
-        out = []
         for b, m in zip(batches, masses, strict=True):
-            if b is None:
-                b = self._collated([])  # a zero-weight stand-in
             b.weight = k * m / total if total else 0.0
-            out.append(b)
-        return out
+        return batches
 
 
 def _fully_shard(model: Any) -> Any:
