@@ -248,10 +248,11 @@ class GenRM:
 
     def _splice_image(self, encoded: dict[str, torch.Tensor], prompt: str) -> dict[str, torch.Tensor] | None:
         image_id = self.tokenizer.convert_tokens_to_ids(getattr(self.processor, "image_token", None) or "")
-        ids = encoded["input_ids"][0]
-        is_image = ids == image_id
+        if image_id is None:
+            return None
+        is_image = encoded["input_ids"][0] == image_id
         n = int(is_image.sum())
-        if image_id is None or n == 0:
+        if n == 0:
             return None
         rows = {k: v[0] for k, v in encoded.items() if k in TOKEN_KEYS[2:]}
         # Only a plain run of one repeated token, with type ids set on it alone, can be spliced.
