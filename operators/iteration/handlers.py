@@ -49,7 +49,7 @@ class Runtime:
 
     def consume(self) -> None:
         """Collect failure reports from vlgenrm.events and vlgenrm.dlq (markers are read from the store)."""
-        group = f"vlgenrm-operator-{uuid.uuid4().hex[:8]}"  # every replica sees every event
+        group = self.topics.group(f"operator-{uuid.uuid4().hex[:8]}")  # every replica sees every event
         with self.bus.consumer([self.topics.events, self.topics.dlq], group) as consumer:
             while not self.stop.is_set():
                 records = consumer.poll(1.0, 500)

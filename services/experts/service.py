@@ -25,7 +25,7 @@ from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, o
 from vlgenrm.store import BlobStore, StoreError
 
 log = logging.getLogger(__name__)
-GROUP = "vlgenrm-experts"
+GROUP = "experts"  # the consumer group, under the topic prefix (Topics.group)
 
 IMAGES = Counter("vlgenrm_experts_images_total", "Images verified by the experts stage")
 IMAGE_ERRORS = Counter("vlgenrm_experts_image_errors_total", "Examples skipped because their image was unusable")
@@ -99,4 +99,4 @@ def build_worker(settings: Settings, bus: Bus, store: BlobStore, annotation: Ann
     topics = Topics(settings.bus.topic_prefix)
     stage = ExpertsStage(store, annotation)
     runner = StageRunner(bus, store, topics, stage.process)
-    return Worker(bus, [topics.tasks(Stage.EXPERTS)], GROUP, StageTask, runner, dlq_topic=topics.dlq, settings=settings.worker)
+    return Worker(bus, [topics.tasks(Stage.EXPERTS)], topics.group(GROUP), StageTask, runner, dlq_topic=topics.dlq, settings=settings.worker)

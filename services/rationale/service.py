@@ -23,7 +23,7 @@ from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, o
 from vlgenrm.store import BlobStore, StoreError
 
 log = logging.getLogger(__name__)
-GROUP = "vlgenrm-rationale"
+GROUP = "rationale"  # the consumer group, under the topic prefix (Topics.group)
 CANDIDATES = Counter("vlgenrm_rationale_candidates_total", "Candidate critiques generated, by outcome", ["outcome"])
 
 
@@ -88,4 +88,4 @@ class RationaleStage:
 def build_worker(settings: Settings, bus: Bus, store: BlobStore) -> Worker[StageTask]:
     topics = Topics(settings.bus.topic_prefix)
     runner = StageRunner(bus, store, topics, RationaleStage(store).process)
-    return Worker(bus, [topics.tasks(Stage.RATIONALE)], GROUP, StageTask, runner, dlq_topic=topics.dlq, settings=settings.worker)
+    return Worker(bus, [topics.tasks(Stage.RATIONALE)], topics.group(GROUP), StageTask, runner, dlq_topic=topics.dlq, settings=settings.worker)

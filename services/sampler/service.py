@@ -35,7 +35,7 @@ from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, o
 from vlgenrm.store import BlobStore
 
 log = logging.getLogger(__name__)
-GROUP = "vlgenrm-sampler"
+GROUP = "sampler"  # the consumer group, under the topic prefix (Topics.group)
 MARGINS = Counter("vlgenrm_sampler_margins_total", "Candidates scored by the current GenRM")
 ACCEPTED = Counter("vlgenrm_sampler_accepted_total", "Candidates accepted into the training set")
 EVALUATED = Counter("vlgenrm_evaluation_examples_total", "Benchmark examples scored by the evaluation stage", ["role"])
@@ -131,4 +131,4 @@ def build_worker(settings: Settings, bus: Bus, store: BlobStore) -> Worker[Stage
     topics = Topics(settings.bus.topic_prefix)
     runner = StageRunner(bus, store, topics, SamplerService(store).process)
     stages = [topics.tasks(Stage.SAMPLING), topics.tasks(Stage.EVALUATION)]
-    return Worker(bus, stages, GROUP, StageTask, runner, dlq_topic=topics.dlq, settings=settings.worker)
+    return Worker(bus, stages, topics.group(GROUP), StageTask, runner, dlq_topic=topics.dlq, settings=settings.worker)

@@ -26,7 +26,7 @@ from vlgenrm.training.config import TrainingTaskSettings
 from vlgenrm.training.data import load_training_set, write_training_set
 
 log = logging.getLogger(__name__)
-GROUP = "vlgenrm-trainer"
+GROUP = "trainer"  # the consumer group, under the topic prefix (Topics.group)
 RUNS = Counter("vlgenrm_trainer_runs_total", "Training runs finished")
 SAMPLES_PER_S = Gauge("vlgenrm_trainer_samples_per_second", "Throughput of the last finished run")
 
@@ -81,6 +81,6 @@ class TrainerStage:
 def build_worker(settings: Settings, bus: Bus, store: BlobStore) -> Worker[StageTask]:
     topics = Topics(settings.bus.topic_prefix)
     stage = TrainerStage(settings, store)
-    worker = Worker(bus, [topics.tasks(Stage.TRAINING)], GROUP, StageTask, StageRunner(bus, store, topics, stage.process), dlq_topic=topics.dlq, settings=settings.worker)
+    worker = Worker(bus, [topics.tasks(Stage.TRAINING)], topics.group(GROUP), StageTask, StageRunner(bus, store, topics, stage.process), dlq_topic=topics.dlq, settings=settings.worker)
     stage.should_stop = lambda: worker.stopping
     return worker

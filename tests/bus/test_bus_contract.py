@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import defaultdict
 
-from vlgenrm.bus import Consumer, Record
+import pytest
+
+from vlgenrm.bus import Consumer, Record, Topics
+from vlgenrm.contracts import Stage
 from vlgenrm.settings import BusKind
 
 
@@ -135,3 +139,49 @@ def test_a_dead_consumer_loses_its_partitions_and_its_messages_are_redelivered(b
     with bus_backend.new_bus().consumer([topic], group) as survivor:
         again = drain(survivor, n, timeout_s=bus_backend.settings.session_timeout_s + 60)
     assert sorted(int(r.value) for r in again) == list(range(n))
+
+
+@pytest.mark.integration
+def test_installs_sharing_a_kafka_cluster_do_not_wait_for_each_others_busy_trainers(kafka_server, unique):
+    """A member busy in a handler holds a rebalance of its group for up to its poll interval
+    (hours for a trainer): another install's consumers must not be in that group."""
+    from tests.conftest import kafka_settings
+    from vlgenrm.bus.kafka import KafkaBus
+
+    mine, theirs = Topics(unique("mine")), Topics(unique("theirs"))
+    assert Topics().group("trainer") == "vlgenrm-trainer" and mine.group("trainer") != theirs.group("trainer")
+    with KafkaBus(kafka_settings(kafka_server, max_poll_interval_s=300)) as busy_bus, KafkaBus(kafka_settings(kafka_server)) as bus:
+        busy_bus.publish(theirs.tasks(Stage.TRAINING), "k", b"theirs")
+        busy = busy_bus.consumer([theirs.tasks(Stage.TRAINING)], theirs.group("trainer"))
+        try:
+            assert drain(busy, 1, timeout_s=60), "the other install's trainer never got its task"
+            # ... and now trains without polling, as a trainer does for hours.
+            bus.publish(mine.tasks(Stage.TRAINING), "k", b"mine")
+            started = time.monotonic()
+            with bus.consumer([mine.tasks(Stage.TRAINING)], mine.group("trainer")) as consumer:
+                got = drain(consumer, 1, timeout_s=60)
+            assert [r.value for r in got] == [b"mine"], f"nothing after {time.monotonic() - started:.0f} s"
+        finally:
+            busy.close()
+
+
+@pytest.mark.integration
+def test_a_consumer_of_topics_just_created_is_assigned_their_partitions_at_its_first_join(kafka_server, unique, caplog):
+    """A first assignment made before the client knows a topic's partitions gives the member
+    nothing, and kafka-python does not always rejoin when they appear: the consumer must join
+    only once it has them."""
+    from tests.conftest import kafka_settings
+    from vlgenrm.bus.kafka import KafkaBus
+
+    caplog.set_level(logging.WARNING, logger="kafka")
+    with KafkaBus(kafka_settings(kafka_server)) as bus:
+        for _ in range(3):
+            topics = [unique("fresh"), unique("fresh")]
+            bus.ensure_topics(topics)
+            for topic in topics:
+                bus.publish(topic, "k", topic.encode())
+            with bus.consumer(topics, unique("g")) as consumer:
+                got = drain(consumer, 2, timeout_s=60)
+            assert sorted(r.value for r in got) == sorted(t.encode() for t in topics)
+    starved = [r.getMessage() for r in caplog.records if "No partition metadata" in r.getMessage()]
+    assert starved == [], starved

@@ -131,3 +131,9 @@ class Topics:
 
     def all(self) -> list[str]:
         return [self.tasks(s) for s in Stage] + [self.events, self.dlq]
+
+    def group(self, name: str) -> str:
+        """Consumer group ``name`` of this install. Groups are cluster-wide in Kafka: two installs
+        sharing a group would rebalance together, and a trainer busy for hours (its poll interval
+        raised to match) would hold the other install's trainers out of the group meanwhile."""
+        return f"{self.prefix}-{name}"

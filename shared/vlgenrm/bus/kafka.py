@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -157,8 +158,34 @@ class KafkaBus(Bus):
             "max_poll_interval_ms": int(s.max_poll_interval_s * 1000),
             "max_poll_records": 500,
         }
-        consumer = self._with_retry(lambda: KafkaConsumer(*topics, **cfg), f"join group {group}")
+        consumer = self._with_retry(lambda: KafkaConsumer(**cfg), f"connect consumer of {group}")
+        try:
+            self._await_partitions(consumer, topics)
+        except BaseException:
+            consumer.close(autocommit=False)
+            raise
+        # Subscribed only now: a group's first assignment made before the client has its topics'
+        # partitions gives this member nothing ("No partition metadata"), and when the metadata
+        # arrives kafka-python usually, not always, rejoins; a trainer once waited for 7 minutes,
+        # assigned nothing, beside its queued task.
+        consumer.subscribe(list(topics))
         return KafkaBusConsumer(consumer, self)
+
+    def _await_partitions(self, consumer: KafkaConsumer, topics: Sequence[str]) -> None:
+        """Wait until ``consumer``'s metadata lists partitions for every one of ``topics``."""
+        deadline = time.monotonic() + self.settings.connect_timeout_s + self.settings.request_timeout_s
+        missing = list(topics)
+        while True:
+            try:
+                missing = [t for t in missing if not consumer.partitions_for_topic(t)]
+            except KafkaError as exc:
+                if not _is_transient(exc):
+                    raise
+            if not missing:
+                return
+            if time.monotonic() > deadline:
+                raise self._unavailable(f"finding the partitions of {missing}", TimeoutError("no partition metadata"))
+            time.sleep(0.1)
 
     def committed_offsets(self, group: str, topic: str) -> dict[int, int]:
         offsets = self._with_retry(lambda: self.admin.list_group_offsets({group: None}), f"fetch offsets of {group}")

@@ -83,7 +83,7 @@ class LocalDriver:
             timeout_s: float = 3600, poll_s: float = 0.5) -> IterationStatus:
         failures, markers, status = FailureLog(self.topics), MarkerCache(), IterationStatus()
         deadline = time.monotonic() + timeout_s
-        with self.bus.consumer([self.topics.events, self.topics.dlq], f"local-driver-{uuid.uuid4().hex[:8]}") as consumer:
+        with self.bus.consumer([self.topics.events, self.topics.dlq], self.topics.group(f"local-driver-{uuid.uuid4().hex[:8]}")) as consumer:
             while True:
                 obs = observe(self.store, spec, self.namespace, name, failures=failures.of(self.namespace, name), markers=markers, previous_succeeded=True)
                 r = reconcile(spec, status, obs, datetime.now(timezone.utc))
