@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
+import signal
 from collections.abc import Callable
 
 from prometheus_client import start_http_server
@@ -19,6 +21,8 @@ def serve(name: str, build_worker: Callable[[Settings, Bus, BlobStore], Worker],
     parser.add_argument("--set", action="append", default=[], help="override a setting, e.g. bus.kind=kafka")
     parser.add_argument("--metrics-port", type=int, default=0, help="serve Prometheus metrics on this port (0 = off)")
     args = parser.parse_args(argv)
+    # `kill -USR1` prints every thread's stack to stderr: what a hung service is waiting on.
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     settings = load_settings(args.config, args.set)
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("kafka").setLevel(logging.WARNING)

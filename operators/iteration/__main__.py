@@ -5,9 +5,11 @@ access from the in-cluster service account or KUBECONFIG.
 """
 
 import argparse
+import faulthandler
 import json
 import logging
 import random
+import signal
 
 import kopf
 
@@ -33,6 +35,7 @@ if __name__ == "__main__":
     parser.add_argument("--liveness", default=None, help="serve a liveness probe, e.g. http://0.0.0.0:8080/healthz")
     parser.add_argument("--log-format", choices=["plain", "json"], default="plain", help="json: one structured object per line (for log shippers)")
     args = parser.parse_args()
+    faulthandler.register(signal.SIGUSR1, all_threads=True)  # `kill -USR1`: every thread's stack to stderr
     handler = logging.StreamHandler()
     if args.log_format == "json":
         handler.setFormatter(JsonLines())

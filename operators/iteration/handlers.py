@@ -74,12 +74,21 @@ class Runtime:
             log.exception("skipped %s[%d]@%d: not a failure report", record.topic, record.partition, record.offset)
 
 
+class QuietTicks(logging.Filter):
+    """Drops kopf's "Timer 'on_timer' succeeded." (one line per Iteration every
+    RECONCILE_INTERVAL_S): the transitions are logged by the state machine; a failing tick still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno <= logging.INFO and record.getMessage() == "Timer 'on_timer' succeeded.")
+
+
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     # Handler progress and diff-bases in annotations: the status belongs to the state machine.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP, key="last-handled-configuration")
     settings.posting.level = logging.ERROR  # our own Events tell the transitions; kopf posts only its errors
+    logging.getLogger("kopf.objects").addFilter(QuietTicks())
     cfg = load_settings(None, [])
     bus, store = make_bus(cfg.bus), make_store(cfg.store)
     topics = Topics(cfg.bus.topic_prefix)

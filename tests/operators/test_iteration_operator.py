@@ -5,6 +5,7 @@ queued tasks are not processed; a stage that keeps failing fails the Iteration w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -48,7 +49,7 @@ class Procs:
 
     def stop_all(self) -> None:
         for proc in self.procs.values():
-            with __import__("contextlib").suppress(ProcessLookupError):
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGTERM)
         for proc in self.procs.values():
             try:
@@ -58,6 +59,14 @@ class Procs:
 
     def tail(self, name: str, lines: int = 40) -> str:
         return "".join((self.logs / f"{name}.log").read_text().splitlines(True)[-lines:])
+
+    def post_mortem(self) -> str:
+        """Every process's stacks (SIGUSR1: faulthandler) and log tail, for a wait that timed out."""
+        for proc in self.procs.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(proc.pid, signal.SIGUSR1)
+        time.sleep(2)
+        return "".join(f"\n--- {name} ---\n{self.tail(name, 80)}" for name in self.procs)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +109,7 @@ def wait_for(kube, namespace: str, name: str, predicate, procs: Procs, timeout_s
         if predicate(body):
             return body
         time.sleep(1)
-    raise AssertionError(f"{name}: {json.dumps(body.get('status'), indent=1)[:2000]}\n--- operator ---\n{procs.tail('operator')}")
+    raise AssertionError(f"{name}: {json.dumps(body.get('status'), indent=1)[:2000]}{procs.post_mortem()}")
 
 
 def test_an_iteration_succeeds_even_with_the_operator_killed_mid_run(cluster_setup):
@@ -122,6 +131,7 @@ def test_an_iteration_succeeds_even_with_the_operator_killed_mid_run(cluster_set
     assert table[0].split()[:4] == ["NAME", "PHASE", "PROGRESS", "ACCURACY"] and table[1].split()[1:3] == ["Succeeded", "done"]
     structured = [json.loads(line) for line in (procs.logs / "operator.log").read_text().splitlines() if line.startswith("{")]
     assert any(entry.get("name") == "vlgenrm.operator" and "it-0" in entry.get("message", "") for entry in structured)
+    assert not any(entry.get("message") == "Timer 'on_timer' succeeded." for entry in structured), "a log line per reconcile tick"
     events = kube.run_kubectl("get", "events", "-n", namespace, "-o", "json").stdout
     reasons = {e["reason"] for e in json.loads(events)["items"]}
     assert {"StageRunning", "Promoted"} <= reasons or {"StageRunning", "NotPromoted"} <= reasons, reasons

@@ -5,7 +5,7 @@ from __future__ import annotations
 from tests.genrm.conftest import png
 from vlgenrm.contracts import Choice, Example, ImageRef, LabelSource, Order, RefinedPair
 from vlgenrm.genrm.config import SamplingParams
-from vlgenrm.rationale.engines import RationaleEngine, RationaleRequest
+from vlgenrm.rationale.engines import RationaleEngine
 from vlgenrm.rationale.stage import RationaleSettings, generate_candidates
 
 IMAGE = png((200, 10, 10))

@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import s3_settings
 from vlgenrm.retry import Backoff
-from vlgenrm.store import LocalStore, StoreAuthError, StoreError, StoreUnavailableError
+from vlgenrm.store import StoreAuthError, StoreUnavailableError
 
 pytestmark = pytest.mark.integration
 
