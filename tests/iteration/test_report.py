@@ -10,8 +10,9 @@ import pytest
 
 from vlgenrm.contracts import Choice, ImageRef, IterationReason, IterationStatus, Order, Phase, TrainingRecord
 from vlgenrm.evaluation.run import EvaluationPrediction
-from vlgenrm.iteration.demo import DEFAULT_SPEC, IterationResult, RunConfig, chain_namespace, merge, training_label_accuracy
+from vlgenrm.iteration.demo import DEFAULT_SPEC, IterationResult, RunConfig, chain_namespace, merge, sampling_summary, training_label_accuracy
 from vlgenrm.iteration.report import IterationSummary, ablation_rows, load_summary, write_report
+from vlgenrm.sampling.sampler import CritiqueProbe, SamplingStats, ThresholdPoint
 from vlgenrm.stages import jsonl
 from vlgenrm.store import LocalStore
 
@@ -41,7 +42,8 @@ def _result(variant: str, seed: int, index: int, accuracy: float, *, records_rig
     status = IterationStatus(phase=Phase.SUCCEEDED, reason=IterationReason.PROMOTED, metrics={
         "accuracy": accuracy, "accuracy.wrong_colour": accuracy, "sampling.hard": 2, "sampling.pairs": 10, "rationale.pairs_hard": 1})
     return IterationResult(variant, index, f"demo-{variant}-s{seed}-{index}", status, 10.0, seed=seed, training_records=8,
-                           training_label_accuracy=records_right, tau=0.5 * index)
+                           training_label_accuracy=records_right, tau=0.5 * index,
+                           critique_probe=CritiqueProbe(candidates=4, mean_lift=-0.25, helped=0.25, rescued=0, sunk=1))
 
 
 def _predictions(store: LocalStore, namespace: str, name: str, ps: list[float]) -> None:
@@ -83,8 +85,23 @@ def test_report_and_summary(tmp_path: Path) -> None:
     assert ablation[("experts", 1)].seeds == 2 and ablation[("experts", 1)].accuracy_std == 0.0
     assert "collapsed" in text and "experts vs no-experts at t=1" in text and "do not overlap" in text
     assert "τ 0.0 → 0.5" in text  # what iteration 2 changed
+    assert full.critique_lift == -0.25 and full.critique_helped == 0.25
+    assert "experts t=1 -0.25 (raised 25%)" in text and "does not read the critiques" in text
     assert summary.text_only is not None and summary.text_only.n == config.data.n_eval and "Baseline: text alone" in text
     json.loads((tmp_path / "report" / "summary.json").read_text())  # machine-readable
+
+
+def test_sampling_summary_pools_the_shards_reports(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    for shard, (n, lift, kept) in enumerate(((3, 1.0, 0.5), (1, -1.0, 1.0))):
+        stats = SamplingStats(iteration=1, tau=0.5, model_version="m", pairs=2, candidates=4, unparseable=0, scored=4, accepted=2, kept=2,
+                              hard=0, dpo_pairs=0, acceptance_rate=0.5, pair_acceptance_rate=1.0,
+                              kept_ratio_by_threshold=[ThresholdPoint(tau=0.0, kept_ratio=kept)],
+                              critique_probe=CritiqueProbe(candidates=n, mean_lift=lift, helped=float(lift > 0), rescued=n, sunk=0))
+        store.put_bytes(f"iterations/ns/it/sampling/report/{shard:05d}.json", stats.model_dump_json().encode())
+    curve, tau, probe = sampling_summary(store, "ns", "it")
+    assert curve == [(0.0, 0.75)] and tau == 0.5
+    assert probe is not None and probe.candidates == 4 and probe.mean_lift == pytest.approx(0.5) and probe.helped == 0.75 and probe.rescued == 4
 
 
 def test_ablation_rows_mean_std_and_pooled_interval() -> None:

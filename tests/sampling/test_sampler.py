@@ -224,10 +224,12 @@ def test_margin_fn_called_once_with_only_parseable_candidates_and_stats_add_up(w
 
     res = sample(w.pairs, w.cands, fn, t, s, "m")
     parseable = [c for p in w.pairs for c in w.cands[p.id] if c.verdict is not None]
-    assert len(calls) == (1 if parseable else 0)
+    assert len(calls) == (1 if parseable else 0) + (res.stats.critique_probe is not None)
     if calls:
         assert [c.id for _, c in calls[0]] == [c.id for c in parseable]
         assert all(c.pair_id == p.id for p, c in calls[0])
+    for probe in calls[1:]:  # the critique probe: bare prompts, one per probed (pair, order)
+        assert all(c.text == "" for _, c in probe) and len({(p.id, c.order) for p, c in probe}) == len(probe)
     st_ = res.stats
     total = sum(len(cs) for cs in w.cands.values())
     assert st_.pairs == len(w.pairs) and st_.candidates == total == st_.scored + st_.unparseable
@@ -245,6 +247,23 @@ def test_margin_fn_called_once_with_only_parseable_candidates_and_stats_add_up(w
     assert SamplingStats.from_json_bytes(st_.to_json_bytes()) == st_
     again = sample(w.pairs, w.cands, w.margin_fn, t, s, "m")
     assert again.records == res.records and again.stats == st_
+
+
+def test_the_critique_probe_measures_how_critiques_move_the_margin() -> None:
+    pairs = [make_pair(i, Choice.A) for i in range(4)]
+    cands = {p.id: [make_candidate(p, 0, Order.AB, Choice.A), make_candidate(p, 1, Order.AB, Choice.B)] for p in pairs}
+    # Without a critique the GenRM's margin is 0.2; a critique adds +1 for pairs 0-1 and -1 for pairs 2-3.
+    lift = {"pair0": 1.0, "pair1": 1.0, "pair2": -1.0, "pair3": -1.0}
+
+    def fn(batch: list[tuple[RefinedPair, RationaleCandidate]]) -> list[float]:
+        return [0.2 + (lift[p.id] if c.text else 0.0) for p, c in batch]
+
+    probe = sample(pairs, cands, fn, 0, SamplerSettings(tau0=0.5, critique_probe=3), "m").stats.critique_probe
+    # Three pairs probed, their right-verdict candidates only (the wrong-verdict ones argue against y).
+    assert probe is not None and probe.candidates == 3
+    assert probe.mean_lift == pytest.approx(1 / 3) and probe.helped == pytest.approx(2 / 3)
+    assert (probe.rescued, probe.sunk) == (2, 0)  # 0.2 < tau 0.5 <= 1.2
+    assert sample(pairs, cands, fn, 0, SamplerSettings(critique_probe=0), "m").stats.critique_probe is None
 
 
 def test_unlabelled_pairs_are_skipped_and_bad_inputs_rejected() -> None:
@@ -288,3 +307,4 @@ def test_histogram_png_and_markdown(tmp_path) -> None:
     for cat in CATEGORIES:
         assert f"| {cat} |" in md
     assert "ckpt-7" in md and "| 0.5 ← |" in md and f"| pairs | {stats.pairs} |" in md
+    assert stats.critique_probe is not None and f"{stats.critique_probe.candidates} candidates of the first pairs" in md

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -22,6 +22,9 @@ from vlgenrm.iteration.arms import Arm, arm_overrides
 from vlgenrm.iteration.spec import IterationSpec
 from vlgenrm.stages import iteration_stage_prefix, stage_lines
 from vlgenrm.synth.dataset import GENERATOR_FORMAT, LabelerConfig, SynthConfig
+
+if TYPE_CHECKING:
+    from vlgenrm.sampling.sampler import CritiqueProbe
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +121,7 @@ class IterationResult:
     training_label_accuracy: float | None = None  # training records' verdicts vs the truth
     tau: float | None = None
     kept_by_threshold: list[tuple[float, float]] = field(default_factory=list)
+    critique_probe: CritiqueProbe | None = None  # how the critiques moved the margins
 
     @property
     def accuracy(self) -> float | None:
@@ -205,7 +209,7 @@ def run_demo(config: RunConfig, settings: Any, *, on_status: Callable[[str, Iter
                     result = IterationResult(variant, t, name, status, time.monotonic() - started, seed=seed)
                     result.label_accuracy = label_accuracy(store, namespace, name, truth)
                     result.training_records, result.training_label_accuracy = training_label_accuracy(store, namespace, name, truth)
-                    result.kept_by_threshold, result.tau = kept_by_threshold(store, namespace, name)
+                    result.kept_by_threshold, result.tau, result.critique_probe = sampling_summary(store, namespace, name)
                     results.append(result)
                     if status.phase is not Phase.SUCCEEDED:
                         log.error("%s ended %s: %s", name, status.phase.value, status.message)
@@ -240,16 +244,25 @@ def training_label_accuracy(store: Any, namespace: str, name: str, truth: dict[s
     return total, (right / total if total else None)
 
 
-def kept_by_threshold(store: Any, namespace: str, name: str) -> tuple[list[tuple[float, float]], float | None]:
-    """Pair acceptance per margin threshold (averaged over the sampling shards), and tau_t."""
-    from vlgenrm.sampling.sampler import SamplingStats
+def sampling_summary(store: Any, namespace: str, name: str) -> tuple[list[tuple[float, float]], float | None, CritiqueProbe | None]:
+    """From the sampling shards' reports: pair acceptance per margin threshold (averaged over
+    the shards), tau_t, and the critique probes pooled (weighted by probed candidates)."""
+    from vlgenrm.sampling.sampler import CritiqueProbe, SamplingStats
 
     sums: dict[float, list[float]] = {}
     tau = None
+    probes: list[CritiqueProbe] = []
     for obj in store.list(iteration_stage_prefix(namespace, name, Stage.SAMPLING) + "/report/"):
         if obj.key.endswith(".json"):
             stats = store.get_model(obj.key, SamplingStats)
             tau = stats.tau
             for point in stats.kept_ratio_by_threshold:
                 sums.setdefault(point.tau, []).append(point.kept_ratio)
-    return sorted((t, sum(v) / len(v)) for t, v in sums.items()), tau
+            if stats.critique_probe is not None and stats.critique_probe.candidates:
+                probes.append(stats.critique_probe)
+    n = sum(p.candidates for p in probes)
+    probe = CritiqueProbe(
+        candidates=n, mean_lift=sum(p.mean_lift * p.candidates for p in probes) / n, helped=sum(p.helped * p.candidates for p in probes) / n,
+        rescued=sum(p.rescued for p in probes), sunk=sum(p.sunk for p in probes),
+    ) if n else None
+    return sorted((t, sum(v) / len(v)) for t, v in sums.items()), tau, probe

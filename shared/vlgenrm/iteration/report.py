@@ -49,6 +49,8 @@ class IterationSummary(BaseModel):
     hard_pool: int = Field(0, description="Pairs sent to the hard pool.")
     hard_pairs_retried: int = Field(0, description="Hard-pool pairs of the previous Iteration given extra candidates.")
     pair_acceptance: float | None = Field(None, description="Share of labelled pairs with an accepted critique.")
+    critique_lift: float | None = Field(None, description="Mean change of a right-verdict critique's margin over the bare prompt's (sampling's critique probe): near 0 or below, the GenRM does not read critiques and the margin filter keeps what it already prefers.")
+    critique_helped: float | None = Field(None, description="Share of probed critiques that raised the margin.")
     promoted: bool = False
     seconds: float = 0.0
 
@@ -104,6 +106,8 @@ def summarise(result: IterationResult, store: Any, namespace: str) -> IterationS
         training_records=result.training_records, training_label_accuracy=result.training_label_accuracy,
         refined_label_accuracy=result.label_accuracy, tau=result.tau, hard_pool=int(m.get("sampling.hard", 0)),
         hard_pairs_retried=int(m.get("rationale.pairs_hard", 0)), pair_acceptance=(1 - m.get("sampling.hard", 0) / m["sampling.pairs"]) if m.get("sampling.pairs") else None,
+        critique_lift=result.critique_probe.mean_lift if result.critique_probe else None,
+        critique_helped=result.critique_probe.helped if result.critique_probe else None,
         promoted=result.status.reason is IterationReason.PROMOTED, seconds=result.seconds,
     )
 
@@ -205,6 +209,17 @@ def _findings(rows: Sequence[IterationSummary], ablations: Sequence[AblationRow]
                 out.append(f"- {r.variant} seed {r.seed}, t={r.index}: τ {_f(prev.tau, 1)} → {_f(r.tau, 1)}; {r.hard_pairs_retried} hard pairs "
                            f"of t={prev.index} retried with extra candidates; {prev.training_records} → {r.training_records} training records; "
                            f"accuracy {_f(prev.accuracy)} → {_f(r.accuracy)}.")
+    probed: dict[tuple[str, int], list[IterationSummary]] = {}
+    for r in rows:
+        if r.critique_lift is not None and r.critique_helped is not None:
+            probed.setdefault((r.variant, r.index), []).append(r)
+    if probed:
+        parts = [f"{v} t={t} {statistics.fmean(r.critique_lift for r in rs):+.2f} (raised {statistics.fmean(r.critique_helped for r in rs):.0%})"
+                 for (v, t), rs in sorted(probed.items())]
+        reads = any(statistics.fmean(r.critique_lift for r in rs) > 0.5 for rs in probed.values())
+        out.append("- What a critique does to the margin of its (right) verdict, against the bare prompt: " + "; ".join(parts) + ". "
+                   + ("" if reads else "The GenRM does not read the critiques, so the margin filter keeps the pairs it already prefers "
+                      "and the hard pool holds the ones it gets wrong."))
     last = max((a.index for a in ablations), default=0)
     final = {a.variant: a for a in ablations if a.index == last}
     if "experts" in final:

@@ -103,4 +103,9 @@ def stage_report_markdown(stats: SamplingStats) -> str:
     for point in stats.kept_ratio_by_threshold:
         mark = " ←" if abs(point.tau - stats.tau) < 1e-9 else ""
         lines.append(f"| {point.tau:g}{mark} | {_pct(point.kept_ratio)} |")
+    if (probe := stats.critique_probe) is not None:
+        lines += ["", "## Does the GenRM read the critiques?", "",
+                  f"{probe.candidates} candidates of the first pairs, scored with their critique and without: the critique moved the "
+                  f"margin by {probe.mean_lift:+.2f} on average and raised it for {_pct(probe.helped)}; it lifted {probe.rescued} over τ "
+                  f"and sank {probe.sunk} below it. Where it barely moves the margin, the filter keeps the pairs the GenRM already prefers."]
     return "\n".join(lines) + "\n"

@@ -35,6 +35,7 @@ class SamplerSettings(BaseModel):
     dpo: bool = Field(True, description="Attach the lowest-margin rejected critique of the same order for DPO.")
     histogram_bins: int = Field(30, ge=1, description="Bins of the margin histogram in the stage report.")
     thresholds: tuple[float, ...] = Field(_DEFAULT_THRESHOLDS, description="Grid for the kept-ratio-per-threshold curve.")
+    critique_probe: int = Field(64, ge=0, description="Labelled pairs (the first ones) whose candidates are also scored without their critique, to show whether the GenRM reads critiques (SamplingStats.critique_probe); 0 = off.")
 
 
 class HardPoolEntry(Contract):
@@ -74,6 +75,18 @@ class MarginHistogram(Contract):
     rejected: list[int] = Field(default_factory=list)
 
 
+class CritiqueProbe(Contract):
+    """Does the current GenRM read the critiques? The margin filter rests on it: a GenRM that
+    ignores them accepts exactly the pairs it already gets right. Candidates whose verdict is
+    the label, scored with their critique and without any (same pair, same order)."""
+
+    candidates: int = Field(ge=0, description="Probed candidates (right verdict).")
+    mean_lift: float = Field(description="Mean of (margin with the critique - margin without).")
+    helped: float = Field(description="Fraction whose critique raised the margin.")
+    rescued: int = Field(ge=0, description="Below tau without the critique, at or above with it.")
+    sunk: int = Field(ge=0, description="At or above tau without the critique, below with it.")
+
+
 class SamplingStats(Contract):
     """Counts and curves of one sampling run (the stage report's data)."""
 
@@ -94,6 +107,7 @@ class SamplingStats(Contract):
     by_category: dict[str, CategoryStats] = Field(default_factory=dict)
     kept_ratio_by_threshold: list[ThresholdPoint] = Field(default_factory=list)
     histogram: MarginHistogram = Field(default_factory=MarginHistogram)
+    critique_probe: CritiqueProbe | None = Field(None, description="How the critiques moved the margins (None when off or nothing to probe).")
 
 
 @dataclass(frozen=True)
@@ -238,7 +252,8 @@ def sample(
     settings: SamplerSettings,
     model_version: str,
 ) -> SamplingResult:
-    """Score every parseable candidate in ONE ``margin_fn`` call, then ``select`` per pair.
+    """Score every parseable candidate in ONE ``margin_fn`` call, then ``select`` per pair; a
+    second call scores the probed pairs without critiques (``settings.critique_probe``).
 
     Pairs without a label are skipped (counted); candidates of unknown pairs are an error.
     """
@@ -268,7 +283,27 @@ def sample(
     records = [r for _, sel in selections for r in sel.records]
     hard_pool = [sel.hard for _, sel in selections if sel.hard is not None]
     stats = _stats(selections, len(pairs) - len(labelled), unparseable, t, settings, model_version)
+    stats.critique_probe = _probe_critiques(labelled[: settings.critique_probe], batch, by_candidate, margin_fn, tau(t, settings))
     return SamplingResult(scored=scored, records=records, hard_pool=hard_pool, stats=stats)
+
+
+def _probe_critiques(
+    probed: Sequence[RefinedPair], batch: Sequence[tuple[RefinedPair, RationaleCandidate]], by_candidate: Mapping[int, float],
+    margin_fn: MarginFn, threshold: float,
+) -> CritiqueProbe | None:
+    ids = {p.id for p in probed}
+    right = [(p, c) for p, c in batch if p.id in ids and c.verdict is shown_target(p, c)]
+    # One critique-free margin per (pair, order): a candidate with no text is the bare prompt.
+    bare = {(p.id, c.order): (p, c.model_copy(update={"text": ""})) for p, c in right}
+    if not bare:
+        return None
+    without = dict(zip(bare, margin_fn(list(bare.values())), strict=True))
+    pairs = [(by_candidate[id(c)], float(without[(p.id, c.order)])) for p, c in right]
+    return CritiqueProbe(
+        candidates=len(pairs), mean_lift=sum(w - wo for w, wo in pairs) / len(pairs),
+        helped=sum(w > wo for w, wo in pairs) / len(pairs),
+        rescued=sum(wo < threshold <= w for w, wo in pairs), sunk=sum(w < threshold <= wo for w, wo in pairs),
+    )
 
 
 def _rate(num: int, den: int) -> float:
