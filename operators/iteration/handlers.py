@@ -23,7 +23,7 @@ from vlgenrm.bus import Bus, CommitFailedError, Record, Topics, make_bus
 from vlgenrm.contracts import IterationReason, IterationStatus, Phase, Stage
 from vlgenrm.iteration.crd import GROUP, PLURAL, VERSION
 from vlgenrm.iteration.local import execute
-from vlgenrm.iteration.machine import TERMINAL, Announce, Reconciliation, fail, reconcile
+from vlgenrm.iteration.machine import TERMINAL, Announce, Reconciliation, chain_cycle, fail, reconcile
 from vlgenrm.iteration.observe import FailureLog, MarkerCache, observe
 from vlgenrm.iteration.spec import IterationSpec
 from vlgenrm.settings import Settings, load_settings
@@ -110,12 +110,18 @@ def phases(namespace: str, name: str, status: kopf.Status, **_: Any) -> dict[tup
     return {(namespace, name): status.get("phase")}
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+def chains(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str | None]:
+    """Every Iteration's previousIteration, so a chain that loops back is seen (and failed)."""
+    return {(namespace, name): spec.get("previousIteration")}
+
+
 def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=dict))
 
 
 def reconcile_iteration(body: kopf.Body, namespace: str, name: str, meta: kopf.Meta, patch: kopf.Patch, memo: kopf.Memo,
-                        phases: kopf.Index, **_: Any) -> None:
+                        phases: kopf.Index, chains: kopf.Index, **_: Any) -> None:
     runtime: Runtime = memo.runtime
     raw_status = {k: v for k, v in _plain(body.get("status") or {}).items() if k != "kopf"}
     status = IterationStatus.model_validate(raw_status) if raw_status else IterationStatus()
@@ -135,6 +141,12 @@ def reconcile_iteration(body: kopf.Body, namespace: str, name: str, meta: kopf.M
             _finish(runtime, body, namespace, name, patch, r)
             return
         if "Succeeded" not in previous:
+            cycle = chain_cycle(name, lambda n: next(iter(chains.get((namespace, n), [])), None))
+            if cycle:
+                r = fail(Reconciliation(status), IterationReason.PREVIOUS_ITERATION_CYCLE,
+                         f"previousIteration chain {' -> '.join(cycle)} is a cycle: none of them can start", now)
+                _finish(runtime, body, namespace, name, patch, r)
+                return
             patch.status["message"] = f"waiting for previousIteration {spec.previous_iteration} to succeed"
             return
     with runtime.lock:

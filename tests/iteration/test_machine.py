@@ -26,7 +26,7 @@ from vlgenrm.contracts import (
     StageEvent,
     StageTask,
 )
-from vlgenrm.iteration.machine import ORDER, STAGE_PHASES, Announce, Observation, Promote, reconcile
+from vlgenrm.iteration.machine import ORDER, STAGE_PHASES, Announce, Observation, Promote, chain_cycle, reconcile
 from vlgenrm.iteration.spec import IterationSpec
 
 T0 = datetime(2026, 11, 26, tzinfo=timezone.utc)
@@ -229,3 +229,15 @@ def test_tasks_carry_the_previous_outputs_and_the_typed_config():
 def test_spec_needs_a_model_to_start_from():
     with pytest.raises(ValueError, match="set baseModel or previousIteration"):
         IterationSpec.model_validate({"dataset": "d", "evalSet": "e"})
+
+
+def test_a_previous_iteration_chain_that_loops_back_is_a_cycle():
+    def previous(chain: dict[str, str]):
+        return lambda n: chain.get(n)
+
+    assert chain_cycle("a", previous({"a": "b", "b": "a"})) == ["a", "b", "a"]
+    assert chain_cycle("a", previous({"a": "b", "b": "c", "c": "a"})) == ["a", "b", "c", "a"]
+    assert chain_cycle("a", previous({"a": "a"})) == ["a", "a"]
+    assert chain_cycle("a", previous({"a": "b", "b": "c"})) is None  # ends at c: a waits for it
+    assert chain_cycle("a", previous({"a": "b", "b": "c", "c": "b"})) is None  # b and c fail on their own; a then fails as usual
+    assert chain_cycle("a", previous({})) is None

@@ -178,6 +178,15 @@ def test_a_stage_service_killed_mid_shard_is_retried_and_the_iteration_succeeds(
     assert "it-kill/training/00000: resumed at step" in trainer_log.read_text()
 
 
+def test_iterations_whose_previous_iterations_form_a_cycle_fail_with_the_reason(cluster_setup):
+    kube, platform, namespace, base, procs = cluster_setup
+    for name, previous in (("cyc-a", "cyc-b"), ("cyc-b", "cyc-a")):
+        kube.run_kubectl("apply", "-n", namespace, "-f", "-", input=manifest(name, base, previousIteration=previous, index=1))
+    for name, cycle in (("cyc-a", "cyc-a -> cyc-b -> cyc-a"), ("cyc-b", "cyc-b -> cyc-a -> cyc-b")):
+        status = wait_for(kube, namespace, name, lambda b: b.get("status", {}).get("phase") == "Failed", procs, timeout_s=120)["status"]
+        assert status["reason"] == "PreviousIterationCycle" and cycle in status["message"], status
+
+
 def test_two_operator_replicas_with_peering_one_active(cluster_setup, tmp_path):
     kube, platform, namespace, base, procs = cluster_setup
     other = f"peer-{uuid.uuid4().hex[:6]}"

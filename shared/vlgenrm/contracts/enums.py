@@ -133,5 +133,6 @@ class IterationReason(StrEnum):
     NOT_PROMOTED = "NotPromoted"
     INVALID_SPEC = "InvalidSpec"
     MISSING_INPUT = "MissingInput"
+    PREVIOUS_ITERATION_CYCLE = "PreviousIterationCycle"
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
     DEADLINE_EXCEEDED = "DeadlineExceeded"

@@ -247,6 +247,21 @@ def _promote(r: Reconciliation, obs: Observation, now: datetime) -> None:
         _set(r, IterationReason.NOT_PROMOTED, f"succeeded; {s.checkpoint_uri} not promoted (accuracy {s.metrics.get('accuracy', float('nan')):.4f})", now)
 
 
+def chain_cycle(name: str, previous_of: Callable[[str], str | None]) -> list[str] | None:
+    """The previousIteration chain from ``name`` back to ``name`` (``[a, b, a]``) when it is a
+    cycle: every Iteration in it waits for another one to succeed, so none can ever start.
+    None when the chain ends, or loops without passing ``name`` (that loop's own members fail)."""
+    path, seen = [name], {name}
+    while (previous := previous_of(path[-1])) is not None:
+        path.append(previous)
+        if previous == name:
+            return path
+        if previous in seen:
+            return None
+        seen.add(previous)
+    return None
+
+
 def fail(r: Reconciliation, reason: IterationReason, message: str, now: datetime) -> Reconciliation:
     r.status.phase, r.status.finish_time = Phase.FAILED, now
     _set(r, reason, message, now, warning=True)
