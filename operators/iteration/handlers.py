@@ -47,6 +47,12 @@ class Runtime:
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
+    def settle(self, namespace: str, name: str) -> None:
+        """Drop what was gathered for a terminal Iteration: it is never reconciled again."""
+        with self.lock:
+            self.failures.forget(namespace, name)
+        self.markers.forget(namespace, name)
+
     def consume(self) -> None:
         """Collect failure reports from vlgenrm.events and vlgenrm.dlq (markers are read from the store)."""
         group = self.topics.group(f"operator-{uuid.uuid4().hex[:8]}")  # every replica sees every event
@@ -162,6 +168,8 @@ def _finish(runtime: Runtime, body: kopf.Body, namespace: str, name: str, patch:
 
     execute(runtime.store, runtime.bus, runtime.topics, namespace, name, r, announce)
     patch.status.update(r.status.model_dump(by_alias=True, mode="json", exclude={"schema_version"}))
+    if r.status.phase in TERMINAL:
+        runtime.settle(namespace, name)
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
@@ -182,7 +190,5 @@ def on_delete(spec: kopf.Spec, namespace: str, name: str, memo: kopf.Memo, **_: 
     """Finalizer: stop the Iteration's queued tasks (tombstone) and clean up per spec.cleanup."""
     runtime: Runtime = memo.runtime
     deleted = cancel_iteration(runtime.store, namespace, name, delete_outputs=spec.get("cleanup", "keep") == "delete")
-    with runtime.lock:
-        runtime.failures.forget(namespace, name)
-    runtime.markers.forget(namespace, name)
+    runtime.settle(namespace, name)
     log.info("%s/%s deleted: tasks cancelled, %d objects removed", namespace, name, deleted)

@@ -5,7 +5,7 @@ failures reported on the events and dead-letter topics."""
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from pydantic import ValidationError
@@ -28,11 +28,15 @@ def checkpoint_prefix(namespace: str, name: str) -> str:
 
 class FailureLog:
     """Failure reports per Iteration, from ``shard_failed`` events and from dead letters of
-    stage tasks (a task that crashed its handler reaches only the dead-letter topic)."""
+    stage tasks (a task that crashed its handler reaches only the dead-letter topic).
 
-    def __init__(self, topics: Topics) -> None:
-        self.topics = topics
-        self._by_iteration: dict[tuple[str, str], list[StageEvent]] = defaultdict(list)
+    Bounded, since the topics carry every namespace's reports and an operator runs for months:
+    the ``max_iterations`` Iterations that failed most recently, the newest ``max_events`` reports
+    of each (far past any backoff limit); shells ``forget`` an Iteration once it is terminal."""
+
+    def __init__(self, topics: Topics, *, max_iterations: int = 10_000, max_events: int = 1_000) -> None:
+        self.topics, self.max_iterations, self.max_events = topics, max_iterations, max_events
+        self._by_iteration: OrderedDict[tuple[str, str], deque[StageEvent]] = OrderedDict()
 
     def add(self, record: Record) -> None:
         try:
@@ -46,7 +50,12 @@ class FailureLog:
         except (ValidationError, ValueError):
             return  # not about a stage task (or not ours): nothing the machine can use
         if event.type is EventType.SHARD_FAILED:
-            self._by_iteration[(event.shard.namespace, event.shard.iteration)].append(event)
+            key = (event.shard.namespace, event.shard.iteration)
+            events = self._by_iteration.pop(key, None) or deque(maxlen=self.max_events)
+            events.append(event)
+            self._by_iteration[key] = events  # most recently failed last
+            while len(self._by_iteration) > self.max_iterations:
+                self._by_iteration.popitem(last=False)
 
     def of(self, namespace: str, name: str) -> list[StageEvent]:
         return list(self._by_iteration.get((namespace, name), []))
