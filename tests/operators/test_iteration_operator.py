@@ -180,8 +180,11 @@ def test_a_stage_service_killed_mid_shard_is_retried_and_the_iteration_succeeds(
 
 def test_iterations_whose_previous_iterations_form_a_cycle_fail_with_the_reason(cluster_setup):
     kube, platform, namespace, base, procs = cluster_setup
-    for name, previous in (("cyc-a", "cyc-b"), ("cyc-b", "cyc-a")):
-        kube.run_kubectl("apply", "-n", namespace, "-f", "-", input=manifest(name, base, previousIteration=previous, index=1))
+    kube.run_kubectl("apply", "-n", namespace, "-f", "-", input=manifest("cyc-a", base, previousIteration="cyc-b", index=1))
+    # cyc-a waits for a cyc-b that does not exist yet; once it does, cyc-b fails of the cycle
+    # first, and cyc-a must still say why (not merely that its previousIteration failed).
+    wait_for(kube, namespace, "cyc-a", lambda b: "waiting for previousIteration" in b.get("status", {}).get("message", ""), procs, timeout_s=120)
+    kube.run_kubectl("apply", "-n", namespace, "-f", "-", input=manifest("cyc-b", base, previousIteration="cyc-a", index=1))
     for name, cycle in (("cyc-a", "cyc-a -> cyc-b -> cyc-a"), ("cyc-b", "cyc-b -> cyc-a -> cyc-b")):
         status = wait_for(kube, namespace, name, lambda b: b.get("status", {}).get("phase") == "Failed", procs, timeout_s=120)["status"]
         assert status["reason"] == "PreviousIterationCycle" and cycle in status["message"], status
