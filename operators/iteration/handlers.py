@@ -142,20 +142,18 @@ def reconcile_iteration(body: kopf.Body, namespace: str, name: str, meta: kopf.M
         return
     if spec.previous_iteration and status.phase is Phase.PENDING:
         previous = set(phases.get((namespace, spec.previous_iteration), []))
-        # The cycle first: its other members may have failed of it already, and "previous failed"
-        # would hide why.
-        cycle = chain_cycle(name, lambda n: next(iter(chains.get((namespace, n), [])), None)) if "Succeeded" not in previous else None
-        if cycle:
-            r = fail(Reconciliation(status), IterationReason.PREVIOUS_ITERATION_CYCLE,
-                     f"previousIteration chain {' -> '.join(cycle)} is a cycle: none of them can start", now)
-            _finish(runtime, body, namespace, name, patch, r)
-            return
-        if "Failed" in previous:
-            r = fail(Reconciliation(status), IterationReason.MISSING_INPUT, f"previousIteration {spec.previous_iteration} failed", now)
-            _finish(runtime, body, namespace, name, patch, r)
-            return
         if "Succeeded" not in previous:
-            patch.status["message"] = f"waiting for previousIteration {spec.previous_iteration} to succeed"
+            # The cycle first: its other members may have failed of it already, and "previous
+            # failed" would hide why.
+            if cycle := chain_cycle(name, lambda n: next(iter(chains.get((namespace, n), [])), None)):
+                r = fail(Reconciliation(status), IterationReason.PREVIOUS_ITERATION_CYCLE,
+                         f"previousIteration chain {' -> '.join(cycle)} is a cycle: none of them can start", now)
+            elif "Failed" in previous:
+                r = fail(Reconciliation(status), IterationReason.MISSING_INPUT, f"previousIteration {spec.previous_iteration} failed", now)
+            else:
+                patch.status["message"] = f"waiting for previousIteration {spec.previous_iteration} to succeed"
+                return
+            _finish(runtime, body, namespace, name, patch, r)
             return
     with runtime.lock:
         failures = runtime.failures.of(namespace, name)

@@ -209,14 +209,14 @@ def _findings(rows: Sequence[IterationSummary], ablations: Sequence[AblationRow]
                 out.append(f"- {r.variant} seed {r.seed}, t={r.index}: τ {_f(prev.tau, 1)} → {_f(r.tau, 1)}; {r.hard_pairs_retried} hard pairs "
                            f"of t={prev.index} retried with extra candidates; {prev.training_records} → {r.training_records} training records; "
                            f"accuracy {_f(prev.accuracy)} → {_f(r.accuracy)}.")
-    probed: dict[tuple[str, int], list[IterationSummary]] = {}
+    probed: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for r in rows:
         if r.critique_lift is not None and r.critique_helped is not None:
-            probed.setdefault((r.variant, r.index), []).append(r)
+            probed.setdefault((r.variant, r.index), []).append((r.critique_lift, r.critique_helped))
     if probed:
-        parts = [f"{v} t={t} {statistics.fmean(r.critique_lift for r in rs):+.2f} (raised {statistics.fmean(r.critique_helped for r in rs):.0%})"
-                 for (v, t), rs in sorted(probed.items())]
-        reads = any(statistics.fmean(r.critique_lift for r in rs) > 0.5 for rs in probed.values())
+        means = {key: tuple(map(statistics.fmean, zip(*values, strict=True))) for key, values in sorted(probed.items())}
+        parts = [f"{v} t={t} {lift:+.2f} (raised {helped:.0%})" for (v, t), (lift, helped) in means.items()]
+        reads = any(lift > 0.5 for lift, _ in means.values())
         out.append("- What a critique does to the margin of its (right) verdict, against the bare prompt: " + "; ".join(parts) + ". "
                    + ("" if reads else "The GenRM does not read the critiques, so the margin filter keeps the pairs it already prefers "
                       "and the hard pool holds the ones it gets wrong."))
