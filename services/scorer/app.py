@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from vlgenrm.bus.codec import DecodeFailure, parse_json
 from vlgenrm.genrm.errors import ContextTooLongError, ImageTooLargeError, InvalidImageError
 from vlgenrm.scoring.config import ServingConfig
-from vlgenrm.scoring.core import JobResult, PairJob, PointJob, rank, split_query
+from vlgenrm.scoring.core import JobResult, PairJob, PointJob, Sampling, rank
 from vlgenrm.scoring.errors import ApiError
 from vlgenrm.scoring.images import ImageFetcher
 from vlgenrm.scoring.protocol import (
@@ -41,6 +41,7 @@ from vlgenrm.scoring.protocol import (
     ScoreRequest,
     ScoreResponse,
 )
+from vlgenrm.scoring.queries import image_from_label, parse_query
 from vlgenrm.scoring.security import ApiKeyAuth, RateLimiter
 from vlgenrm.settings import StoreSettings
 from vlgenrm.store import make_store
@@ -213,14 +214,23 @@ def build_app(config: ServingConfig, store_settings: StoreSettings) -> serve.App
 
         async def _score(self, body: ScoreRequest, request: Request) -> ScoreResponse:
             self.guard(request, "score")
-            if body.with_critique and not self.config.critique:
-                raise ApiError(400, "critique_disabled", "this endpoint does not generate critiques (serving.critique=false)")
-            job = PointJob(await self.image(body.image), body.question, tuple(body.responses), body.max_critique_tokens if body.with_critique else None)
+            if (body.with_critique or body.samples > 1) and not self.config.critique:
+                raise ApiError(400, "critique_disabled", "this endpoint does not generate critiques (serving.critique=false): "
+                                                         "with_critique and samples > 1 need them")
+            sampling = _sampling(body)
+            critique_tokens = body.max_critique_tokens if body.with_critique and sampling is None else None
+            job = PointJob(await self.image(body.image), body.question, tuple(body.responses), critique_tokens, sampling)
             result = self.checked("score", await self.model.score.remote(job))
-            scores = [
-                ResponseScore(index=i, reward=p, verdict="Yes" if p >= 0.5 else "No", critique=result.critiques[i] if result.critiques else None)
-                for i, p in enumerate(result.values)
-            ]
+            scores = []
+            for i, p in enumerate(result.values):
+                score = ResponseScore(index=i, reward=p, verdict="Yes" if p >= 0.5 else "No",
+                                      critique=result.critiques[i] if result.critiques else None)
+                if sampling is not None:
+                    score.agreement, score.sample_rewards = result.agreement[i], result.samples[i]
+                    if body.with_critique:
+                        score.critiques = result.sample_critiques[i]
+                        score.critique = score.critiques[0]
+                scores.append(score)
             return ScoreResponse(model=result.model, model_version=result.model_version, scores=scores)
 
         @api.post("/v1/compare", response_model=CompareResponse, responses=ERRORS, summary="Rank responses by pairwise preference")
@@ -229,10 +239,13 @@ def build_app(config: ServingConfig, store_settings: StoreSettings) -> serve.App
 
         async def _compare(self, body: CompareRequest, request: Request) -> CompareResponse:
             self.guard(request, "compare")
-            job = PairJob(await self.image(body.image), body.question, tuple(body.responses))
+            if body.samples > 1 and not self.config.critique:
+                raise ApiError(400, "critique_disabled", "this endpoint does not generate critiques (serving.critique=false): samples > 1 needs them")
+            job = PairJob(await self.image(body.image), body.question, tuple(body.responses), _sampling(body))
             result = self.checked("compare", await self.model.compare.remote(job))
             ranking, win_rate = rank(len(body.responses), job.pairs, result.values)
-            pairs = [PairPreference(first=a, second=b, p_first=p) for (a, b), p in zip(job.pairs, result.values, strict=True)]
+            agreements = result.agreement or [1.0] * len(job.pairs)
+            pairs = [PairPreference(first=a, second=b, p_first=p, agreement=g) for (a, b), p, g in zip(job.pairs, result.values, agreements, strict=True)]
             return CompareResponse(model=result.model, model_version=result.model_version, ranking=ranking, win_rate=win_rate, pairs=pairs)
 
         @api.post("/get_reward", response_model=RewardResponse, responses=ERRORS, summary="OpenRLHF remote reward model protocol (+ images)")
@@ -242,23 +255,42 @@ def build_app(config: ServingConfig, store_settings: StoreSettings) -> serve.App
         async def _reward(self, body: RewardRequest, request: Request) -> RewardResponse:
             self.guard(request, "reward")
             n = len(body.query)
-            if body.images is None or len(body.images) != n:
-                raise ApiError(422, "invalid_request", f"images: one image per query is required ({n} queries)")
             if body.prompts is not None and len(body.prompts) != n:
                 raise ApiError(422, "invalid_request", f"prompts: {len(body.prompts)} prompts for {n} queries")
+            images = self.reward_images(body, n)
             jobs = []
             for i in range(n):
                 try:
-                    question, response = split_query(body.query[i], body.prompts[i] if body.prompts else None)
+                    question, response = parse_query(body.query[i], body.prompts[i] if body.prompts else None)
                 except ValueError as exc:
                     raise ApiError(422, "invalid_request", f"query {i}: {exc}") from exc
-                jobs.append((body.images[i], question, response))
+                jobs.append((images[i], question, response))
             sources = list(dict.fromkeys(src for src, _, _ in jobs))  # fetch each image once
             by_source = dict(zip(sources, await asyncio.gather(*(self.image(src) for src in sources)), strict=True))
             results = await asyncio.gather(*(self.model.score.remote(PointJob(by_source[src], q, (r,))) for src, q, r in jobs))
             rewards = [self.checked("get_reward", res).values[0] for res in results]
-            return RewardResponse(rewards=rewards, scores=rewards,
-                                  extra_logs={"genrm_p_yes": rewards, "genrm_version": [res.model_version for res in results]})
+            # extra_logs: numbers only (OpenRLHF turns every value into a tensor); provenance beside them.
+            return RewardResponse(rewards=rewards, scores=rewards, extra_logs={"genrm_p_yes": rewards},
+                                  model=results[0].model, model_version=results[0].model_version,
+                                  model_versions=[res.model_version for res in results])
+
+        @staticmethod
+        def reward_images(body: RewardRequest, n: int) -> list[str]:
+            """One image per query: the ``images`` extension, else each ``labels[i]`` (OpenRLHF
+            forwards dataset labels but no images): an s3:// URI, a data URL or an object with
+            an ``image`` field."""
+            if body.images is not None:
+                if len(body.images) != n:
+                    raise ApiError(422, "invalid_request", f"images: {len(body.images)} images for {n} queries (one per query)")
+                return list(body.images)
+            if body.labels is None or len(body.labels) != n:
+                raise ApiError(422, "invalid_request", f"images: one image per query is required ({n} queries), in `images` or in `labels`")
+            images = [image_from_label(label) for label in body.labels]
+            missing = [i for i, image in enumerate(images) if image is None]
+            if missing:
+                raise ApiError(422, "invalid_request", f"labels[{missing[0]}]: no image (an s3:// URI, a data:image/ URL, or an object with an "
+                                                       "'image' field) and no `images`: one image per query is required")
+            return images  # type: ignore[return-value]
 
         @api.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="The served model")
         async def models(self, request: Request) -> ModelList:
@@ -316,6 +348,13 @@ def app_builder(args: dict[str, str]) -> serve.Application:
 
     settings = load_settings(None, [f"{key}={value}" for key, value in (args or {}).items()])
     return build_app(settings.serving, settings.store)
+
+
+def _sampling(body: ScoreRequest | CompareRequest) -> Sampling | None:
+    """Self-consistency settings of a request (None: one greedy critique or none)."""
+    if body.samples <= 1:
+        return None
+    return Sampling(n=body.samples, temperature=body.temperature, seed=body.seed, max_tokens=body.max_critique_tokens)
 
 
 def _input_error(exc: Exception) -> tuple[int, str]:

@@ -35,3 +35,34 @@ def test_every_special_token_in_a_response_is_scored_as_its_characters(scorer):
         compared = scorer.compare([PairJob(image, "What colour?", (response, "Blue."))])[0]
         assert compared.error is None and 0 < compared.values[0] < 1, token
         assert split_query(f"Q: {token} A: {response}", f"Q: {token} A: ") == (f"Q: {token} A: ", response)
+
+
+def test_self_consistency_is_seeded_batch_independent_and_samples_1_is_greedy(scorer):
+    """samples: n sampled critiques per item, the value their mean; the same seed gives the same
+    answer whatever else shares the batch; agreement is the majority's share, in [0.5, 1]."""
+    from vlgenrm.genrm.model import PairwiseQuery, PointwiseQuery
+    from vlgenrm.scoring.core import Sampling, agreement
+
+    image = png((250, 10, 10))
+    sampling = Sampling(n=3, seed=5, max_tokens=6)
+    job = PointJob(image, "What colour?", ("Red.", "Blue."), sampling=sampling)
+    alone = scorer.score([job])[0]
+    batched = scorer.score([PointJob(png((10, 10, 250)), "Shape?", ("A star.",), sampling=Sampling(n=2, seed=1, max_tokens=6)), job])[1]
+    assert alone.error is None and alone.values == pytest.approx(batched.values, abs=1e-6)
+    assert alone.sample_critiques == batched.sample_critiques and all(len(c) == 3 for c in alone.sample_critiques)
+    for value, samples, critiques, share in zip(alone.values, alone.samples, alone.sample_critiques, alone.agreement, strict=True):
+        assert value == pytest.approx(sum(samples) / 3, abs=1e-12) and 0.5 <= share <= 1 and share == agreement(samples)
+        direct = scorer.genrm.pointwise_probs([PointwiseQuery(image, "What colour?", job.responses[alone.samples.index(samples)], critique=c)
+                                               for c in critiques])
+        assert samples == pytest.approx(direct, abs=1e-5)
+    other_seed = scorer.score([PointJob(image, "What colour?", ("Red.", "Blue."), sampling=Sampling(n=3, seed=6, max_tokens=6))])[0]
+    assert other_seed.sample_critiques != alone.sample_critiques  # seeded, so this holds or fails every run
+    # pairwise: the critique is scored in both orders (swapped for the second), then averaged over samples
+    pair = scorer.compare([PairJob(image, "What colour?", ("Red.", "Blue."), sampling=sampling)])[0]
+    [critiques] = pair.sample_critiques
+    assert pair.values[0] == pytest.approx(sum(scorer.genrm.pairwise_probs([PairwiseQuery(image, "What colour?", "Red.", "Blue.", critique=c)
+                                                                            for c in critiques])) / 3, abs=1e-5)
+    # no sampling: exactly the one greedy critique (with_critique) or direct scoring, agreement absent
+    greedy = scorer.score([PointJob(image, "What colour?", ("Red.",), critique_tokens=6)])[0]
+    assert greedy.samples is None and greedy.agreement is None and len(greedy.critiques) == 1
+    assert agreement([0.9, 0.2, 0.7, 0.6]) == 0.75 and agreement([0.1]) == 1.0

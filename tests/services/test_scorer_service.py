@@ -151,9 +151,11 @@ def test_an_openrlhf_remote_reward_client_gets_rewards(scorer: Scorer):
     r = scorer.post("/get_reward", {"query": queries, "prompts": prompts, "labels": ["", ""], "images": [B64, B64]}, key=REWARD_ONLY_KEY)
     assert r.status_code == 200, r.text
     body = r.json()
-    expected = scorer.direct["a"].pointwise_probs([PointwiseQuery(IMAGE, prompts[i], RESPONSES[i]) for i in range(2)])
+    # The question is the user's text inside the chat template (docs/integrations.md), as /v1/score takes it.
+    expected = scorer.direct["a"].pointwise_probs([PointwiseQuery(IMAGE, QUESTION, RESPONSES[i]) for i in range(2)])
     assert body["rewards"] == pytest.approx(expected, abs=1e-5) and body["scores"] == body["rewards"]
-    assert body["extra_logs"]["genrm_version"] == [scorer.direct["a"].version] * 2
+    assert body["model_versions"] == [scorer.direct["a"].version] * 2 and body["model_version"] == scorer.direct["a"].version
+    assert all(isinstance(v, float) for values in body["extra_logs"].values() for v in values)  # OpenRLHF tensorizes them
     missing = scorer.post("/get_reward", {"query": queries, "prompts": prompts}, key=REWARD_ONLY_KEY)
     assert missing.status_code == 422 and "one image per query" in missing.json()["error"]["message"]
 

@@ -6,6 +6,8 @@ mounted Secret holds a usable key, and nothing here logs or echoes the clear key
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import threading
@@ -145,14 +147,31 @@ class ApiKeyAuth:
 
 
 def _presented_key(authorization: str | None, api_key_header: str | None) -> str | None:
-    """The key of ``Authorization: Bearer <key>`` or else of ``X-API-Key``; None when absent."""
+    """The key of ``Authorization: Bearer <key>``, of ``Authorization: Basic`` (the password, or
+    the user name when the password is empty: what an HTTP client sends for a URL such as
+    ``http://:KEY@scorer:8000/get_reward``, the one way OpenRLHF's remote caller can carry a key),
+    or else of ``X-API-Key``; None when absent."""
     if authorization:
         scheme, _, credentials = authorization.strip().partition(" ")
         if scheme.lower() == "bearer" and credentials.strip():
             return credentials.strip()
+        if scheme.lower() == "basic" and credentials.strip():
+            key = _basic_key(credentials.strip())
+            if key:
+                return key
     if api_key_header and api_key_header.strip():
         return api_key_header.strip()
     return None
+
+
+def _basic_key(credentials: str) -> str | None:
+    try:
+        user, colon, password = base64.b64decode(credentials, validate=True).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    if not colon:
+        return None
+    return password or user or None
 
 
 def _match(key: str, entries: Iterable[_Entry]) -> Principal | None:
