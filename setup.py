@@ -16,4 +16,4 @@ for import_name, folder in ROOTS.items():
     package_dir[import_name] = folder
     packages += [f"{import_name}.{p}" for p in find_packages(folder)]
 
-setup(packages=packages, package_dir=package_dir, package_data={"vlgenrm": ["py.typed"]})
+setup(packages=packages, package_dir=package_dir, package_data={"vlgenrm": ["py.typed"], "vlgenrm.experts": ["data/*.json"]})

@@ -3,7 +3,9 @@
 Per shard task: read the shard of Examples, verify each example's claims against its image
 in batches, write ``iterations/<ns>/<it>/experts/<nnnnn>.jsonl`` (refined pairs) and
 ``.../experts/reports/<nnnnn>.jsonl`` (expert reports), then the completion marker, then
-the event (vlgenrm.stages). A corrupt image is an error of that example only; an unreadable
+the event (vlgenrm.stages); the marker's counts say how much the experts could check
+(``checkable_pairs``, ``covered_claims``, ``uncheckable_words``, ...) and its metrics hold the
+shard's ``coverage``. A corrupt image is an error of that example only; an unreadable
 shard fails the task (dead-letter topic, with a failed event). With ``enabled: false`` in the
 task's config no image is read and no expert runs: the human labels pass through and no
 reports object is written at all.
@@ -14,12 +16,12 @@ from __future__ import annotations
 import logging
 import time
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from vlgenrm.bus import Bus, Topics, Worker
 from vlgenrm.contracts import Example, Stage, StageTask
-from vlgenrm.experts.pipeline import AnnotationSettings, Annotator, decode_image
+from vlgenrm.experts.pipeline import AnnotationSettings, Annotator, coverage, decode_image
 from vlgenrm.settings import Settings
 from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, output_key, read_jsonl
 from vlgenrm.store import BlobStore, StoreError
@@ -32,6 +34,8 @@ IMAGE_ERRORS = Counter("vlgenrm_experts_image_errors_total", "Examples skipped b
 CLAIMS = Counter("vlgenrm_experts_claims_total", "Claims judged, by merged verdict", ["verdict"])
 LABELS = Counter("vlgenrm_experts_labels_total", "Refined label decisions, by source", ["source"])
 BATCH_SECONDS = Histogram("vlgenrm_experts_batch_seconds", "Wall time of one verification batch")
+UNCHECKABLE = Counter("vlgenrm_experts_uncheckable_words_total", "Object words of responses that no registered expert covers")
+COVERAGE = Gauge("vlgenrm_experts_coverage", "Share of the last shard's pairs with at least one checkable claim")
 
 
 class ExpertsStage:
@@ -88,10 +92,16 @@ class ExpertsStage:
                     CLAIMS.labels(name.removeprefix("claims_")).inc(n)
                 elif name.startswith("label_"):
                     LABELS.labels(name.removeprefix("label_")).inc(n)
+                elif name == "uncheckable_words":
+                    UNCHECKABLE.inc(n)
             log.info("shard %s: %d/%d examples verified", task.shard.key, min(start + settings.batch_size, len(examples)), len(examples))
         counts["errors"] = len(errors)
         objects = {output_key(task.shard): jsonl(pairs), output_key(task.shard, "reports"): jsonl(reports)}
-        return ShardResult(objects, counts, errors)
+        share = coverage(counts)
+        metrics = {} if share is None else {"coverage": round(share, 6)}
+        if share is not None:
+            COVERAGE.set(share)
+        return ShardResult(objects, counts, errors, metrics)
 
 
 def build_worker(settings: Settings, bus: Bus, store: BlobStore, annotation: AnnotationSettings | None = None) -> Worker[StageTask]:

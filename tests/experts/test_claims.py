@@ -86,3 +86,122 @@ def test_extract_pair_prefixes_with_the_example_id():
 def test_claims_validate_as_contracts():
     for claim in X.extract("two red circles, a star, no squares. The sign reads BANK.", Choice.A, "v"):
         assert type(claim).model_validate_json(claim.to_json_bytes()) == claim
+
+
+# -- open vocabulary: label spaces of the registered experts + the shipped noun list --------------
+def _photo_extractor() -> LexiconClaimExtractor:
+    """The label spaces of colour/shape, OCR and OpenCV (person, face, cat), as the registry declares them."""
+    from vlgenrm.experts.registry import default_registry
+
+    return LexiconClaimExtractor.for_registry(default_registry({"opencv": {"enabled": True}}))
+
+
+PHOTO = _photo_extractor()
+
+
+def photo(text: str) -> tuple[list[tuple], list[str]]:
+    out = PHOTO.analyse(text, Choice.A, "ex")
+    return [(c.type, c.subject, c.count, c.attribute, c.text) for c in out.claims], out.uncheckable
+
+
+@pytest.mark.parametrize(
+    ("text", "claims", "uncheckable"),
+    [
+        ("A woman in a white space suit smiles; behind her is a space shuttle and an American flag.",
+         [(E, "person", None, None, None)], ["space suit", "space shuttle", "flag"]),
+        ("Two cats sit on a red sofa next to a dog.", [(C, "cat", 2, None, None)], ["couch", "dog"]),
+        ("Two sleeping tabby cats lie on a rug.", [(C, "cat", 2, None, None)], ["rug"]),  # modifiers between number and noun
+        ("Both women wear helmets.", [(C, "person", 2, None, None)], ["helmet"]),
+        ("An orange cat. The cat is bright orange. I see an orange.",
+         [(E, "cat", None, "orange", None), (E, "cat", None, "orange", None)], ["orange"]),  # colour word vs noun
+        ("A baby elephant eats cat food.", [], ["elephant", "food"]),  # a noun before a noun modifies it
+        ("The cat's face fills the frame. A woman's face.",
+         [(E, "cat", None, None, None), (E, "person", None, None, None), (E, "face", None, None, None)], []),
+        ("A crowd of people watches the launch. A man faces the camera.",
+         [(E, "person", None, None, None), (E, "person", None, None, None), (E, "person", None, None, None)], ["camera"]),
+        # negation, for any noun
+        ("I don't see cats. There is no dog, without a hat. None of the kittens.",
+         [(N, "cat", None, None, None), (N, "cat", None, None, None)], ["dog", "hat"]),
+        ("Neither a cat nor a person is visible.", [(N, "cat", None, None, None), (N, "person", None, None, None)], []),
+        ("The woman is not wearing glasses.", [(E, "person", None, None, None)], ["eyeglasses"]),
+        # visible text on any object: quoted, capitalised or after a text noun
+        ("The tank says YAMAHA.", [(T, "text", None, None, "YAMAHA")], ["tank"]),
+        ("The heading reads 'Region-based segmentation'.", [(T, "text", None, None, "REGION-BASED SEGMENTATION")], []),
+        ('A mug printed with "I love NY".', [(T, "text", None, None, "I LOVE NY")], ["cup"]),
+        ("A sign next to the cat says 'NO PETS'.", [(T, "text", None, None, "NO PETS"), (E, "cat", None, None, None)], []),
+        ("The sign says NO PARKING.", [(T, "text", None, None, "NO PARKING")], []),
+        ("The man reads books. The screen shows a dog.", [(E, "person", None, None, None)], ["book", "monitor", "dog"]),
+        # synonyms from the open list reach the experts' labels; an alias is not chained ("a crate" is no square)
+        ("A kitten, an astronaut and a crate.", [(E, "cat", None, None, None), (E, "person", None, None, None)], ["box"]),
+        ("A box.", [(E, "square", None, None, None)], []),
+    ],
+)
+def test_open_vocabulary_grammar(text, claims, uncheckable):
+    assert photo(text) == (claims, uncheckable)
+
+
+def test_label_spaces_decide_what_is_a_claim():
+    from vlgenrm.experts.vocabulary import LabelSpace
+
+    only_dogs = LexiconClaimExtractor([LabelSpace("dogs", frozenset({"dog"}), {"puppy": "dog"})])
+    out = only_dogs.analyse("Two puppies and a cat. The sign says STOP.", Choice.A, "x")
+    assert [(c.type, c.subject, c.count) for c in out.claims] == [(C, "dog", 2)]
+    assert out.uncheckable == ["cat", "text"]  # no expert sees cats or reads text
+    # An open space (OWLv2: labels None) covers every noun of the list.
+    anything = LexiconClaimExtractor([LabelSpace("owl", None)])
+    out = anything.analyse("Two cats sit on a red sofa next to a dog.", Choice.A, "x")
+    assert [(c.type, c.subject, c.count, c.attribute) for c in out.claims] == [(C, "cat", 2, None), (E, "couch", None, "red"), (E, "dog", None, None)]
+    assert out.uncheckable == []
+    # No label space at all: nothing is a claim, every object is uncheckable.
+    nothing = LexiconClaimExtractor([]).analyse("A red circle and a dog.", Choice.A, "x")
+    assert nothing.claims == [] and nothing.uncheckable == ["dog"]
+
+
+def test_default_extractor_uses_the_default_registry_label_spaces():
+    from vlgenrm.experts.registry import default_registry
+
+    assert X.label_spaces == tuple(default_registry().label_spaces())
+    assert [s.name for s in X.label_spaces] == ["colour_shape", "ocr"]
+    assert X.analyse("There are two dogs and a purple hexagon.", Choice.A, "x").uncheckable == ["dog"]
+
+
+def test_the_noun_list_ships_coco_and_lvis_names():
+    import json
+    from importlib import resources
+
+    from vlgenrm.experts.vocabulary import default_nouns
+
+    data = json.loads(resources.files("vlgenrm.experts").joinpath("data/nouns.json").read_text())
+    assert len(data["coco"]) == 80 and len(data["lvis"]) >= 300
+    nouns = default_nouns()
+    spellings: dict[str, str] = {}
+    for section in ("coco", "lvis"):
+        for canon, synonyms in data[section].items():
+            for word in (canon, *synonyms):
+                assert spellings.setdefault(word, canon) == canon, f"{word!r} names two nouns"
+    for word, canon in [("people", "person"), ("women", "person"), ("sofas", "couch"), ("mice", "mouse"), ("knives", "knife"),
+                        ("hot dogs", "hot dog"), ("t-shirts", "shirt"), ("strawberries", "strawberry"), ("teddy bears", "teddy bear")]:
+        assert nouns.lookup(word) == canon, word
+    assert nouns.lookup("image") is None and "background" in nouns.not_objects
+
+
+def test_experts_package_does_not_import_the_synthetic_domain():
+    import subprocess
+    import sys
+
+    probe = ("import sys, vlgenrm.experts.claims, vlgenrm.experts.registry, vlgenrm.experts.colour_shape, vlgenrm.experts.pipeline, "
+             "vlgenrm.experts.ocr, vlgenrm.experts.opencv; print(sorted(m for m in sys.modules if m.startswith('vlgenrm.synth')))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_the_synthetic_label_space_matches_the_synthetic_domain():
+    """The colour/shape expert declares the synthetic vocabulary; the domain's renderer and writer use the same."""
+    from vlgenrm.experts.base import normalise_colour
+    from vlgenrm.experts.colour_shape import SHAPES, SYNTHETIC_PALETTE, SYNTHETIC_SHAPE_ALIASES
+    from vlgenrm.synth import vocab
+
+    assert SYNTHETIC_PALETTE == vocab.COLOURS and SYNTHETIC_SHAPE_ALIASES == vocab.SHAPE_SYNONYMS and SHAPES == vocab.SHAPES
+    assert all(normalise_colour(word) == colour for word, colour in vocab.COLOUR_SYNONYMS.items())
+    space = next(s for s in X.label_spaces if s.name == "colour_shape")
+    assert space.labels == frozenset(vocab.SHAPES) and dict(space.aliases) == vocab.SHAPE_SYNONYMS

@@ -10,6 +10,7 @@ from vlgenrm.contracts.data import (
     ImageRef,
     RationaleCandidate,
     RefinedPair,
+    ResponseCoverage,
     ScoredCandidate,
     TrainingRecord,
 )
@@ -31,6 +32,7 @@ __all__ = [
     "IterationStatus",
     "RationaleCandidate",
     "RefinedPair",
+    "ResponseCoverage",
     "ScoredCandidate",
     "ShardDone",
     "ShardRef",

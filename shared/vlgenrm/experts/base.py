@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from vlgenrm.contracts import Claim, ClaimType, Evidence, ExpertVerdict, VerdictLabel
 from vlgenrm.errors import PermanentError
-from vlgenrm.synth.vocab import COLOUR_SYNONYMS, COLOURS
+from vlgenrm.experts.vocabulary import COLOUR_TERMS, LabelSpace
 
 Box = tuple[float, float, float, float]
 
@@ -113,12 +113,11 @@ def normalise_label(word: str, aliases: Mapping[str, str] | None = None, known: 
 
 
 def normalise_colour(word: str | None) -> str | None:
-    """A vocabulary colour name (synonyms folded), or None when the word is not a known colour."""
+    """A canonical colour name (``vocabulary.COLOUR_TERMS``, synonyms folded: 'crimson' ->
+    'red'), or None when the word is not a colour. Experts check it against what they can see."""
     if word is None:
         return None
-    w = " ".join(word.lower().split())
-    w = COLOUR_SYNONYMS.get(w, w)
-    return w if w in COLOURS else None
+    return COLOUR_TERMS.get(" ".join(word.lower().split()))
 
 
 def presence_verdict(claim: Claim, found: int) -> VerdictLabel:
@@ -154,6 +153,11 @@ class Expert(ABC):
     #: Detection passes remembered (least recently used dropped): later iterations, seeds and
     #: arms verify the same images again, and a pass (OCR above all) costs far more than a lookup.
     memo_size: int = 4096
+
+    def label_space(self) -> LabelSpace:
+        """What this expert can check, for the claim extractor: labels (None = any object noun),
+        aliases and claim types (:mod:`vlgenrm.experts.vocabulary`)."""
+        return LabelSpace(name=self.name, labels=self.labels, aliases=dict(self.aliases), claim_types=frozenset(self.claim_types))
 
     def subject_label(self, claim: Claim) -> str:
         """The claim's subject as one of this expert's labels (aliases, plurals folded)."""

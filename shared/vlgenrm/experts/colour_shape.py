@@ -1,6 +1,6 @@
 """The classical colour/shape detector of the synthetic domain (§7).
 
-The synthetic renderer paints solid shapes in the saturated ``COLOURS`` on a light, nearly
+The synthetic renderer paints solid shapes in saturated palette colours on a light, nearly
 uniform background, plus an optional sign: dark text on a white box. Neither the background,
 nor the sign's box, nor its text has colour (chroma), so the detector keeps the pixels that
 are both saturated (``max(RGB) - min(RGB) >= min_chroma``) and not dark (``max(RGB) >=
@@ -14,7 +14,7 @@ construction. Each outer contour of that mask is one shape:
   approximation (``approxPolyDP``: 3 vertices = triangle, 4 = square, ~10 concave = star,
   ≥ 6 convex = circle) is a cross-check.
 * **colour**: the mean RGB of the blob's interior (eroded, saturated pixels only), named by
-  the nearest ``COLOURS`` entry.
+  the nearest ``palette`` entry (by default the synthetic renderer's, ``SYNTHETIC_PALETTE``).
 
 Confidence rule (documented in docs/experts.md). A detection's reading is *clear* when its
 best shape fit beats the runner-up by ``shape_margin``, the polygon check agrees, its
@@ -43,10 +43,21 @@ from vlgenrm.experts.base import (
     normalise_colour,
     presence_verdict,
 )
-from vlgenrm.synth.vocab import COLOURS, SHAPES, SHAPE_SYNONYMS
 
-_PALETTE_NAMES = list(COLOURS)
-_PALETTE = np.array([COLOURS[n] for n in _PALETTE_NAMES], dtype=np.float64)
+#: The shapes this detector's geometry tells apart (its fits and its star test are made for them).
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star")
+#: The synthetic domain's label space, declared here by the domain's expert (the experts
+#: package does not import the domain): the renderer's palette and the words its responses
+#: use for the shapes. Defaults of the constructor; tests keep them equal to ``vlgenrm.synth.vocab``.
+SYNTHETIC_PALETTE: dict[str, tuple[int, int, int]] = {
+    "red": (220, 30, 30),
+    "green": (30, 170, 60),
+    "blue": (30, 70, 220),
+    "yellow": (235, 200, 20),
+    "purple": (140, 50, 180),
+    "orange": (245, 130, 20),
+}
+SYNTHETIC_SHAPE_ALIASES: dict[str, str] = {"disc": "circle", "disk": "circle", "dot": "circle", "box": "square", "rectangle": "square"}
 _CONVEX = ("circle", "square", "triangle")
 #: Detections listed as evidence when nothing matched (the expert shows what it saw instead).
 _MAX_EVIDENCE = 12
@@ -58,17 +69,26 @@ class ColourShapeExpert(Expert):
     name = "colour_shape"
     claim_types = frozenset({ClaimType.EXISTENCE, ClaimType.COUNT, ClaimType.ATTRIBUTE, ClaimType.NEGATED_EXISTENCE})
     labels = frozenset(SHAPES)
-    aliases = dict(SHAPE_SYNONYMS)
 
-    def __init__(self, config: ColourShapeConfig | None = None) -> None:
+    def __init__(self, config: ColourShapeConfig | None = None, *, palette: dict[str, tuple[int, int, int]] | None = None,
+                 shape_aliases: dict[str, str] | None = None) -> None:
+        """``palette``: colour name -> the RGB painted (names must be canonical colour words,
+        ``vocabulary.COLOUR_TERMS``); ``shape_aliases``: other words for the shapes. Both
+        default to the synthetic renderer's."""
         self.config = config or ColourShapeConfig()
+        self.palette = dict(SYNTHETIC_PALETTE if palette is None else palette)
+        if len(self.palette) < 2 or any(normalise_colour(name) != name for name in self.palette):
+            raise ValueError(f"the colour/shape palette needs >= 2 canonical colour names, got {sorted(self.palette)}")
+        self.aliases = dict(SYNTHETIC_SHAPE_ALIASES if shape_aliases is None else shape_aliases)
+        self._palette_names = list(self.palette)
+        self._palette_rgb = np.array([self.palette[n] for n in self._palette_names], dtype=np.float64)
 
     # -- coverage ----------------------------------------------------------------------------
     def covers(self, claim: Claim) -> bool:
         if not super().covers(claim):
             return False
         # A claimed attribute must be a colour this detector can name (not 'large', 'shiny', ...).
-        if claim.attribute is not None and normalise_colour(claim.attribute) is None:
+        if claim.attribute is not None and normalise_colour(claim.attribute) not in self.palette:
             return False
         return not (claim.type is ClaimType.ATTRIBUTE and claim.attribute is None)
 
@@ -128,10 +148,10 @@ class ColourShapeExpert(Expert):
         if len(pixels) == 0:
             return None
         mean = pixels.reshape(-1, 3).astype(np.float64).mean(axis=0)
-        dist = np.linalg.norm(_PALETTE - mean, axis=1)
+        dist = np.linalg.norm(self._palette_rgb - mean, axis=1)
         order = np.argsort(dist)
         d1, d2 = float(dist[order[0]]), float(dist[order[1]])
-        nearest, second = _PALETTE_NAMES[order[0]], _PALETTE_NAMES[order[1]]
+        nearest, second = self._palette_names[order[0]], self._palette_names[order[1]]
         if d1 > cfg.max_colour_distance:
             colour, alt_colour, q_colour = "unknown", nearest, 0.5
         else:

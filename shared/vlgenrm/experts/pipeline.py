@@ -16,9 +16,9 @@ from datetime import datetime
 import numpy as np
 from pydantic import BaseModel, Field
 
-from vlgenrm.contracts import Example, ExpertReport, RefinedPair
+from vlgenrm.contracts import Choice, Example, ExpertReport, ExpertVerdict, RefinedPair, ResponseCoverage, VerdictLabel
 from vlgenrm.experts.base import ExpertsSettings
-from vlgenrm.experts.claims import ClaimExtractor, LexiconClaimExtractor
+from vlgenrm.experts.claims import ClaimExtractor, Extraction, LexiconClaimExtractor
 from vlgenrm.experts.refine import RefinementSettings, human_only, refine
 from vlgenrm.experts.verify import VerificationSettings, build_report, claim_findings
 
@@ -48,7 +48,14 @@ class AnnotationSettings(BaseModel):
 
 @dataclass
 class Annotated:
-    """Reports and refined pairs of a batch, with counts for metrics and the completion marker."""
+    """Reports and refined pairs of a batch, with counts for metrics and the completion marker.
+
+    Counts: ``claims``, ``claims_<verdict>`` (merged verdicts), ``claim_type_<type>``,
+    ``covered_claims`` (some expert covers them), ``uncheckable_words`` (object words no expert
+    covers), ``checkable_pairs`` (pairs with >= 1 covered claim: the coverage numerator, over
+    ``kept + dropped``), ``judged_pairs`` (pairs with >= 1 claim judged supported or
+    contradicted), ``label_<source>``, ``kept``, ``dropped``.
+    """
 
     reports: list[ExpertReport] = field(default_factory=list)
     pairs: list[RefinedPair] = field(default_factory=list)
@@ -65,7 +72,8 @@ class Annotator:
         if registry is None and self.settings.enabled:
             registry = default_registry(self.settings.experts)
         self.registry = registry  # None when the experts are disabled: nothing is built
-        self.extractor = extractor or LexiconClaimExtractor()
+        # The lexicon's nouns are the label spaces of exactly these experts.
+        self.extractor = extractor or LexiconClaimExtractor.for_registry(registry if registry is not None else [])
 
     def passthrough(self, examples: Sequence[Example]) -> Annotated:
         """The experts disabled: human labels as they are, no claims, no reports."""
@@ -83,17 +91,48 @@ class Annotator:
         if not self.settings.enabled:
             return self.passthrough(examples)
         out = Annotated()
-        claims = [self.extractor.extract_pair(ex) for ex in examples]
+        extractions = [self.extractor.analyse_pair(ex) for ex in examples]
+        claims = [[*a.claims, *b.claims] for a, b in extractions]
         assert self.registry is not None
         verdicts = self.registry.verify_many(list(zip(images, claims, strict=True)))
-        for ex, ex_claims, ex_verdicts in zip(examples, claims, verdicts, strict=True):
-            report = build_report(f"{ex.id}/report", ex.id, ex_claims, ex_verdicts, self.settings.verification, created_at=created_at)
+        for ex, ex_claims, ex_verdicts, (a, b) in zip(examples, claims, verdicts, extractions, strict=True):
+            findings = claim_findings(ex_claims, ex_verdicts)
+            coverage = {Choice.A: response_coverage(a, ex_verdicts, findings), Choice.B: response_coverage(b, ex_verdicts, findings)}
+            report = build_report(f"{ex.id}/report", ex.id, ex_claims, ex_verdicts, self.settings.verification, coverage=coverage,
+                                  created_at=created_at)
             pair = refine(ex, report, self.settings.refinement)
             out.reports.append(report)
             out.pairs.append(pair)
             out.counts["claims"] += len(ex_claims)
-            for verdict, _ in claim_findings(ex_claims, ex_verdicts).values():
+            for verdict, _ in findings.values():
                 out.counts[f"claims_{verdict.value}"] += 1
+            for claim in ex_claims:
+                out.counts[f"claim_type_{claim.type.value}"] += 1
+            covered = sum(c.covered for c in coverage.values())
+            out.counts["covered_claims"] += covered
+            out.counts["uncheckable_words"] += sum(len(c.uncheckable) for c in coverage.values())
+            out.counts["checkable_pairs"] += covered > 0
+            out.counts["judged_pairs"] += any(c.judged for c in coverage.values())
             out.counts[f"label_{pair.source.value}"] += 1
             out.counts["kept" if pair.label is not None else "dropped"] += 1
         return out
+
+
+def response_coverage(extraction: Extraction, verdicts: Sequence[ExpertVerdict],
+                      findings: dict[str, tuple[VerdictLabel, float]]) -> ResponseCoverage:
+    """Claims of one response, how many some expert covered (it returned a verdict, even
+    unverifiable) and judged (merged verdict supported or contradicted), and its uncheckable words."""
+    judged_by = {v.claim_id for v in verdicts}
+    ids = [c.id for c in extraction.claims]
+    return ResponseCoverage(
+        claims=len(ids),
+        covered=sum(i in judged_by for i in ids),
+        judged=sum(findings.get(i, (VerdictLabel.UNVERIFIABLE, 0.0))[0] is not VerdictLabel.UNVERIFIABLE for i in ids),
+        uncheckable=list(extraction.uncheckable),
+    )
+
+
+def coverage(counts: dict[str, int | float]) -> float | None:
+    """Share of annotated pairs with >= 1 checkable claim, from an Annotated's (or a shard's) counts."""
+    pairs = counts.get("kept", 0) + counts.get("dropped", 0)
+    return counts.get("checkable_pairs", 0) / pairs if pairs and "checkable_pairs" in counts else None

@@ -14,6 +14,7 @@ from typing import Any
 from vlgenrm.contracts import Claim, ExpertVerdict
 from vlgenrm.errors import ConfigError
 from vlgenrm.experts.base import Expert, ExpertsSettings, as_rgb
+from vlgenrm.experts.vocabulary import LabelSpace
 
 
 class ExpertRegistry:
@@ -48,6 +49,10 @@ class ExpertRegistry:
 
     def __len__(self) -> int:
         return len(self._experts)
+
+    def label_spaces(self) -> list[LabelSpace]:
+        """What the registered experts can check, in registration order (the claim extractor's nouns)."""
+        return [e.label_space() for e in self._experts.values()]
 
     def experts_for(self, claim: Claim) -> list[Expert]:
         """The experts that cover the claim (possibly none, possibly several)."""

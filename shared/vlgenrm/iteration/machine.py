@@ -317,7 +317,8 @@ def make_task(spec: IterationSpec, obs: Observation, stage: Stage, shard: int, a
 
 
 def _aggregate_metrics(s: IterationStatus, obs: Observation) -> None:
-    """Counts summed per stage ("experts.kept", ...); training and evaluation metrics as they are."""
+    """Counts summed per stage ("experts.kept", ...); the experts' coverage (share of pairs
+    with >= 1 checkable claim, "experts.coverage"); training and evaluation metrics as they are."""
     for stage, markers in obs.done.items():
         totals: dict[str, float] = {}
         for marker in markers.values():
@@ -325,6 +326,9 @@ def _aggregate_metrics(s: IterationStatus, obs: Observation) -> None:
                 totals[k] = totals.get(k, 0.0) + v
         for k, v in totals.items():
             s.metrics[f"{stage.value}.{k}"] = v
+        pairs = totals.get("kept", 0.0) + totals.get("dropped", 0.0)
+        if stage is Stage.EXPERTS and "checkable_pairs" in totals and pairs:
+            s.metrics["experts.coverage"] = round(totals["checkable_pairs"] / pairs, 6)
         if stage in (Stage.TRAINING, Stage.EVALUATION) and 0 in markers:
             for k, v in markers[0].metrics.items():
                 s.metrics[k if stage is Stage.EVALUATION else f"training.{k}"] = v
