@@ -43,7 +43,7 @@ base: install ## Build (or find in the cache) the embedded base VLM and print it
 demo: install system-deps ## The whole loop on this machine: 2 iterations with and without experts (biased labeler), report in vlgenrm-report/
 	$(VENV)/bin/vlgenrm --set store.root=$(CURDIR)/.demo/store --log-level WARNING run --ablate-experts --report vlgenrm-report
 
-fidelity: install system-deps ## The ablation table: full method, no experts, no evidence, no margin filter; 2 iterations x 3 seeds; report in vlgenrm-fidelity/
+fidelity: install system-deps ## The ablation table: full method, no experts, no evidence, no margin filter, no verdict loss; 2 iterations x 3 seeds; report in vlgenrm-fidelity/
 	$(VENV)/bin/vlgenrm --set store.root=$(CURDIR)/.demo/store --log-level WARNING run --ablations --report vlgenrm-fidelity
 
 schemas: install ## Re-export the JSON Schemas of the contracts into schemas/

@@ -113,6 +113,62 @@ def test_dpo_loss_and_gradients_match_hand_computation():
     assert equal.item() == pytest.approx(math.log(2))
 
 
+def test_verdict_loss_is_the_cross_entropy_of_the_scored_verdict(tiny_dirs):
+    """The verdict loss trains exactly what direct scoring reports: per bare verdict row,
+    -log sigmoid of the margin :meth:`GenRM.margins` computes for the labelled option, summed
+    and divided by the micro-batch's rows (critique rows add nothing), equal through length
+    buckets' separate passes; and it raises that margin."""
+    genrm = load(tiny_dirs["qwen2_vl"])
+    data = colour_set(4)
+    critiques, bare = both_orders(examples(data, critique="Response A names the colour.")), both_orders(examples(data))
+    exs = [*critiques, *bare]
+    queries = [PairwiseQuery(ex.image, ex.question, *ex.responses) for ex in bare]
+    labels = [Choice(ex.target[-3]) for ex in bare]
+    with torch.no_grad():
+        margins = torch.tensor(genrm.margins(queries, labels))
+    expected = -torch.nn.functional.logsigmoid(margins).sum().item() / len(exs)
+    collator = SFTCollator(genrm)
+    optimizer = torch.optim.SGD(genrm.model.parameters(), lr=0.0)
+    settings = StepSettings(loss_average=LossAverage.SEQUENCE, verdict_weight=2.0)
+    one = train_step(genrm.model, optimizer, [make_batch(collator, exs, alternatives=True)], settings)
+    assert one["verdict_loss"] == pytest.approx(expected, abs=1e-4)
+    assert one["verdict_accuracy"] == pytest.approx(float((margins > 0).float().mean()))
+    assert one["loss"] == pytest.approx(one["sft_loss"] + 2.0 * one["verdict_loss"], abs=1e-4)
+    with torch.no_grad():
+        assert one["sft_loss"] == pytest.approx(sft_loss(genrm.model, collator(exs), LossAverage.SEQUENCE).item(), abs=1e-4)
+    # Length buckets: critiques in one pass, bare verdicts in the other, each weighted by its
+    # share of the rows (StepData._bucketed): the unsplit batch's numbers.
+    halves = [make_batch(collator, critiques, alternatives=True), make_batch(collator, bare, alternatives=True)]
+    assert halves[0].alternative is None and halves[0].alternative_rows.numel() == 0
+    for half in halves:
+        half.weight = 2 * len(critiques) / len(exs)
+    split = train_step(genrm.model, optimizer, halves, settings)
+    assert split["verdict_loss"] == pytest.approx(expected, abs=1e-4)
+    assert split["sft_loss"] == pytest.approx(one["sft_loss"], abs=1e-4)
+    with pytest.raises(ValueError, match="alternatives"):
+        train_step(genrm.model, optimizer, [make_batch(collator, exs)], settings)
+    learner = torch.optim.AdamW(genrm.model.parameters(), lr=1e-3)
+    for _ in range(5):
+        train_step(genrm.model, learner, [make_batch(collator, exs, alternatives=True)], StepSettings(verdict_weight=2.0))
+    with torch.no_grad():
+        assert torch.tensor(genrm.margins(queries, labels)).mean() > margins.mean()
+
+
+def test_alternatives_are_the_bare_verdicts_other_option(qwen: GenRM):
+    image = colour_set(1)[0][0]
+    collator = SFTCollator(qwen)
+    critique = SFTExample(image, QUESTION, RESPONSES, target_text("Response A names the colour.", "A"))
+    bare = SFTExample(image, QUESTION, RESPONSES, target_text("", "A"))
+    free = SFTExample(image, QUESTION, RESPONSES, "No verdict here.")
+    batch, rows = collator.alternatives([critique, bare, free])
+    assert rows.tolist() == [1]
+    prompt_len = qwen.encode_prompt(image, qwen.prompt(Mode.PAIRWISE, QUESTION, RESPONSES))["input_ids"].shape[1]
+    other = qwen.token_ids(qwen.continuation(Mode.PAIRWISE, "", "B", RESPONSES))
+    assert batch["labels"][0].tolist()[prompt_len:] == other
+    assert batch["attention_mask"][0].sum().item() == prompt_len + len(other)  # no EOS: scored as the GenRM scores
+    assert collator.alternatives([critique, free])[0] is None
+
+
 def test_sft_plus_dpo_step_starts_at_log2_against_itself(tiny_dirs):
     policy, reference = load(tiny_dirs["qwen2_vl"]), load(tiny_dirs["qwen2_vl"])
     exs = [

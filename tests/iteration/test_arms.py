@@ -46,6 +46,8 @@ def test_each_arm_says_what_it_sees():
     assert not none_.experts.enabled and none_.rationale.teacher_sees is TeacherView.LABEL and not none_.rationale.with_evidence
     assert no_ev.experts.enabled and no_ev.rationale.teacher_sees is TeacherView.LABEL and not no_ev.rationale.with_evidence
     assert no_margin.experts.enabled and no_margin.rationale.teacher_sees is TeacherView.EXPERTS and not no_margin.sampling.margin_filter
+    no_vl = IterationSpec.model_validate(merge(merge(BASE, {"training": {"verdict_weight": 1.0}}), arm_overrides(Arm.NO_VERDICT_LOSS)))
+    assert no_vl.training.verdict_weight == 0.0 and no_vl.experts.enabled and no_vl.sampling.margin_filter
     assert none_.rationale.k == 2 and none_.rationale.both_orders  # the base spec survives the merge
     assert arm_overrides("no-experts") == arm_overrides(Arm.NO_EXPERTS) and arm_overrides(Arm.NO_EXPERTS) is not arm_overrides(Arm.NO_EXPERTS)
 

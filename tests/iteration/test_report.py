@@ -115,7 +115,7 @@ def test_ablation_rows_mean_std_and_pooled_interval() -> None:
 def test_run_config_arms_and_ablations() -> None:
     assert [a.value for a in RunConfig(ablate_experts=True).arms] == ["experts", "no-experts"]
     study = RunConfig.ablations()
-    assert [a.value for a in study.arms] == ["experts", "no-experts", "no-evidence", "no-margin"] and study.seeds == [0, 1, 2]
+    assert [a.value for a in study.arms] == ["experts", "no-experts", "no-evidence", "no-margin", "no-verdict-loss"] and study.seeds == [0, 1, 2]
     assert RunConfig().data.labeler.kind == "biased"  # the demo's default: the case the method exists for
     with pytest.raises(ValueError):
         RunConfig(arms=["no-such-arm"])

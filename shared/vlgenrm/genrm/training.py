@@ -1,6 +1,6 @@
 """Training math of §3.5: the SFT collator (loss on target tokens only), both-order
-augmentation, the DPO loss against reference log-probs, LoRA, and the ``train_step`` the
-Ray Train worker calls."""
+augmentation, the verdict loss (the reported verdict probability's cross-entropy), the DPO loss
+against reference log-probs, LoRA, and the ``train_step`` the Ray Train worker calls."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 from vlgenrm.genrm.config import LoraSettings, LossAverage, Objective
 from vlgenrm.genrm.errors import ContextTooLongError
 from vlgenrm.genrm.model import IGNORE, GenRM, ImageInput, join_and_pad, to_model
-from vlgenrm.genrm.verdicts import Mode, parse_verdict, strip_verdict, swap_ab
+from vlgenrm.genrm.verdicts import OPTIONS, Mode, parse_verdict, strip_verdict, swap_ab
 
 
 @dataclass(frozen=True)
@@ -78,16 +78,39 @@ class SFTCollator:
             targets.append(target_ids)
         return join_and_pad(prompts, targets, self.genrm.pad_id, left=False, labels=True)
 
+    def alternatives(self, examples: Sequence[SFTExample]) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
+        """The verdict loss's other options: for each *bare verdict* example (no critique: the
+        line direct scoring reads, §3.7), its answer with the other option (the other response
+        restated), without EOS, as scored (:meth:`GenRM.option_logprobs`); and those examples'
+        row indices. ``None`` when the examples hold no bare verdict."""
+        prompts, targets, rows = [], [], []
+        for i, ex in enumerate(examples):
+            parsed = parse_verdict(ex.target, ex.mode)
+            if not parsed.ok or strip_verdict(ex.target).strip():
+                continue
+            options = OPTIONS[ex.mode]
+            other = options[1 - options.index(parsed.option)]
+            prompts.append(self.genrm.encode_prompt(ex.image, self.genrm.prompt(ex.mode, ex.question, ex.responses, ex.evidence)))
+            targets.append(self.genrm.token_ids(self.genrm.continuation(ex.mode, "", other, ex.responses)))
+            rows.append(i)
+        batch = join_and_pad(prompts, targets, self.genrm.pad_id, left=False, labels=True) if rows else None
+        return batch, torch.tensor(rows, dtype=torch.long)
 
-def sequence_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """Sum of log p(target tokens) per sequence (what DPO compares)."""
+
+def target_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """log p of every target token (rows x positions, 0 where not a target) and the target mask."""
     batch = to_model(batch, model)
     labels = batch.pop("labels")
     logits = model(**batch).logits[:, :-1].float()
     targets = labels[:, 1:]
     mask = targets != IGNORE
     picked = torch.log_softmax(logits, -1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return (picked * mask).sum(-1)
+    return picked * mask, mask
+
+
+def sequence_logprobs(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Sum of log p(target tokens) per sequence (what DPO compares)."""
+    return target_logprobs(model, batch)[0].sum(-1)
 
 
 def sft_loss(model: Any, batch: dict[str, torch.Tensor], average: LossAverage = LossAverage.TOKEN) -> torch.Tensor:
@@ -98,6 +121,26 @@ def sft_loss(model: Any, batch: dict[str, torch.Tensor], average: LossAverage = 
     counted = (batch["labels"][:, 1:] != IGNORE).sum(-1).to(next(model.parameters()).device)
     rows = counted > 0
     return -(sequence_logprobs(model, batch)[rows] / counted[rows]).mean()
+
+
+def _sft_from_tokens(picked: torch.Tensor, mask: torch.Tensor, average: LossAverage) -> torch.Tensor:
+    """:func:`sft_loss` from already computed target log-probs."""
+    if average is LossAverage.TOKEN:
+        return -picked.sum() / mask.sum().clamp(min=1)
+    counted = mask.sum(-1)
+    rows = counted > 0
+    return -(picked.sum(-1)[rows] / counted[rows]).mean()
+
+
+def verdict_loss(chosen: torch.Tensor, rejected: torch.Tensor, rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """-log P(the labelled option), P over the two options as the GenRM reports it
+    (:func:`~vlgenrm.genrm.model.first_option_probability`), summed over the bare verdict rows
+    and divided by the micro-batch's ``rows`` (a row without one adds 0), so length buckets'
+    row-share weights give the unsplit batch's value; also the share of those rows the label wins."""
+    margin = chosen - rejected
+    if margin.numel() == 0:
+        return chosen.sum() * 0.0, torch.tensor(0.0)
+    return -F.logsigmoid(margin).sum() / rows, (margin > 0).float().mean().detach()
 
 
 def dpo_loss(
@@ -118,26 +161,35 @@ class StepSettings(BaseModel):
     loss_average: LossAverage = Field(LossAverage.TOKEN, description="SFT loss averaged per target token or per sequence.")
     dpo_beta: float = Field(0.1, gt=0, description="DPO temperature beta.")
     dpo_weight: float = Field(1.0, ge=0, description="Weight of the DPO term added to the SFT loss.")
+    verdict_weight: float = Field(0.0, ge=0, description="Weight of the verdict loss (the reported verdict probability's cross-entropy) added to the SFT loss; needs alternatives in every micro-batch.")
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
 
 
 @dataclass
 class TrainBatch:
-    """A micro-batch: SFT inputs, and for DPO the chosen/rejected inputs with reference log-probs."""
+    """A micro-batch: SFT inputs, for the verdict loss each row's other option, and for DPO
+    the chosen/rejected inputs with reference log-probs."""
 
     sft: dict[str, torch.Tensor]
     chosen: dict[str, torch.Tensor] | None = None
     rejected: dict[str, torch.Tensor] | None = None
     reference_chosen: torch.Tensor | None = None
     reference_rejected: torch.Tensor | None = None
+    #: The bare verdict rows' answers with the other option, no EOS (:meth:`SFTCollator.alternatives`).
+    alternative: dict[str, torch.Tensor] | None = None
+    #: The SFT rows those are (indices); set, possibly empty, when alternatives were made.
+    alternative_rows: torch.Tensor | None = None
     #: 0 keeps a micro-batch in the step (so data-parallel workers stay in lockstep) while
     #: contributing no gradient: what a worker runs when all its examples were unusable.
     weight: float = 1.0
 
 
-def make_batch(collator: SFTCollator, examples: Sequence[SFTExample], reference: Any = None) -> TrainBatch:
-    """Collate examples; with a reference model and rejected critiques, add the DPO inputs."""
+def make_batch(collator: SFTCollator, examples: Sequence[SFTExample], reference: Any = None, *, alternatives: bool = False) -> TrainBatch:
+    """Collate examples; with ``alternatives``, add the verdict loss's other options; with a
+    reference model and rejected critiques, add the DPO inputs."""
     batch = TrainBatch(collator(examples))
+    if alternatives:
+        batch.alternative, batch.alternative_rows = collator.alternatives(examples)
     if reference is not None and all(ex.rejected for ex in examples):
         batch.chosen, batch.rejected = batch.sft, collator(examples, use_rejected=True)
         with torch.no_grad():
@@ -158,6 +210,8 @@ def train_step(
     settings = settings or StepSettings()
     model.train()
     totals = {"loss": 0.0, "sft_loss": 0.0, "dpo_loss": 0.0, "reward_margin": 0.0}
+    if settings.verdict_weight:
+        totals |= {"verdict_loss": 0.0, "verdict_accuracy": 0.0}
     n = len(micro_batches)
     counted = sum(1 for mb in micro_batches if mb.weight) or 1
     for i, mb in enumerate(micro_batches):
@@ -173,8 +227,24 @@ def train_step(
 def _accumulate(model: Any, mb: TrainBatch, settings: StepSettings, n: int, counted: int, totals: dict[str, float]) -> None:
     """Forward and backward of one micro-batch; metrics average over the weighted ones."""
     share = mb.weight / counted
-    loss = sft_loss(model, mb.sft, settings.loss_average)
-    totals["sft_loss"] += loss.item() * share
+    if settings.verdict_weight:
+        if mb.alternative_rows is None:
+            raise ValueError("verdict_weight > 0 needs alternatives in every micro-batch (make_batch(..., alternatives=True))")
+        picked, mask = target_logprobs(model, mb.sft)
+        loss = _sft_from_tokens(picked, mask, settings.loss_average)
+        rows = mb.alternative_rows.to(picked.device)
+        # Scoring compares the options' continuations without the EOS that SFT targets end in.
+        last = mask.shape[1] - 1 - mask.flip(-1).int().argmax(-1)
+        chosen = (picked.sum(-1) - picked.gather(-1, last.unsqueeze(-1)).squeeze(-1))[rows]
+        rejected = sequence_logprobs(model, mb.alternative) if mb.alternative is not None else chosen.detach()
+        term, won = verdict_loss(chosen, rejected, picked.shape[0])
+        totals["sft_loss"] += loss.item() * share
+        totals["verdict_loss"] += term.item() * share
+        totals["verdict_accuracy"] += won.item() * share
+        loss = loss + settings.verdict_weight * term
+    else:
+        loss = sft_loss(model, mb.sft, settings.loss_average)
+        totals["sft_loss"] += loss.item() * share
     if settings.objective is Objective.SFT_DPO:
         if mb.chosen is None or mb.rejected is None or mb.reference_chosen is None or mb.reference_rejected is None:
             raise ValueError("objective sft+dpo needs rejected critiques and reference log-probs in every micro-batch")

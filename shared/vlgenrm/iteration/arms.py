@@ -34,6 +34,8 @@ class Arm(StrEnum):
     #: The method with the margin filter off: every candidate whose verdict is the label is
     #: accepted (top_n by margin still kept per pair).
     NO_MARGIN = "no-margin"
+    #: The method trained on SFT alone: the verdict loss (training.verdict_weight) off.
+    NO_VERDICT_LOSS = "no-verdict-loss"
 
 
 _TEACHER_SEES_LABEL = {"teacher_sees": "label", "with_evidence": False}
@@ -43,6 +45,7 @@ _OVERRIDES: dict[Arm, dict[str, Any]] = {
     Arm.NO_EXPERTS: {"experts": {"enabled": False}, "rationale": _TEACHER_SEES_LABEL},
     Arm.NO_EVIDENCE: {"rationale": _TEACHER_SEES_LABEL},
     Arm.NO_MARGIN: {"sampling": {"margin_filter": False}},
+    Arm.NO_VERDICT_LOSS: {"training": {"verdict_weight": 0.0}},
 }
 
 

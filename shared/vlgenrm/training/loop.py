@@ -15,6 +15,7 @@ import random
 import tempfile
 import time
 from contextlib import nullcontext
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -171,7 +172,7 @@ def train_loop_per_worker(raw: dict[str, Any]) -> None:
     # The saved counts are all workers' together: one rank carries them on.
     steps = StepData(source, SFTCollator(genrm), config, reference, rank, world, dict(state.skipped) if rank == 0 else {})
     skipped = steps.skipped
-    step_settings = StepSettings(objective=config.objective, loss_average=config.loss_average, dpo_beta=config.dpo_beta, dpo_weight=config.dpo_weight, max_grad_norm=config.max_grad_norm)
+    step_settings = StepSettings(objective=config.objective, loss_average=config.loss_average, dpo_beta=config.dpo_beta, dpo_weight=config.dpo_weight, verdict_weight=config.verdict_weight, max_grad_norm=config.max_grad_norm)
 
     started = time.monotonic()
     done_at_start = state.step
@@ -232,15 +233,13 @@ class StepData:
         return out
 
     def _collated(self, examples: list[Any]) -> Any:
-        from vlgenrm.genrm.training import TrainBatch
-
-        batch = _collate(self.collator, examples, self.reference, self.skipped)
+        batch = _collate(self.collator, examples, self.reference, self.skipped, alternatives=self.config.verdict_weight > 0)
         if batch is None:
             # Workers step in lockstep: run a zero-weight copy of the last good batch.
             if self._last_good is None:
                 raise RuntimeError("the first micro-batch of this worker has no usable example")
             last = self._last_good
-            return TrainBatch(last.sft, last.chosen, last.rejected, last.reference_chosen, last.reference_rejected, weight=0.0)
+            return replace(last, weight=0.0)
         self._last_good = batch
         return batch
 
@@ -303,7 +302,7 @@ def _examples(source: Any, record: Any, config: TrainingConfig, skipped: dict[st
     return out
 
 
-def _collate(collator: Any, examples: list[Any], reference: Any, skipped: dict[str, int]) -> Any:
+def _collate(collator: Any, examples: list[Any], reference: Any, skipped: dict[str, int], *, alternatives: bool = False) -> Any:
     """Collate a micro-batch; examples the GenRM rejects (bad image, too long) are dropped and counted."""
     from vlgenrm.genrm.errors import GenRMInputError
     from vlgenrm.genrm.training import make_batch
@@ -316,7 +315,7 @@ def _collate(collator: Any, examples: list[Any], reference: Any, skipped: dict[s
     if not examples:
         return None
     try:
-        return make_batch(collator, examples, reference)
+        return make_batch(collator, examples, reference, alternatives=alternatives)
     except GenRMInputError:
         good = []
         for ex in examples:
@@ -327,7 +326,7 @@ def _collate(collator: Any, examples: list[Any], reference: Any, skipped: dict[s
                 reason = type(exc).__name__
                 skipped[reason] = skipped.get(reason, 0) + 1
                 log.warning("skipping an example: %s", exc)
-        return make_batch(collator, good, reference) if good else None
+        return make_batch(collator, good, reference, alternatives=alternatives) if good else None
 
 
 def _mean_over_workers(value: float, world: int) -> float:
