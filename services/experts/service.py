@@ -35,6 +35,7 @@ CLAIMS = Counter("vlgenrm_experts_claims_total", "Claims judged, by merged verdi
 LABELS = Counter("vlgenrm_experts_labels_total", "Refined label decisions, by source", ["source"])
 BATCH_SECONDS = Histogram("vlgenrm_experts_batch_seconds", "Wall time of one verification batch")
 UNCHECKABLE = Counter("vlgenrm_experts_uncheckable_words_total", "Object words of responses that no registered expert covers")
+EXTRACTION_ERRORS = Counter("vlgenrm_experts_extraction_errors_total", "Responses whose claim extractor output stayed malformed (no claims)")
 COVERAGE = Gauge("vlgenrm_experts_coverage", "Share of the last shard's pairs with at least one checkable claim")
 
 
@@ -56,7 +57,7 @@ class ExpertsStage:
             raise InvalidShardError(f"task {task.task_id} has an invalid experts config: {exc.errors()[0]['msg']}") from exc
         key = settings.model_dump_json()
         if key not in self._annotators:
-            self._annotators[key] = Annotator(settings)
+            self._annotators[key] = Annotator(settings, store=self.store)
         return self._annotators[key]
 
     def process(self, task: StageTask) -> ShardResult:
@@ -94,6 +95,8 @@ class ExpertsStage:
                     LABELS.labels(name.removeprefix("label_")).inc(n)
                 elif name == "uncheckable_words":
                     UNCHECKABLE.inc(n)
+                elif name == "extraction_errors":
+                    EXTRACTION_ERRORS.inc(n)
             log.info("shard %s: %d/%d examples verified", task.shard.key, min(start + settings.batch_size, len(examples)), len(examples))
         counts["errors"] = len(errors)
         objects = {output_key(task.shard): jsonl(pairs), output_key(task.shard, "reports"): jsonl(reports)}

@@ -1,6 +1,6 @@
 """Claim extraction (§3.1): turn a response into checkable claims about the image.
 
-:class:`ClaimExtractor` is the interface (an LLM-based extractor can implement it);
+:class:`ClaimExtractor` is the interface (the ``llm`` extractor, :mod:`vlgenrm.experts.llm_claims`, is the other implementation);
 :class:`LexiconClaimExtractor` is the CPU default: a small grammar over the **label spaces
 of the registered experts** (:class:`~vlgenrm.experts.vocabulary.LabelSpace`), because a
 claim is only worth extracting if some expert can check it. Object nouns of the shipped
@@ -77,6 +77,9 @@ class Extraction(BaseModel):
 
     claims: list[Claim] = Field(default_factory=list)
     uncheckable: list[str] = Field(default_factory=list, description="Canonical object nouns no label space covers, in reading order.")
+    attempts: int = Field(0, ge=0, description="Model calls spent on this response (0 for extractors without a model).")
+    invalid_claims: int = Field(0, ge=0, description="Items of a model's answer that made no claim (dropped).")
+    error: str | None = Field(None, description="Why no claims could be read (a model's output stayed malformed); None = fine.")
 
 
 class ClaimExtractor(abc.ABC):
@@ -99,6 +102,10 @@ class ClaimExtractor(abc.ABC):
     def analyse_pair(self, example: Example) -> tuple[Extraction, Extraction]:
         """:meth:`analyse` of response A, then of response B."""
         return self.analyse(example.response_a, Choice.A, example.id), self.analyse(example.response_b, Choice.B, example.id)
+
+    def analyse_pairs(self, examples: Sequence[Example]) -> list[tuple[Extraction, Extraction]]:
+        """:meth:`analyse_pair` of every example; extractors that batch (a model) override it."""
+        return [self.analyse_pair(ex) for ex in examples]
 
 
 # --------------------------------------------------------------------------- lexicon

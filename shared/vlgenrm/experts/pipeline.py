@@ -12,13 +12,15 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from vlgenrm.contracts import Choice, Example, ExpertReport, ExpertVerdict, RefinedPair, ResponseCoverage, VerdictLabel
 from vlgenrm.experts.base import ExpertsSettings
 from vlgenrm.experts.claims import ClaimExtractor, Extraction, LexiconClaimExtractor
+from vlgenrm.experts.llm_claims import LLMExtractorSettings
 from vlgenrm.experts.refine import RefinementSettings, human_only, refine
 from vlgenrm.experts.verify import VerificationSettings, build_report, claim_findings
 
@@ -40,10 +42,25 @@ class AnnotationSettings(BaseModel):
     """Everything the experts stage is configured with (an Iteration's ``spec.experts``)."""
 
     enabled: bool = Field(True, description="Run the vision experts; false = human labels pass through (source=human) and no ExpertReport is written (the no-experts arm).")
+    extractor: Literal["lexicon", "llm"] = Field("lexicon", description="Claim extraction: lexicon = grammar over the experts' label spaces (CPU default); llm = a language model lists the claims as JSON (recommended on clusters).")
+    llm: LLMExtractorSettings = Field(default_factory=LLMExtractorSettings, description="The llm extractor's engine, sampling, batching and retries (read with extractor=llm only).")
     experts: ExpertsSettings = Field(default_factory=ExpertsSettings)
     verification: VerificationSettings = Field(default_factory=VerificationSettings)
     refinement: RefinementSettings = Field(default_factory=RefinementSettings)
     batch_size: int = Field(16, ge=1, description="Examples whose images are verified together.")
+
+    @model_validator(mode="after")
+    def _llm_has_a_model(self) -> AnnotationSettings:
+        if self.extractor != "llm":
+            return self
+        engine = self.llm.engine
+        if engine.kind == "template":
+            raise ValueError("experts.extractor=llm needs a language model: set experts.llm.engine.kind to transformers, vllm or openai")
+        if not engine.model:
+            raise ValueError(f"experts.extractor=llm with engine kind={engine.kind} needs experts.llm.engine.model")
+        if engine.kind == "openai" and not engine.base_url:
+            raise ValueError("experts.extractor=llm with engine kind=openai needs experts.llm.engine.base_url")
+        return self
 
 
 @dataclass
@@ -54,7 +71,10 @@ class Annotated:
     ``covered_claims`` (some expert covers them), ``uncheckable_words`` (object words no expert
     covers), ``checkable_pairs`` (pairs with >= 1 covered claim: the coverage numerator, over
     ``kept + dropped``), ``judged_pairs`` (pairs with >= 1 claim judged supported or
-    contradicted), ``label_<source>``, ``kept``, ``dropped``.
+    contradicted), ``label_<source>``, ``kept``, ``dropped``. With a model extractor (``llm``)
+    also ``extraction_prompts`` (model calls, retries included), ``extraction_retries``,
+    ``extraction_errors`` (responses whose output stayed malformed: no claims) and
+    ``extraction_invalid_claims`` (answer items that made no claim).
     """
 
     reports: list[ExpertReport] = field(default_factory=list)
@@ -65,15 +85,16 @@ class Annotated:
 class Annotator:
     """Claims extraction, expert verification and label refinement for batches of examples."""
 
-    def __init__(self, settings: AnnotationSettings | None = None, *, registry: object | None = None, extractor: ClaimExtractor | None = None) -> None:
+    def __init__(self, settings: AnnotationSettings | None = None, *, registry: object | None = None, extractor: ClaimExtractor | None = None,
+                 store: Any = None) -> None:
+        """``store`` holds checkpoints given as ``s3://`` URIs (the llm extractor's transformers model)."""
         from vlgenrm.experts.registry import default_registry
 
         self.settings = settings or AnnotationSettings()
         if registry is None and self.settings.enabled:
             registry = default_registry(self.settings.experts)
         self.registry = registry  # None when the experts are disabled: nothing is built
-        # The lexicon's nouns are the label spaces of exactly these experts.
-        self.extractor = extractor or LexiconClaimExtractor.for_registry(registry if registry is not None else [])
+        self.extractor = extractor or build_extractor(self.settings, registry, store=store)
 
     def passthrough(self, examples: Sequence[Example]) -> Annotated:
         """The experts disabled: human labels as they are, no claims, no reports."""
@@ -91,7 +112,7 @@ class Annotator:
         if not self.settings.enabled:
             return self.passthrough(examples)
         out = Annotated()
-        extractions = [self.extractor.analyse_pair(ex) for ex in examples]
+        extractions = self.extractor.analyse_pairs(examples)
         claims = [[*a.claims, *b.claims] for a, b in extractions]
         assert self.registry is not None
         verdicts = self.registry.verify_many(list(zip(images, claims, strict=True)))
@@ -112,10 +133,28 @@ class Annotator:
             out.counts["covered_claims"] += covered
             out.counts["uncheckable_words"] += sum(len(c.uncheckable) for c in coverage.values())
             out.counts["checkable_pairs"] += covered > 0
+            if a.attempts or b.attempts:
+                for e in (a, b):
+                    out.counts["extraction_prompts"] += e.attempts
+                    out.counts["extraction_retries"] += max(0, e.attempts - 1)
+                    out.counts["extraction_errors"] += e.error is not None
+                    out.counts["extraction_invalid_claims"] += e.invalid_claims
             out.counts["judged_pairs"] += any(c.judged for c in coverage.values())
             out.counts[f"label_{pair.source.value}"] += 1
             out.counts["kept" if pair.label is not None else "dropped"] += 1
         return out
+
+
+def build_extractor(settings: AnnotationSettings, registry: object | None, *, store: Any = None) -> ClaimExtractor:
+    """The extractor ``settings.extractor`` names, over the label spaces of ``registry``'s experts
+    (the lexicon's nouns; the llm extractor's subject resolution). Experts disabled: the lexicon,
+    never a model (nothing is extracted then)."""
+    experts = registry if registry is not None else []
+    if settings.extractor == "llm" and settings.enabled:
+        from vlgenrm.experts.llm_claims import LLMClaimExtractor, build_engine
+
+        return LLMClaimExtractor.for_registry(experts, build_engine(settings.llm.engine, store=store), settings.llm)
+    return LexiconClaimExtractor.for_registry(experts)
 
 
 def response_coverage(extraction: Extraction, verdicts: Sequence[ExpertVerdict],

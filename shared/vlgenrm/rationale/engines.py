@@ -12,6 +12,11 @@ returns ``params.n`` critiques per request, each meant to end with a verdict lin
 Requests carry the responses in the order SHOWN to the generator; ``swapped`` says the shown A
 is the original B (the report's ``Choice`` values and ``label`` always refer to the original
 order).
+
+The model engines also complete text-only prompts (``engine.complete(prompts, params)``, a
+:class:`TextPrompt` per prompt: our instruction plus untrusted data): the LLM claim extractor
+of the experts stage (``vlgenrm.experts.llm_claims``) runs on them. The data part never becomes
+control tokens: special-token strings in it are broken like ``GenRM.as_data`` breaks them.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import base64
 import io
 import random
+import re
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
@@ -54,12 +60,52 @@ class RationaleRequest:
     label: Choice | None = None
 
 
+@dataclass(frozen=True)
+class TextPrompt:
+    """A text-only user turn: our ``instruction``, then ``data`` (user or response text), which
+    the engine passes as data: special-token strings in it are broken, never control tokens."""
+
+    instruction: str
+    data: str
+
+
+#: Data breaker (U+2060 WORD JOINER, as ``GenRM.as_data``): invisible, and splits a special
+#: token's string so no tokenizer reads it as that token.
+DATA_BREAK = "\u2060"
+#: Special-token spellings of the common chat templates (ChatML/Qwen, Llama 3, Llama 2/Mistral,
+#: Gemma, Phi, LLaVA), for servers whose tokenizer this process cannot see (openai).
+GENERIC_SPECIALS = re.compile(r"<\|[A-Za-z0-9_]{1,40}\|>|</?s>|\[/?INST\]|<</?SYS>>|<(?:start|end)_of_turn>|<image>|<bos>|<eos>|<pad>")
+
+
+def breaker(specials: Sequence[str] | None = None) -> Callable[[str], str]:
+    """A function that breaks every occurrence of ``specials`` (longest first) or, given none,
+    of :data:`GENERIC_SPECIALS` in a text with :data:`DATA_BREAK` after its first character."""
+    if specials is None:
+        pattern = GENERIC_SPECIALS
+    else:
+        breakable = sorted({t for t in specials if len(t) > 1}, key=len, reverse=True)
+        if not breakable:
+            return lambda text: text
+        pattern = re.compile("|".join(map(re.escape, breakable)))
+    return lambda text: pattern.sub(lambda m: m[0][0] + DATA_BREAK + m[0][1:], text)
+
+
+def text_messages(prompt: TextPrompt, guard: Callable[[str], str], *, parts: bool = False) -> list[dict[str, Any]]:
+    """One user turn: the instruction, a blank line, the guarded data (as content parts with ``parts``)."""
+    text = f"{prompt.instruction}\n\n{guard(prompt.data)}"
+    return [{"role": "user", "content": [{"type": "text", "text": text}] if parts else text}]
+
+
 class RationaleEngine(ABC):
     name: str
 
     @abstractmethod
     def generate(self, requests: Sequence[RationaleRequest], params: SamplingParams) -> list[list[str]]:
         """``params.n`` critiques per request, in request order."""
+
+    def complete(self, prompts: Sequence[TextPrompt], params: SamplingParams) -> list[list[str]]:
+        """``params.n`` completions per text-only prompt, in order (model engines only)."""
+        raise ConfigError(f"engine {self.name} does not complete free text prompts: use kind=transformers, vllm or openai")
 
 
 class EngineSettings(BaseModel):
@@ -216,6 +262,37 @@ class TransformersEngine(RationaleEngine):
         items = [(r.image, self.genrm.prompt(Mode.PAIRWISE, r.question, (r.response_a, r.response_b), r.evidence)) for r in requests]
         return self.genrm.generate(items, params) if items else []
 
+    def complete(self, prompts: Sequence[TextPrompt], params: SamplingParams) -> list[list[str]]:
+        """Text-only generation (no image, so no vision tokens), batched with left padding by
+        ``genrm.settings.batch_size``; the data goes in through ``genrm.as_data``."""
+        import torch
+
+        from vlgenrm.genrm.errors import ContextTooLongError
+
+        if not prompts:
+            return []
+        g = self.genrm
+        texts = [g.processor.apply_chat_template(text_messages(p, g.as_data, parts=True), add_generation_prompt=True, tokenize=False) for p in prompts]
+        if params.seed is not None:
+            torch.manual_seed(params.seed)
+        sample = params.temperature > 0
+        outputs: list[list[str]] = []
+        for start in range(0, len(texts), g.settings.batch_size):
+            chunk = texts[start : start + g.settings.batch_size]
+            enc = g.tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+            if enc["input_ids"].shape[1] + params.max_new_tokens > g.settings.max_length:
+                raise ContextTooLongError(f"prompt of {enc['input_ids'].shape[1]} tokens + {params.max_new_tokens} new tokens exceed max_length={g.settings.max_length}")
+            with torch.inference_mode():
+                generated = g.model.generate(
+                    input_ids=enc["input_ids"].to(g.device), attention_mask=enc["attention_mask"].to(g.device),
+                    max_new_tokens=params.max_new_tokens, do_sample=sample,
+                    temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
+                    num_return_sequences=params.n, pad_token_id=g.tokenizer.pad_token_id, eos_token_id=g.tokenizer.eos_token_id,
+                )
+            decoded = g.tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            outputs += [decoded[i * params.n : (i + 1) * params.n] for i in range(len(chunk))]
+        return outputs
+
 
 class VLLMEngine(RationaleEngine):
     """Offline batched generation with vLLM: ``LLM.generate`` on chat-templated prompts + PIL images.
@@ -246,6 +323,18 @@ class VLLMEngine(RationaleEngine):
             return []
         sp = self._vsp(n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens, seed=params.seed)
         inputs = [{"prompt": self._prompt_fn(r), "multi_modal_data": {"image": Image.open(io.BytesIO(r.image)).convert("RGB")}} for r in requests]
+        results = self.llm.generate(inputs, sp, use_tqdm=False)
+        return [[o.text for o in res.outputs] for res in results]
+
+    def complete(self, prompts: Sequence[TextPrompt], params: SamplingParams) -> list[list[str]]:
+        """Text-only prompts through the tokenizer's chat template; the data's special tokens broken."""
+        if not prompts:
+            return []
+        tokenizer = self.llm.get_tokenizer()
+        specials = [*getattr(tokenizer, "all_special_tokens", []), *(t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if getattr(t, "special", False))]
+        guard = breaker(specials)
+        sp = self._vsp(n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens, seed=params.seed)
+        inputs = [{"prompt": tokenizer.apply_chat_template(text_messages(p, guard), add_generation_prompt=True, tokenize=False)} for p in prompts]
         results = self.llm.generate(inputs, sp, use_tqdm=False)
         return [[o.text for o in res.outputs] for res in results]
 
@@ -305,14 +394,27 @@ class OpenAIEngine(RationaleEngine):
             return []
         pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(requests)), thread_name_prefix="openai-engine")
         try:
-            futures = [pool.submit(self._complete, r, params) for r in requests]
+            futures = [pool.submit(self._complete, chat_messages(r), params) for r in requests]
             return [f.result() for f in futures]
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
 
-    def _complete(self, r: RationaleRequest, params: SamplingParams) -> list[str]:
+    def complete(self, prompts: Sequence[TextPrompt], params: SamplingParams) -> list[list[str]]:
+        """One POST per text-only prompt (string content); the server's template is unknown
+        here, so the data's spellings of the common special tokens are broken (:data:`GENERIC_SPECIALS`)."""
+        if not prompts:
+            return []
+        guard = breaker()
+        pool = ThreadPoolExecutor(max_workers=min(self.concurrency, len(prompts)), thread_name_prefix="openai-engine")
+        try:
+            futures = [pool.submit(self._complete, text_messages(p, guard), params) for p in prompts]
+            return [f.result() for f in futures]
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _complete(self, messages: list[dict[str, Any]], params: SamplingParams) -> list[str]:
         body: dict[str, Any] = {
-            "model": self.model, "messages": chat_messages(r), "n": params.n,
+            "model": self.model, "messages": messages, "n": params.n,
             "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_new_tokens,
         }
         if params.seed is not None:
