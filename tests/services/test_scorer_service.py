@@ -368,13 +368,20 @@ def test_generated_requests_never_get_a_5xx(scorer: Scorer):
     api = schemathesis.openapi.from_url(scorer.url + "/openapi.json")
     operations = [result.ok() for result in api.get_all_operations()]
     assert {f"{op.method.upper()} {op.path}" for op in operations} >= {"POST /v1/score", "POST /v1/compare", "POST /get_reward", "GET /v1/models"}
+    tokenizer = scorer.direct["a"].tokenizer
+    # Text is data (issue 16): generated text also carries the served tokenizer's special
+    # tokens (chat-template markers, image placeholders), spliced in anywhere.
+    specials = sorted({t.content for t in tokenizer.added_tokens_decoder.values() if t.special} | set(tokenizer.all_special_tokens))
+    assert "<|image_pad|>" in specials and "<|im_start|>" in specials
+    special_text = st.lists(st.sampled_from(specials), min_size=1, max_size=4).map("".join)
     seen: dict[str, set[int]] = {}
+    injected = {"count": 0}
     for operation in operations:
         strategy = operation.as_strategy()
 
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck), database=None)
-        @given(case=strategy, real_image=st.booleans())
-        def check(case, real_image: bool) -> None:
+        @given(case=strategy, real_image=st.booleans(), inject=st.one_of(st.none(), special_text), at=st.integers(0, 64))
+        def check(case, real_image: bool, inject: str | None, at: int) -> None:
             # Random strings are never images; half the time put a real one in, so generated
             # questions and responses reach the model too.
             if real_image and isinstance(case.body, dict):
@@ -382,9 +389,22 @@ def test_generated_requests_never_get_a_5xx(scorer: Scorer):
                     case.body["image"] = EXAMPLE_IMAGE
                 if isinstance(case.body.get("images"), list):
                     case.body["images"] = [EXAMPLE_IMAGE] * len(case.body["images"])
-            response = case.call(base_url=scorer.url, headers=scorer.headers())
+            if inject is not None and isinstance(case.body, dict):
+                for key in ("question", "responses", "query", "prompts"):
+                    value = case.body.get(key)
+                    if isinstance(value, str):
+                        case.body[key] = value[:at] + inject + value[at:]
+                    elif isinstance(value, list):
+                        case.body[key] = [v[:at] + inject + v[at:] if isinstance(v, str) else v for v in value]
+                    else:
+                        continue
+                    injected["count"] += 1
+            # A generated critique may run to max_critique_tokens: on a busy machine that takes
+            # more than the client's default 10 s.
+            response = case.call(base_url=scorer.url, headers=scorer.headers(), timeout=180)
             seen.setdefault(f"{case.method} {case.path}", set()).add(response.status_code)
             assert response.status_code < 500, f"{case.method} {case.path} -> {response.status_code}: {response.text[:500]}"
 
         check()
-    print("\n" + "\n".join(f"{op}: {sorted(codes)}" for op, codes in sorted(seen.items())))
+    assert injected["count"] > 0
+    print("\n" + "\n".join(f"{op}: {sorted(codes)}" for op, codes in sorted(seen.items())) + f"\nspecial tokens injected into {injected['count']} fields")
