@@ -19,23 +19,16 @@ import datetime
 import io
 import os
 import platform
-import socket
 import statistics
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
 import torch
 from PIL import Image
 
 from vlgenrm.client import ScorerClient
-from vlgenrm.genrm.config import GenRMSettings
-from vlgenrm.genrm.model import upload_checkpoint
-from vlgenrm.genrm.tiny import build_tiny_genrm
-from vlgenrm.scoring.config import SecuritySettings, ServingConfig
-from vlgenrm.settings import RaySettings, Settings, StoreKind, StoreSettings
-from vlgenrm.store import LocalStore
+from _tiny_scorer import start_tiny_scorer
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
 
@@ -79,22 +72,8 @@ def main() -> None:
     args = parser.parse_args()
     from ray import serve
 
-    from vlgenrm.services.scorer.server import start
-
     with tempfile.TemporaryDirectory() as tmp:
-        store = LocalStore(Path(tmp) / "store")
-        model = upload_checkpoint(build_tiny_genrm(Path(tmp) / "m", "qwen2_vl"), store, "checkpoints/bench/model")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        serving = ServingConfig(model=model, host="127.0.0.1", port=port, max_batch_size=16, batch_wait_timeout_s=0.01, num_cpus=1,
-                                num_gpus=1 if args.device.startswith("cuda") else 0, genrm=GenRMSettings(device=args.device, batch_size=16),
-                                security=SecuritySettings(require_api_key=False, rate_per_s=1e6, burst=1_000_000))
-        settings = Settings(store=StoreSettings(kind=StoreKind.LOCAL, root=Path(tmp) / "store"), serving=serving,
-                            ray=RaySettings(num_cpus=os.cpu_count()))
-        url = start(settings)
-        while httpx.get(url + "/readyz", timeout=10).status_code != 200:
-            time.sleep(0.5)
+        _, url = start_tiny_scorer(Path(tmp), args.device)
         with ScorerClient(url, concurrency=args.concurrency, timeout=300) as client:
             run(client, 1, args.prompts, args.generations, True)  # warm-up
             run(client, 1, args.prompts, args.generations, False)

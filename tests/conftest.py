@@ -6,6 +6,7 @@ they are reused; otherwise the first test that needs one starts it and the sessi
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import time
@@ -64,6 +65,42 @@ def free_ports(n: int = 1) -> list[int]:
     finally:
         for sock in socks:
             sock.close()
+
+
+def png(colour: tuple[int, int, int], size: int = 56) -> bytes:
+    """A one-colour PNG: the tests' image."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, "PNG")
+    return buf.getvalue()
+
+
+@contextlib.contextmanager
+def serve_image(data: bytes) -> Iterator[str]:
+    """An HTTP server on 127.0.0.1 answering every GET with ``data`` as a PNG; yields its base URL."""
+    import http.server
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - the stdlib's name
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
 
 
 def wait_http_ok(url: str, timeout_s: float = 120) -> None:

@@ -9,7 +9,6 @@ model is promoted and loaded, and the fixture records what it saw for the test t
 from __future__ import annotations
 
 import base64
-import io
 import threading
 import time
 from collections.abc import Iterator
@@ -18,9 +17,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from PIL import Image
 
-from tests.conftest import free_ports, wait_http_ok
+from tests.conftest import free_ports, png, wait_http_ok
 from vlgenrm.client import RetryPolicy, ScorerClient
 from vlgenrm.evaluation.promotion import PromotionRecord, promote
 from vlgenrm.genrm.config import GenRMSettings
@@ -35,12 +33,6 @@ KEY, LIMITED_KEY, REWARD_ONLY_KEY = "client-key", "limited-key", "reward-only-ke
 NAMESPACE = "client-tests"
 QUESTION = "What colour is the square?"
 RESPONSES = ["It is red.", "It is blue.", "It is a green circle."]
-
-
-def png(colour: tuple[int, int, int], size: int = 56) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(buf, "PNG")
-    return buf.getvalue()
 
 
 IMAGE = png((200, 30, 30))

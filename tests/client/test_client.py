@@ -5,8 +5,6 @@ batching helpers, and self-consistency (samples) through the API."""
 from __future__ import annotations
 
 import asyncio
-import http.server
-import threading
 import time
 
 import httpx
@@ -14,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.client.conftest import B64, IMAGE, KEY, LIMITED_KEY, QUESTION, RESPONSES, REWARD_ONLY_KEY, LiveScorer, png
-from tests.conftest import free_ports
+from tests.conftest import free_ports, serve_image
 from vlgenrm.client import (
     AsyncScorerClient,
     AuthenticationError,
@@ -82,34 +80,18 @@ def test_every_route_sync_and_async_give_the_same_answers_as_plain_http(live: Li
 
 
 def test_images_from_bytes_paths_pil_data_urls_s3_and_allowed_urls_get_one_reward(live: LiveScorer, image_file):
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the stdlib's name
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(IMAGE)))
-            self.end_headers()
-            self.wfile.write(IMAGE)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     s3_uri = live.store.uri(live.store.put_image(IMAGE, "png").key)
-    sources = {
-        "bytes": IMAGE, "bytearray": bytearray(IMAGE), "Path": image_file, "path string": str(image_file),
-        "file URL": image_file.as_uri(), "PIL": Image.open(image_file), "base64": B64, "data URL": "data:image/png;base64," + B64,
-        "s3 URI": s3_uri, "http URL": f"http://127.0.0.1:{server.server_address[1]}/square.png",
-        "datasets Image feature": {"bytes": IMAGE, "path": None},
-    }
-    try:
-        [expected] = live.direct_rewards(B64, QUESTION, RESPONSES[:1])
-        with live.client() as client:
-            for name, source in sources.items():
-                [score] = client.score(source, QUESTION, RESPONSES[:1]).scores
-                assert score.reward == pytest.approx(expected, abs=1e-6), name
-    finally:
-        server.shutdown()
+    [expected] = live.direct_rewards(B64, QUESTION, RESPONSES[:1])
+    with serve_image(IMAGE) as base, live.client() as client:
+        sources = {
+            "bytes": IMAGE, "bytearray": bytearray(IMAGE), "Path": image_file, "path string": str(image_file),
+            "file URL": image_file.as_uri(), "PIL": Image.open(image_file), "base64": B64, "data URL": "data:image/png;base64," + B64,
+            "s3 URI": s3_uri, "http URL": f"{base}/square.png",
+            "datasets Image feature": {"bytes": IMAGE, "path": None},
+        }
+        for name, source in sources.items():
+            [score] = client.score(source, QUESTION, RESPONSES[:1]).scores
+            assert score.reward == pytest.approx(expected, abs=1e-6), name
     with pytest.raises(FileNotFoundError):
         image_source("/no/such/image.png")
     with pytest.raises(TypeError):

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import pytest
-from PIL import Image
 
+from tests.conftest import png  # noqa: F401 - the genrm tests' image, imported from here
 from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.model import GenRM
 from vlgenrm.genrm.tiny import build_tiny_genrm
@@ -21,12 +20,6 @@ DEVICE = os.environ.get("VLGENRM_TEST_DEVICE", "cpu")
 def load(path: Path, **kwargs) -> GenRM:
     """Load a tiny checkpoint on the test device, through the path real checkpoints take."""
     return GenRM.load(path, GenRMSettings(device=DEVICE, **kwargs.pop("settings", {})), **kwargs)
-
-
-def png(colour: tuple[int, int, int], size: int = 56) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(buf, "PNG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="session")

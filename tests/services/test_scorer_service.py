@@ -5,7 +5,6 @@ the safety rules (keys, scopes, rate limits, size limits, forbidden image source
 from __future__ import annotations
 
 import base64
-import io
 import json
 import threading
 import time
@@ -19,9 +18,8 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
 
-from tests.conftest import free_ports, wait_http_ok
+from tests.conftest import free_ports, png, serve_image, wait_http_ok
 from vlgenrm.evaluation.promotion import PromotionRecord, promote
 from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.model import GenRM, PairwiseQuery, PointwiseQuery, upload_checkpoint
@@ -37,12 +35,6 @@ pytestmark = pytest.mark.slow
 KEY, SLOW_KEY, REWARD_ONLY_KEY = "test-key-1", "slow-key", "reward-only"
 QUESTION = "What colour is the square?"
 RESPONSES = ["It is red.", "It is blue.", "It is a green circle."]
-
-
-def png(colour: tuple[int, int, int], size: int = 56) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (size, size), colour).save(buf, "PNG")
-    return buf.getvalue()
 
 
 IMAGE = png((200, 30, 30))
@@ -306,27 +298,10 @@ def test_bad_images_and_forbidden_sources(scorer: Scorer):
 
 
 def test_images_from_an_allowed_host(scorer: Scorer, tmp_path: Path):
-    import http.server
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802 - the stdlib's name
-            self.send_response(200)
-            self.send_header("Content-Type", "image/png")
-            self.send_header("Content-Length", str(len(IMAGE)))
-            self.end_headers()
-            self.wfile.write(IMAGE)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        r = scorer.post("/v1/score", {"image": f"http://127.0.0.1:{server.server_address[1]}/cat.png", "question": QUESTION, "responses": [RESPONSES[0]]})
+    with serve_image(IMAGE) as base:
+        r = scorer.post("/v1/score", {"image": f"{base}/cat.png", "question": QUESTION, "responses": [RESPONSES[0]]})
         assert r.status_code == 200, r.text
         assert r.json()["scores"][0]["reward"] == pytest.approx(scorer.direct[_serving(scorer)].pointwise_probs([PointwiseQuery(IMAGE, QUESTION, RESPONSES[0])])[0], abs=1e-5)
-    finally:
-        server.shutdown()
 
 
 def _serving(scorer: Scorer) -> str:

@@ -114,10 +114,10 @@ def test_training_set_helper_writes_shards(store):
     assert len(put_training_set(store, data.records, "x/y", shards=3)) == 3
 
 
-@pytest.mark.parametrize("average", ["sequence", "token"])
-def test_length_buckets_give_the_unsplit_steps_loss_and_gradient(tmp_path, average):
+@pytest.mark.parametrize(("average", "verdict_weight"), [("sequence", 0.0), ("token", 0.0), ("sequence", 2.0)])
+def test_length_buckets_give_the_unsplit_steps_loss_and_gradient(tmp_path, average, verdict_weight):
     """A micro-batch run as length buckets (bare verdicts apart from critiques) is weighted so
-    the step's loss and every gradient equal the one-pass step's."""
+    the step's loss and every gradient equal the one-pass step's, the verdict loss's too."""
     import torch
 
     from vlgenrm.genrm.config import GenRMSettings
@@ -134,7 +134,7 @@ def test_length_buckets_give_the_unsplit_steps_loss_and_gradient(tmp_path, avera
     genrm = GenRM.load(build_tiny_genrm(tmp_path / "tiny"), GenRMSettings())
     results = []
     for buckets in (1, 2, 3):
-        config = TrainingConfig(batch_size=5, both_orders=True, loss_average=average, length_buckets=buckets)
+        config = TrainingConfig(batch_size=5, both_orders=True, loss_average=average, length_buckets=buckets, verdict_weight=verdict_weight)
         batches = StepData(source, SFTCollator(genrm), config).micro_batches(0)
         assert len(batches) == buckets  # always that many passes: workers step in lockstep
         genrm.model.zero_grad(set_to_none=True)
@@ -142,8 +142,9 @@ def test_length_buckets_give_the_unsplit_steps_loss_and_gradient(tmp_path, avera
         grads = []
         original = optimizer.step
         optimizer.step = lambda: grads.extend(p.grad.clone() for p in genrm.model.parameters() if p.grad is not None) or original()
-        loss = train_step(genrm.model, optimizer, batches, StepSettings(loss_average=average))["loss"]
-        results.append((loss, grads))
+        metrics = train_step(genrm.model, optimizer, batches, StepSettings(loss_average=average, verdict_weight=verdict_weight))
+        assert ("verdict_loss" in metrics) is (verdict_weight > 0) and all(b.alternative_rows is not None for b in batches) is (verdict_weight > 0)
+        results.append((metrics["loss"], grads))
     (loss_1, grads_1) = results[0]
     for loss_k, grads_k in results[1:]:
         assert loss_k == pytest.approx(loss_1, rel=1e-5)

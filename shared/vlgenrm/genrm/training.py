@@ -63,22 +63,29 @@ class SFTCollator:
             return target
         return self.genrm.continuation(ex.mode, strip_verdict(target), parsed.option, ex.responses)
 
-    def __call__(self, examples: Sequence[SFTExample], *, use_rejected: bool = False) -> dict[str, torch.Tensor]:
+    def prompt_features(self, ex: SFTExample) -> dict[str, torch.Tensor]:
+        """The encoded prompt (image and text) an example's targets follow."""
+        return self.genrm.encode_prompt(ex.image, self.genrm.prompt(ex.mode, ex.question, ex.responses, ex.evidence))
+
+    def __call__(self, examples: Sequence[SFTExample], *, use_rejected: bool = False,
+                 features: Sequence[dict[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+        """``features``: the examples' :meth:`prompt_features`, when already computed."""
         prompts, targets = [], []
-        for ex in examples:
+        for i, ex in enumerate(examples):
             target = ex.rejected if use_rejected else ex.target
             if target is None:
                 raise ValueError("use_rejected needs every example to carry a rejected critique")
-            features = self.genrm.encode_prompt(ex.image, self.genrm.prompt(ex.mode, ex.question, ex.responses, ex.evidence))
+            features_i = features[i] if features is not None else self.prompt_features(ex)
             target_ids = self.genrm.token_ids(self.answer(ex, target)) + [self.genrm.tokenizer.eos_token_id]
-            length = features["input_ids"].shape[1] + len(target_ids)
+            length = features_i["input_ids"].shape[1] + len(target_ids)
             if length > self.genrm.settings.max_length:
                 raise ContextTooLongError(f"example of {length} tokens exceeds max_length={self.genrm.settings.max_length}")
-            prompts.append(features)
+            prompts.append(features_i)
             targets.append(target_ids)
         return join_and_pad(prompts, targets, self.genrm.pad_id, left=False, labels=True)
 
-    def alternatives(self, examples: Sequence[SFTExample]) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
+    def alternatives(self, examples: Sequence[SFTExample], features: Sequence[dict[str, torch.Tensor]] | None = None,
+                     ) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
         """The verdict loss's other options: for each *bare verdict* example (no critique: the
         line direct scoring reads, §3.7), its answer with the other option (the other response
         restated), without EOS, as scored (:meth:`GenRM.option_logprobs`); and those examples'
@@ -90,7 +97,7 @@ class SFTCollator:
                 continue
             options = OPTIONS[ex.mode]
             other = options[1 - options.index(parsed.option)]
-            prompts.append(self.genrm.encode_prompt(ex.image, self.genrm.prompt(ex.mode, ex.question, ex.responses, ex.evidence)))
+            prompts.append(features[i] if features is not None else self.prompt_features(ex))
             targets.append(self.genrm.token_ids(self.genrm.continuation(ex.mode, "", other, ex.responses)))
             rows.append(i)
         batch = join_and_pad(prompts, targets, self.genrm.pad_id, left=False, labels=True) if rows else None
@@ -118,9 +125,7 @@ def sft_loss(model: Any, batch: dict[str, torch.Tensor], average: LossAverage = 
     labels and skips IGNORE) or per sequence (each row's mean, then the mean of the rows)."""
     if average is LossAverage.TOKEN:
         return model(**to_model(batch, model)).loss
-    counted = (batch["labels"][:, 1:] != IGNORE).sum(-1).to(next(model.parameters()).device)
-    rows = counted > 0
-    return -(sequence_logprobs(model, batch)[rows] / counted[rows]).mean()
+    return _sft_from_tokens(*target_logprobs(model, batch), average)
 
 
 def _sft_from_tokens(picked: torch.Tensor, mask: torch.Tensor, average: LossAverage) -> torch.Tensor:
@@ -187,11 +192,13 @@ class TrainBatch:
 def make_batch(collator: SFTCollator, examples: Sequence[SFTExample], reference: Any = None, *, alternatives: bool = False) -> TrainBatch:
     """Collate examples; with ``alternatives``, add the verdict loss's other options; with a
     reference model and rejected critiques, add the DPO inputs."""
-    batch = TrainBatch(collator(examples))
+    # Each example's image and prompt are encoded once for all the batches built from it.
+    features = [collator.prompt_features(ex) for ex in examples]
+    batch = TrainBatch(collator(examples, features=features))
     if alternatives:
-        batch.alternative, batch.alternative_rows = collator.alternatives(examples)
+        batch.alternative, batch.alternative_rows = collator.alternatives(examples, features)
     if reference is not None and all(ex.rejected for ex in examples):
-        batch.chosen, batch.rejected = batch.sft, collator(examples, use_rejected=True)
+        batch.chosen, batch.rejected = batch.sft, collator(examples, use_rejected=True, features=features)
         with torch.no_grad():
             batch.reference_chosen = sequence_logprobs(reference, batch.chosen)
             batch.reference_rejected = sequence_logprobs(reference, batch.rejected)

@@ -58,7 +58,7 @@ class TrainingConfig(BaseModel):
     loss_average: LossAverage = Field(LossAverage.SEQUENCE, description="SFT loss averaged per sequence (each critique and each bare verdict weighs the same) or per target token (long critiques dominate).")
     dpo_beta: float = Field(0.1, gt=0, description="DPO temperature beta.")
     dpo_weight: float = Field(1.0, ge=0, description="Weight of the DPO term added to the SFT loss.")
-    verdict_weight: float = Field(0.0, ge=0, description="Weight of the verdict loss added to the SFT loss: -log P(labelled option) on each bare verdict row, P over the two options' continuations as direct scoring computes it, divided by all rows (0 = SFT alone).")
+    verdict_weight: float = Field(0.0, ge=0, description="Weight of the verdict loss added to the SFT loss: -log P(labelled option) on each bare verdict row, P over the two options' continuations as direct scoring computes it, divided by all rows (0 = SFT alone); exact through length buckets with loss_average sequence.")
     both_orders: bool = Field(False, description="Also train every record in the swapped A/B order (use when the data holds one order only).")
     direct_verdict: bool = Field(True, description="Also train each record's bare verdict line, so direct scoring (no critique, §3.7) is something the model learned.")
     length_buckets: int = Field(2, ge=1, le=16, description="Run each micro-batch as this many forward passes of similar lengths (bare verdicts apart from critiques), weighted so loss and gradient equal the unsplit batch's; sft only.")
