@@ -42,7 +42,7 @@ class ScoreRequest(_Body):
     with_critique: bool = Field(False, description="Generate a critique first and score the verdict after it (slower).")
     max_critique_tokens: int = Field(256, ge=1, le=2048, description="Longest generated critique, when with_critique or samples > 1.")
     samples: int = Field(1, ge=1, le=MAX_SAMPLES, description=SAMPLES_DOC)
-    temperature: float = Field(0.7, gt=0, le=2, description="Sampling temperature of the critiques when samples > 1.")
+    temperature: float = Field(0.7, ge=0.05, le=2, description="Sampling temperature of the critiques when samples > 1 (at least 0.05: lower overflows the logits; samples = 1 is the greedy path).")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the sampled critiques (same request and seed, same answer).")
 
 
@@ -70,7 +70,7 @@ class CompareRequest(_Body):
     responses: list[str] = Field(min_length=2, max_length=16, description="Responses to compare, every pair in both orders.", examples=[["It is red.", "It is blue."]])
     samples: int = Field(1, ge=1, le=MAX_SAMPLES, description="Sampled critiques per pair (self-consistency): p_first is the mean over them; 1 = no critique.")
     max_critique_tokens: int = Field(256, ge=1, le=2048, description="Longest sampled critique, when samples > 1.")
-    temperature: float = Field(0.7, gt=0, le=2, description="Sampling temperature of the critiques when samples > 1.")
+    temperature: float = Field(0.7, ge=0.05, le=2, description="Sampling temperature of the critiques when samples > 1 (at least 0.05: lower overflows the logits; samples = 1 is the greedy path).")
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the sampled critiques (same request and seed, same answer).")
 
 
