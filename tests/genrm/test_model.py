@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tests.genrm.conftest import DEVICE, load, png
+from tests.genrm.conftest import DEVICE, QUERIES, TARGETS, load, png
 from vlgenrm.contracts import Choice
 from vlgenrm.genrm.config import GenRMSettings, SamplingParams
 from vlgenrm.genrm.errors import ContextTooLongError, EmptyResponseError, ImageTooLargeError, InvalidImageError, UnsupportedModelError
@@ -17,12 +17,6 @@ from vlgenrm.genrm.model import GenRM, PairwiseQuery, PointwiseQuery, upload_che
 from vlgenrm.genrm.verdicts import Mode
 from vlgenrm.store import LocalStore
 
-QUERIES = [
-    PairwiseQuery(png((250, 10, 10)), "What colour is the square?", "It is red.", "It is a blue square with text.", critique="Response A says red."),
-    PairwiseQuery(png((10, 10, 250)), "What is shown?", "A red circle and two stars.", "Blue.", critique=""),
-    PairwiseQuery(png((10, 250, 10), size=80), "Colour?", "Green.", "Purple triangle.", critique="Response B mentions a purple triangle that is missing."),
-]
-TARGETS = [Choice.A, Choice.B, Choice.A]
 # GPU kernels order reductions differently once padding is present; 1e-3 in a log-prob is
 # still far below anything a margin threshold or an accuracy could notice.
 TOL = 1e-4 if DEVICE == "cpu" else 1e-3

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field
 
@@ -12,6 +13,16 @@ class DType(StrEnum):
     FLOAT32 = "float32"
     BFLOAT16 = "bfloat16"
     FLOAT16 = "float16"
+
+
+class Backend(StrEnum):
+    """What computes a GenRM's scores and critiques."""
+
+    #: transformers on the model's own weights: the reference, and the only backend that trains.
+    TRANSFORMERS = "transformers"
+    #: vLLM on GPU clusters (scoring reads prompt log-probabilities, critiques are vLLM's
+    #: generations); the processor and prompts stay the transformers ones (docs/genrm.md).
+    VLLM = "vllm"
 
 
 class GenRMSettings(BaseModel):
@@ -26,6 +37,8 @@ class GenRMSettings(BaseModel):
     attn_implementation: str = Field("sdpa", description="transformers attention backend (sdpa, eager, flash_attention_2).")
     cache_dir: Path = Field(Path("~/.cache/vlgenrm/models"), description="Where checkpoints from the store are cached.")
     prefix_cache: bool = Field(True, description="Score the two options of a prompt from one forward of their shared prefix (its KV cache), then a 2-row step of their tails, processing an image shown with several prompts once; false = two full sequences per prompt, each prompt processed on its own (the reference path; equal within float error).")
+    backend: Backend = Field(Backend.TRANSFORMERS, description="What scores and generates: transformers (the reference; CPU and GPU) or vllm (GPU serving; needs the vllm package, scores equal within float error).")
+    vllm_args: dict[str, Any] = Field(default_factory=dict, description="Extra vllm.LLM(...) arguments with backend vllm, e.g. gpu_memory_utilization, tensor_parallel_size (prefix caching, one image per prompt, max_model_len = max_length and the dtype are set already).")
     restate: bool = Field(True, description="Pairwise answers restate the better response before the verdict line, and scoring compares the two whole answers (docs/genrm.md); false = the verdict line alone. Train and score a model the same way.")
 
 

@@ -37,7 +37,8 @@ import torch
 from PIL import Image
 
 from vlgenrm.contracts import Choice
-from vlgenrm.genrm.config import GenRMSettings, SamplingParams
+from vlgenrm.errors import ConfigError
+from vlgenrm.genrm.config import Backend, GenRMSettings, SamplingParams
 from vlgenrm.genrm.errors import ContextTooLongError, ImageTooLargeError, InvalidImageError
 from vlgenrm.genrm.families import Family, family_of
 from vlgenrm.genrm.prompts import messages_for, target_text
@@ -126,8 +127,10 @@ def _quiet_transformers() -> Iterator[None]:
 class GenRM:
     """A vision-language generative reward model with its processor."""
 
-    def __init__(self, model: Any, processor: Any, family: Family, settings: GenRMSettings, version: str) -> None:
+    def __init__(self, model: Any, processor: Any, family: Family, settings: GenRMSettings, version: str, *, backend: Any = None) -> None:
         self.model, self.processor, self.family, self.settings, self.version = model, processor, family, settings, version
+        #: The vLLM engine with ``settings.backend: vllm`` (then ``model`` is None), else None.
+        self.backend = backend
         self.tokenizer = processor.tokenizer
         specials = {str(t) for t in self.tokenizer.all_special_tokens}
         specials |= {t.content for t in self.tokenizer.added_tokens_decoder.values() if t.special}
@@ -158,6 +161,12 @@ class GenRM:
             processor_config = json.loads((path / "processor_config.json").read_text()) if (path / "processor_config.json").exists() else {}
             extra = {k: processor_config[k] for k in family.processor_kwargs if k in processor_config}
             processor = family.processor_cls(image_processor=image_processor, tokenizer=tokenizer, chat_template=tokenizer.chat_template, **extra)
+            if settings.backend is Backend.VLLM:
+                if adapter is not None:
+                    raise ConfigError("genrm.backend=vllm serves merged checkpoints: merge the LoRA adapter first (GenRM.save merges it)")
+                from vlgenrm.genrm.vllm_backend import VLLMBackend
+
+                return cls(None, processor, family, settings, checkpoint_version(path), backend=VLLMBackend(path, settings))
             device = resolve_device(settings.device)
             model = AutoModelForImageTextToText.from_pretrained(
                 path, dtype=getattr(torch, settings.dtype.value), attn_implementation=settings.attn_implementation
@@ -171,6 +180,8 @@ class GenRM:
 
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write a Hugging Face checkpoint (LoRA merged) that transformers and vLLM load directly."""
+        if self.model is None:
+            raise ConfigError("a GenRM on the vllm backend has no transformers weights to save: load it with backend transformers")
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         model = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model
@@ -184,7 +195,7 @@ class GenRM:
 
     @property
     def device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return next(self.model.parameters()).device if self.model is not None else torch.device("cpu")
 
     # -- inputs ------------------------------------------------------------------------------
     def load_image(self, image: ImageInput) -> Image.Image:
@@ -380,10 +391,25 @@ class GenRM:
 
     def option_logprobs(self, mode: Mode, items: Sequence[tuple[ImageInput, str, str, Sequence[str]]]) -> list[tuple[float, float]]:
         """For each (image, prompt, critique, responses shown): log p of the first and of the second option's continuation."""
+        if self.backend is not None:
+            return self._backend_option_logprobs(mode, items)
         prompts = [(image, prompt) for image, prompt, _, _ in items]
         encoded = self.encode_prompts(prompts) if self.settings.prefix_cache else [self.encode_prompt(*p) for p in prompts]
         sequences = [s for features, (_, _, critique, responses) in zip(encoded, items, strict=True) for s in self._option_sequences(mode, features, critique, responses)]
         flat = self._tail_logprobs(sequences)
+        return [(flat[2 * i], flat[2 * i + 1]) for i in range(len(items))]
+
+    def _backend_option_logprobs(self, mode: Mode, items: Sequence[tuple[ImageInput, str, str, Sequence[str]]]) -> list[tuple[float, float]]:
+        from vlgenrm.genrm.vllm_backend import TailRequest
+
+        requests = []
+        for image, prompt, critique, responses in items:
+            pil = self.load_image(image)
+            # Tokenized as the processor tokenizes it, with the image placeholder unexpanded (vLLM expands it).
+            prompt_ids = self.tokenizer(prompt)["input_ids"]
+            for seq in self._option_sequences(mode, {"input_ids": torch.tensor([prompt_ids])}, critique, responses):
+                requests.append(TailRequest(pil, prompt_ids + seq.continuation, seq.tail))
+        flat = self.backend.tail_logprobs(requests)
         return [(flat[2 * i], flat[2 * i + 1]) for i in range(len(items))]
 
     def margins(self, queries: Sequence[PairwiseQuery], targets: Sequence[Choice]) -> list[float]:
@@ -413,6 +439,8 @@ class GenRM:
     def generate(self, items: Sequence[tuple[ImageInput, str]], params: SamplingParams | None = None) -> list[list[str]]:
         """``params.n`` sampled continuations for each (image, prompt), batched with left padding."""
         params = params or SamplingParams()
+        if self.backend is not None:
+            return self.backend.generate([(self.load_image(img), p) for img, p in items], params)
         if params.seed is not None:
             torch.manual_seed(params.seed)
         outputs: list[list[str]] = []

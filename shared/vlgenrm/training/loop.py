@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from vlgenrm.genrm.config import Backend
 from vlgenrm.settings import StoreSettings
 from vlgenrm.training.config import Objective, Precision, Schedule, Strategy, TrainingConfig, TrainingTaskSettings
 
@@ -126,7 +127,8 @@ def train_loop_per_worker(raw: dict[str, Any]) -> None:
     torch.set_num_threads(threads_for(config.cpus_per_worker))
     torch.manual_seed(config.seed)
     store = make_store(StoreSettings.model_validate(job.store))
-    genrm_settings = job.task.genrm.model_copy(update={"device": str(device), "max_length": config.max_length})
+    # Training needs the weights: a spec's vllm backend (for scoring stages) does not reach here.
+    genrm_settings = job.task.genrm.model_copy(update={"device": str(device), "max_length": config.max_length, "backend": Backend.TRANSFORMERS})
 
     # One download per machine: the checkpoint cache is shared by the workers on a node.
     if local_rank != 0:
@@ -383,7 +385,7 @@ def _export(genrm: Any, model_sd: dict[str, Any], config: TrainingConfig, job: W
 
     # A fresh CPU copy takes the gathered weights: the same path for DDP, FSDP and LoRA, and
     # the training replica (possibly sharded, on a GPU) is left alone.
-    cpu = job.task.genrm.model_copy(update={"device": "cpu"})
+    cpu = job.task.genrm.model_copy(update={"device": "cpu", "backend": Backend.TRANSFORMERS})
     fresh = GenRM.load(job.task.init_model, cpu, store=make_store(StoreSettings.model_validate(job.store)))
     if config.lora is not None:
         apply_lora(fresh, config.lora)
