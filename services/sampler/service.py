@@ -31,7 +31,7 @@ from vlgenrm.genrm.verdicts import strip_verdict
 from vlgenrm.sampling.report import margin_histogram_png, stage_report_markdown
 from vlgenrm.sampling.sampler import SamplerSettings, sample, shown_responses, shown_target
 from vlgenrm.settings import Settings
-from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, output_key, parse_config, read_jsonl, stage_prefix
+from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, output_key, parse_config, part_key, read_jsonl
 from vlgenrm.store import BlobStore
 
 log = logging.getLogger(__name__)
@@ -89,14 +89,13 @@ class SamplerStage:
 
         result = sample(pairs, dict(by_pair), margin_fn, task.iteration_index, settings.sampler, genrm.version)
         ACCEPTED.inc(sum(1 for s in result.scored if s.accepted))
-        report_base = f"{stage_prefix(task.shard)}/report/{task.shard.shard:05d}"
         objects = {
             output_key(task.shard): jsonl(result.records),
             output_key(task.shard, "scored"): jsonl(result.scored),
             output_key(task.shard, "hard"): jsonl(result.hard_pool),
-            f"{report_base}.json": result.stats.to_json_bytes(),
-            f"{report_base}.md": stage_report_markdown(result.stats).encode(),
-            f"{report_base}.png": margin_histogram_png(result.stats),
+            part_key(task.shard, "report", "json"): result.stats.to_json_bytes(),
+            part_key(task.shard, "report", "md"): stage_report_markdown(result.stats).encode(),
+            part_key(task.shard, "report", "png"): margin_histogram_png(result.stats),
         }
         st = result.stats
         counts = {

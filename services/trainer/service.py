@@ -17,10 +17,11 @@ import logging
 
 from prometheus_client import Counter, Gauge
 
+from vlgenrm import layout
 from vlgenrm.bus import Bus, Topics, Worker
 from vlgenrm.contracts import Stage, StageTask
 from vlgenrm.settings import Settings
-from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, parse_config, stage_prefix
+from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, parse_config, part_key
 from vlgenrm.store import BlobStore
 from vlgenrm.training.config import TrainingTaskSettings
 from vlgenrm.training.data import load_training_set, write_training_set
@@ -33,8 +34,8 @@ SAMPLES_PER_S = Gauge("vlgenrm_trainer_samples_per_second", "Throughput of the l
 
 def checkpoint_prefixes(task: StageTask) -> tuple[str, str]:
     """(Ray Train storage, exported model) prefixes of an Iteration (§4: checkpoints/<ns>/<name>/...)."""
-    base = f"checkpoints/{task.shard.namespace}/{task.shard.iteration}"
-    return f"{base}/ray", f"{base}/model"
+    ns, name = task.shard.namespace, task.shard.iteration
+    return layout.train_storage_prefix(ns, name), layout.checkpoint_prefix(ns, name)
 
 
 class TrainerStage:
@@ -49,9 +50,8 @@ class TrainerStage:
         settings = parse_config(task, TrainingTaskSettings, "training")
         if not task.inputs:
             raise InvalidShardError(f"task {task.task_id} names no training record shards")
-        prefix = stage_prefix(task.shard)
         records, data_report = load_training_set(self.store, task.inputs)
-        data_key = write_training_set(self.store, f"{prefix}/data/{task.shard.shard:05d}.jsonl", records)
+        data_key = write_training_set(self.store, part_key(task.shard, "data", "jsonl"), records)
         storage_prefix, export_prefix = checkpoint_prefixes(task)
         outcome = run_training(
             settings, store=self.store, store_settings=self.settings.store, ray_settings=self.settings.ray,
@@ -64,11 +64,10 @@ class TrainerStage:
             init_model=settings.init_model, checkpoint_uri=outcome.checkpoint_uri, model_version=outcome.version,
             config=settings.training, data=data_report, state=outcome.state, metrics=outcome.metrics,
         )
-        base = f"{prefix}/report/{task.shard.shard:05d}"
         objects = {
-            f"{base}.json": report.to_json_bytes(),
-            f"{base}.md": report.to_markdown().encode(),
-            f"{base}.png": loss_curve_png(outcome.state),
+            part_key(task.shard, "report", "json"): report.to_json_bytes(),
+            part_key(task.shard, "report", "md"): report.to_markdown().encode(),
+            part_key(task.shard, "report", "png"): loss_curve_png(outcome.state),
         }
         counts = {
             "records": data_report.lines, "usable": data_report.usable, "malformed": data_report.malformed,

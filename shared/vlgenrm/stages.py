@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from vlgenrm import layout
 from vlgenrm.bus.base import Bus, Record, Topics
 from vlgenrm.contracts import Contract, EventType, FailureReason, ShardDone, ShardRef, Stage, StageEvent, StageTask
 from vlgenrm.errors import PermanentError
@@ -27,49 +28,43 @@ B = TypeVar("B", bound=BaseModel)
 log = logging.getLogger(__name__)
 
 
-def iteration_stage_prefix(namespace: str, iteration: str, stage: Stage) -> str:
-    """``iterations/<ns>/<name>/<stage>``: where one stage of one Iteration keeps its objects."""
-    return f"iterations/{namespace}/{iteration}/{stage.value}"
-
-
+# The shard's own keys (vlgenrm.layout builds every key).
 def stage_prefix(shard: ShardRef) -> str:
-    return iteration_stage_prefix(shard.namespace, shard.iteration, shard.stage)
-
-
-def stage_lines(store: BlobStore, namespace: str, iteration: str, stage: Stage) -> list[bytes]:
-    """The non-empty lines of a stage's output shards (not its reports, markers or other kinds)."""
-    prefix = iteration_stage_prefix(namespace, iteration, stage) + "/"
-    lines: list[bytes] = []
-    for obj in store.list(prefix):
-        rest = obj.key[len(prefix):]
-        if "/" not in rest and rest.endswith(".jsonl"):
-            lines += [line for line in store.get_bytes(obj.key).splitlines() if line.strip()]
-    return lines
+    return layout.stage_prefix(shard.namespace, shard.iteration, shard.stage)
 
 
 def output_key(shard: ShardRef, kind: str | None = None) -> str:
     """``iterations/<ns>/<name>/<stage>/[<kind>/]<nnnnn>.jsonl``"""
-    middle = f"/{kind}" if kind else ""
-    return f"{stage_prefix(shard)}{middle}/{shard.shard:05d}.jsonl"
+    return layout.output_key(shard.namespace, shard.iteration, shard.stage, shard.shard, kind)
+
+
+def part_key(shard: ShardRef, part: str, ext: str) -> str:
+    """The shard's ``part`` (report, decision, incumbent, data) as ``.<ext>``."""
+    return layout.part_key(shard.namespace, shard.iteration, shard.stage, part, shard.shard, ext)
 
 
 def marker_key(shard: ShardRef) -> str:
-    return f"{stage_prefix(shard)}/{shard.shard:05d}.done"
+    return layout.marker_key(shard.namespace, shard.iteration, shard.stage, shard.shard)
 
 
-def cancelled_key(namespace: str, iteration: str) -> str:
-    """The tombstone of a deleted Iteration: its queued tasks are skipped, not processed."""
-    return f"iterations/{namespace}/{iteration}/CANCELLED"
+def stage_lines(store: BlobStore, namespace: str, iteration: str, stage: Stage) -> list[bytes]:
+    """The non-empty lines of a stage's output shards (not its reports, markers or other kinds)."""
+    prefix = layout.stage_prefix(namespace, iteration, stage)
+    lines: list[bytes] = []
+    for obj in store.list(prefix + "/"):
+        if layout.is_output_shard(prefix, obj.key):
+            lines += [line for line in store.get_bytes(obj.key).splitlines() if line.strip()]
+    return lines
 
 
 def cancel_iteration(store: BlobStore, namespace: str, iteration: str, *, delete_outputs: bool = False) -> int:
     """Stop an Iteration's remaining tasks (tombstone first), then optionally delete its stage
     outputs. Returns the number of objects deleted."""
-    tombstone = cancelled_key(namespace, iteration)
+    tombstone = layout.cancelled_key(namespace, iteration)
     store.put_bytes(tombstone, b"cancelled\n")
     deleted = 0
     if delete_outputs:
-        for obj in list(store.list(f"iterations/{namespace}/{iteration}/")):
+        for obj in list(store.list(layout.iteration_prefix(namespace, iteration))):
             if obj.key != tombstone:
                 store.delete(obj.key)
                 deleted += 1
@@ -147,7 +142,7 @@ class StageRunner:
         self.bus, self.store, self.topics, self.process = bus, store, topics, process
 
     def __call__(self, task: StageTask, record: Record) -> None:
-        if self.store.exists(cancelled_key(task.shard.namespace, task.shard.iteration)):
+        if self.store.exists(layout.cancelled_key(task.shard.namespace, task.shard.iteration)):
             log.info("%s belongs to a deleted Iteration; skipped", task.shard.key)
             return
         marker = marker_key(task.shard)
@@ -161,7 +156,7 @@ class StageRunner:
         except InvalidShardError as exc:
             self.bus.publish(self.topics.events, task.shard.key, event_for(task, EventType.SHARD_FAILED, reason=exc.reason, message=str(exc)))
             raise
-        if self.store.exists(cancelled_key(task.shard.namespace, task.shard.iteration)):
+        if self.store.exists(layout.cancelled_key(task.shard.namespace, task.shard.iteration)):
             # Deleted while this shard was being computed: write nothing after the cleanup.
             log.info("%s: its Iteration was deleted meanwhile; outputs dropped", task.shard.key)
             return

@@ -38,7 +38,7 @@ def test_the_schema_is_structural():
 def test_printer_columns_short_names_status_and_descriptions():
     crd = crd_manifest()["spec"]
     version = crd["versions"][0]
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Progress", "Accuracy", "Age"]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == ["Phase", "Progress", "Accuracy", "Coverage", "Age"]
     assert version["subresources"] == {"status": {}}
     assert crd["names"]["shortNames"] == ["it", "iters"] and "vlgenrm" in crd["names"]["categories"]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]

@@ -82,12 +82,12 @@ def test_an_iteration_naming_itself_as_previous_iteration_is_rejected(crd, names
 
 def test_printer_columns_short_names_status_and_explain(crd, namespace):
     assert apply(crd, namespace, iteration("shown")).returncode == 0
-    status = {"phase": "Sampling", "progress": "sampling 3/8", "metrics": {"accuracy": 0.625}}
+    status = {"phase": "Sampling", "progress": "sampling 3/8", "metrics": {"accuracy": 0.625, "experts.coverage": 0.875}}
     crd.run_kubectl("patch", "iteration", "shown", "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps({"status": status}))
     table = crd.run_kubectl("get", "it", "-n", namespace).stdout
     header, row = table.splitlines()[:2]
-    assert header.split()[:5] == ["NAME", "PHASE", "PROGRESS", "ACCURACY", "AGE"]
-    assert row.split()[:5] == ["shown", "Sampling", "sampling", "3/8", "0.625"]
+    assert header.split()[:6] == ["NAME", "PHASE", "PROGRESS", "ACCURACY", "COVERAGE", "AGE"]
+    assert row.split()[:6] == ["shown", "Sampling", "sampling", "3/8", "0.625", "0.875"]
     assert "shown" in crd.run_kubectl("get", "vlgenrm", "-n", namespace).stdout  # the category
     explained = crd.run_kubectl("explain", "iteration.spec.training.learning_rate").stdout
     assert "Peak AdamW learning rate" in explained

@@ -24,7 +24,7 @@ from tests.services.conftest import Platform, make_platform
 from tests.services.procs import service_env
 from vlgenrm.genrm.model import upload_checkpoint
 from vlgenrm.iteration.crd import CRD_PATH
-from vlgenrm.stages import cancelled_key
+from vlgenrm.layout import cancelled_key
 from vlgenrm.synth.dataset import SynthConfig, generate_dataset
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

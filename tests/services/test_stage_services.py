@@ -107,7 +107,8 @@ def test_a_shard_gives_extra_samples_only_to_the_hard_pairs_it_holds(platform: P
 
 
 def test_tasks_of_a_deleted_iteration_are_skipped_and_its_outputs_can_go(platform: Platform):
-    from vlgenrm.stages import cancel_iteration, cancelled_key
+    from vlgenrm.layout import cancelled_key
+    from vlgenrm.stages import cancel_iteration
 
     pairs_key, reports_key = experts_outputs(platform, 4)
     assert cancel_iteration(platform.store, "test", "e2e", delete_outputs=True) >= 2

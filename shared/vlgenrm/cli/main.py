@@ -175,7 +175,7 @@ def run(
     config: Annotated[Path | None, typer.Option("--config", help="YAML file of RunConfig fields (data, arms, seeds, iterations, spec, ...).")] = None,
     iterations: Annotated[int | None, typer.Option(min=1, help="Chained Iterations per arm and seed (default 2).")] = None,
     ablate_experts: Annotated[bool, typer.Option(help="Also run the no-experts control arm (human labels, no expert anywhere).")] = False,
-    ablations: Annotated[bool, typer.Option(help="The ablation study: full method, no experts, no evidence in rationales, no margin filter; 3 seeds.")] = False,
+    ablations: Annotated[bool, typer.Option(help="The ablation study: full method, no experts, no evidence in rationales, no margin filter, no verdict loss; 2 iterations x 3 seeds.")] = False,
     uniform_labeler: Annotated[bool, typer.Option(help="Human labels flipped uniformly at random (label_noise) instead of the biased labeler.")] = False,
     report: Annotated[Path | None, typer.Option(help="Folder for report.md, summary.json and the plots (default vlgenrm-report).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the services', Ray's and transformers' own logs.")] = False,

@@ -13,6 +13,7 @@ from datetime import datetime
 from pydantic import Field
 
 from vlgenrm.contracts.base import Contract, utcnow
+from vlgenrm.layout import history_key, history_prefix, promoted_key
 from vlgenrm.contracts.data import Probability
 from vlgenrm.store.base import BlobStore, ObjectNotFoundError
 
@@ -51,14 +52,6 @@ class PromotionDecision(Contract):
     decided_at: datetime = Field(default_factory=utcnow)
 
 
-def promoted_key(namespace: str) -> str:
-    return f"models/{namespace}/promoted.json"
-
-
-def history_key(namespace: str, iteration: str) -> str:
-    return f"models/{namespace}/history/{iteration}.json"
-
-
 def decide(candidate_accuracy: float, incumbent_accuracy: float | None, min_gain: float = 0.0) -> tuple[bool, str]:
     """(promote, reason): promote when nothing is promoted, else iff cand >= inc + min_gain."""
     values = [candidate_accuracy, min_gain] + ([] if incumbent_accuracy is None else [incumbent_accuracy])
@@ -92,6 +85,6 @@ def promote(store: BlobStore, record: PromotionRecord) -> str:
 
 def read_history(store: BlobStore, namespace: str) -> list[PromotionRecord]:
     """Every promotion of the namespace, oldest first."""
-    prefix = f"models/{namespace}/history/"
+    prefix = history_prefix(namespace)
     records = [store.get_model(info.key, PromotionRecord) for info in store.list(prefix) if info.key.endswith(".json")]
     return sorted(records, key=lambda r: (r.promoted_at, r.iteration))

@@ -19,13 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
+from vlgenrm import layout
 from vlgenrm.contracts import FailureReason, StageTask
 from vlgenrm.evaluation.promotion import PromotionDecision, PromotionRecord, decide, read_promoted
 from vlgenrm.evaluation.run import EvaluationResult, EvaluationSettings, evaluate_genrm
 from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.errors import GenRMInputError, UnsupportedModelError
 from vlgenrm.genrm.evaluation import BenchmarkExample, BenchmarkFormatError, load_preference_benchmark
-from vlgenrm.stages import InvalidShardError, ShardResult, jsonl, output_key, parse_config, stage_prefix
+from vlgenrm.stages import InvalidShardError, ShardResult, jsonl, output_key, parse_config, part_key
 from vlgenrm.store import BlobStore, InvalidKeyError, ObjectNotFoundError
 
 if TYPE_CHECKING:
@@ -85,15 +86,15 @@ class EvaluationStage:
         result = self._evaluate(candidate, examples, settings, settings.model, task, "candidate")
         decision, incumbent = self._decide(task, settings, examples, result)
 
-        base, n = stage_prefix(task.shard), f"{task.shard.shard:05d}"
+        shard = task.shard
         objects = {
-            output_key(task.shard): jsonl(result.predictions),
-            f"{base}/report/{n}.json": result.report.to_json_bytes(),
-            f"{base}/report/{n}.md": result.report.to_markdown().encode(),
-            f"{base}/decision/{n}.json": decision.to_json_bytes(),
+            output_key(shard): jsonl(result.predictions),
+            part_key(shard, "report", "json"): result.report.to_json_bytes(),
+            part_key(shard, "report", "md"): result.report.to_markdown().encode(),
+            part_key(shard, "decision", "json"): decision.to_json_bytes(),
         }
         if incumbent is not None:  # kept so the comparison can be audited example by example
-            objects[f"{base}/incumbent/{n}.json"] = incumbent.report.to_json_bytes()
+            objects[part_key(shard, "incumbent", "json")] = incumbent.report.to_json_bytes()
             objects[output_key(task.shard, "incumbent")] = jsonl(incumbent.predictions)
         accuracy = result.report.accuracy
         metrics = {"accuracy": accuracy.overall, "accuracy_low": accuracy.overall_ci[0], "accuracy_high": accuracy.overall_ci[1],
@@ -137,15 +138,13 @@ class EvaluationStage:
 
     def load_model(self, source: str, settings: GenRMSettings, role: str) -> GenRM:
         """A cached GenRM; a missing or unsupported checkpoint fails the shard, naming it."""
-        from vlgenrm.genrm.model import MANIFEST
-
         if "://" in source:
             try:
-                manifest = f"{self.store.key_for(source).rstrip('/')}/{MANIFEST}"
+                manifest = layout.checkpoint_manifest_key(self.store.key_for(source).rstrip("/"))
             except InvalidKeyError as exc:
                 raise InvalidShardError(f"{role} model {source} is not in this store: {exc}") from exc
             if not self.store.exists(manifest):
-                raise InvalidShardError(f"{role} model {source} has no {MANIFEST} (missing or not fully uploaded)", FailureReason.MISSING_INPUT)
+                raise InvalidShardError(f"{role} model {source} has no {layout.MANIFEST_FILE} (missing or not fully uploaded)", FailureReason.MISSING_INPUT)
         elif not Path(source).is_dir():
             raise InvalidShardError(f"{role} model folder {source} does not exist", FailureReason.MISSING_INPUT)
         try:

@@ -43,9 +43,10 @@ from vlgenrm.genrm.errors import ContextTooLongError, ImageTooLargeError, Invali
 from vlgenrm.genrm.families import Family, family_of
 from vlgenrm.genrm.prompts import messages_for, target_text
 from vlgenrm.genrm.verdicts import OPTIONS, Mode
+from vlgenrm.layout import MANIFEST_FILE
 
 log = logging.getLogger(__name__)
-MANIFEST = "vlgenrm-manifest.json"
+MANIFEST = MANIFEST_FILE
 #: Keys of processor output that run along the token axis (padded), all others are per image.
 TOKEN_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids", "token_type_ids")
 IGNORE = -100  # label value transformers' loss skips

@@ -148,6 +148,9 @@ def crd_manifest() -> dict[str, Any]:
                     {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Where the Iteration is."},
                     {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "Shards done in the current stage."},
                     {"name": "Accuracy", "type": "number", "jsonPath": ".status.metrics.accuracy", "description": "Held-out pairwise accuracy of M_{t+1}."},
+                    # The metric's key has a dot in it: escaped, as kubectl's JSONPath wants.
+                    {"name": "Coverage", "type": "number", "jsonPath": ".status.metrics.experts\\.coverage",
+                     "description": "Share of the pairs with at least one claim some expert can check (experts stage)."},
                     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
                 ],
                 "schema": {"openAPIV3Schema": schema},

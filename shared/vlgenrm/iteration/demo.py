@@ -16,11 +16,12 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vlgenrm import layout
 from vlgenrm.contracts import Choice, IterationStatus, Order, Phase, RefinedPair, Stage, TrainingRecord
 from vlgenrm.genrm.pretrain import PretrainConfig
 from vlgenrm.iteration.arms import Arm, arm_overrides
 from vlgenrm.iteration.spec import IterationSpec
-from vlgenrm.stages import iteration_stage_prefix, stage_lines
+from vlgenrm.stages import stage_lines
 from vlgenrm.synth.dataset import GENERATOR_FORMAT, LabelerConfig, SynthConfig
 
 if TYPE_CHECKING:
@@ -149,7 +150,7 @@ def chain_namespace(config: RunConfig, arm: str, seed: int) -> str:
 
 
 def _base_key(config: RunConfig) -> str:
-    return f"checkpoints/{config.namespace}/base-{config.base.digest()}/model"
+    return layout.base_checkpoint_prefix(config.namespace, config.base.digest())
 
 
 def ensure_base(config: RunConfig, store: Any, progress: Callable[[int, int, float], None] | None = None) -> str:
@@ -255,7 +256,7 @@ def sampling_summary(store: Any, namespace: str, name: str) -> tuple[list[tuple[
     sums: dict[float, list[float]] = {}
     tau = None
     probes: list[CritiqueProbe] = []
-    for obj in store.list(iteration_stage_prefix(namespace, name, Stage.SAMPLING) + "/report/"):
+    for obj in store.list(layout.kind_prefix(namespace, name, Stage.SAMPLING, "report")):
         if obj.key.endswith(".json"):
             stats = store.get_model(obj.key, SamplingStats)
             tau = stats.tau

@@ -32,7 +32,7 @@ from vlgenrm.contracts import (
     StageTask,
 )
 from vlgenrm.iteration.spec import IterationSpec
-from vlgenrm.stages import output_key, stage_prefix
+from vlgenrm.stages import output_key, part_key, stage_prefix
 
 #: Stage phases in order; Promoting and the terminal phases follow Evaluating.
 STAGE_PHASES: dict[Phase, Stage] = {
@@ -241,7 +241,7 @@ def _promote(r: Reconciliation, obs: Observation, now: datetime) -> None:
     s.phase, s.finish_time, s.progress = Phase.SUCCEEDED, now, "done"
     if promote and evaluation is not None:
         ref = ShardRef(namespace=obs.namespace, iteration=obs.name, stage=Stage.EVALUATION, shard=0)
-        r.actions.append(Promote(f"{stage_prefix(ref)}/decision/00000.json"))
+        r.actions.append(Promote(part_key(ref, "decision", "json")))
         _set(r, IterationReason.PROMOTED, f"promoted {s.checkpoint_uri} (accuracy {s.metrics.get('accuracy', float('nan')):.4f})", now)
     else:
         _set(r, IterationReason.NOT_PROMOTED, f"succeeded; {s.checkpoint_uri} not promoted (accuracy {s.metrics.get('accuracy', float('nan')):.4f})", now)

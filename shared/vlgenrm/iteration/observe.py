@@ -10,20 +10,15 @@ from dataclasses import dataclass, field
 
 from pydantic import ValidationError
 
+from vlgenrm import layout
 from vlgenrm.bus.base import Record, Topics
 from vlgenrm.contracts import DeadLetter, EventType, FailureReason, ShardDone, Stage, StageEvent, StageTask
 from vlgenrm.iteration.machine import Observation
 from vlgenrm.iteration.spec import IterationSpec
 from vlgenrm.store import BlobStore
 from vlgenrm.store.base import ObjectNotFoundError, StoreError
-from vlgenrm.stages import iteration_stage_prefix
 
 log = logging.getLogger(__name__)
-
-
-def checkpoint_prefix(namespace: str, name: str) -> str:
-    """Where an Iteration's trained model lives (§4: checkpoints/<ns>/<name>/...)."""
-    return f"checkpoints/{namespace}/{name}/model"
 
 
 class FailureLog:
@@ -71,19 +66,19 @@ class MarkerCache:
     markers: dict[str, ShardDone] = field(default_factory=dict)
 
     def stage(self, store: BlobStore, namespace: str, name: str, stage: Stage) -> dict[int, ShardDone]:
-        prefix = iteration_stage_prefix(namespace, name, stage) + "/"
+        prefix = layout.stage_prefix(namespace, name, stage)
         out = {}
-        for obj in store.list(prefix):
-            rest = obj.key[len(prefix):]
-            if "/" in rest or not rest.endswith(".done"):
+        for obj in store.list(prefix + "/"):
+            shard = layout.parse_marker(prefix, obj.key)
+            if shard is None:
                 continue
             if obj.key not in self.markers:
                 self.markers[obj.key] = store.get_model(obj.key, ShardDone)
-            out[int(rest[: -len(".done")])] = self.markers[obj.key]
+            out[shard] = self.markers[obj.key]
         return out
 
     def forget(self, namespace: str, name: str) -> None:
-        prefix = f"iterations/{namespace}/{name}/"
+        prefix = layout.iteration_prefix(namespace, name)
         for key in [k for k in self.markers if k.startswith(prefix)]:
             del self.markers[key]
 
@@ -105,10 +100,10 @@ def observe(store: BlobStore, spec: IterationSpec, namespace: str, name: str, *,
     eval_uri = store.uri(eval_key) if store.exists(eval_key) else None
     current, hard_pool = spec.base_model, []
     if spec.previous_iteration:
-        prefix = checkpoint_prefix(namespace, spec.previous_iteration)
-        exists = store.exists(f"{prefix}/vlgenrm-manifest.json")
+        prefix = layout.checkpoint_prefix(namespace, spec.previous_iteration)
+        exists = store.exists(layout.checkpoint_manifest_key(prefix))
         current = store.uri(prefix) if exists and previous_succeeded is not False else None
-        hard_prefix = f"iterations/{namespace}/{spec.previous_iteration}/sampling/hard/"
+        hard_prefix = layout.kind_prefix(namespace, spec.previous_iteration, Stage.SAMPLING, "hard")
         hard_pool = [store.uri(o.key) for o in store.list(hard_prefix) if o.key.endswith(".jsonl")]
     base = spec.base_model or current
     done = {stage: markers.stage(store, namespace, name, stage) for stage in Stage}

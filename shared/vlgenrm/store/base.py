@@ -21,6 +21,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, TypeVar
 
+from vlgenrm import layout
 from vlgenrm.contracts import Contract, ImageRef
 from vlgenrm.errors import PermanentError, TransientError, VlgenrmError
 
@@ -75,10 +76,6 @@ def check_key(key: str) -> str:
 
 
 IMAGE_EXTENSIONS = frozenset({"png", "jpg", "jpeg", "webp", "gif", "bmp"})
-
-
-def image_key(sha256: str, ext: str) -> str:
-    return f"images/{sha256}.{ext}"
 
 
 class BlobStore(abc.ABC):
@@ -175,7 +172,7 @@ class BlobStore(abc.ABC):
         if ext not in IMAGE_EXTENSIONS:
             raise InvalidKeyError(f"image extension {ext!r} not in {sorted(IMAGE_EXTENSIONS)}")
         digest = hashlib.sha256(data).hexdigest()
-        key = image_key(digest, ext)
+        key = layout.image_key(digest, ext)
         if not self.exists(key):
             self.put_bytes(key, data, f"image/{'jpeg' if ext == 'jpg' else ext}")
         return ImageRef(key=key, sha256=digest)

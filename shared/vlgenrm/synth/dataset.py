@@ -33,8 +33,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from vlgenrm.contracts import Choice, Contract, Example, HumanLabel, ImageRef, utcnow
+from vlgenrm import layout
+from vlgenrm.layout import image_key
 from vlgenrm.store import BlobStore, StoreError
-from vlgenrm.store.base import image_key
 from vlgenrm.synth.responses import random_question, write_faithful, write_hallucinated
 from vlgenrm.synth.scene import MIN_IMAGE_SIZE, Scene, random_scene, render
 from vlgenrm.synth.vocab import SHAPES, HallucinationType
@@ -141,24 +142,9 @@ class DatasetManifest(Contract):
     created_at: datetime = Field(default_factory=utcnow)
 
 
-def prefix(name: str) -> str:
-    return f"datasets/{name}"
-
-
-def manifest_key(name: str) -> str:
-    return f"{prefix(name)}/manifest.json"
-
-
-def shard_key(name: str, split: str, shard: int) -> str:
-    return f"{prefix(name)}/{split}/shards/{shard:05d}.jsonl"
-
-
-def truth_key(name: str, split: str, shard: int) -> str:
-    return f"{prefix(name)}/truth/{split}/{shard:05d}.jsonl"
-
-
-def eval_export_key(name: str) -> str:
-    return f"{prefix(name)}/eval/vlrewardbench.jsonl"
+# The dataset's keys, by their names here (vlgenrm.layout builds every key).
+prefix, manifest_key, shard_key = layout.dataset_prefix, layout.dataset_manifest_key, layout.dataset_shard_key
+truth_key, eval_export_key = layout.dataset_truth_key, layout.dataset_eval_key
 
 
 def _rng(config: SynthConfig, split: str, index: int, purpose: str) -> random.Random:
