@@ -15,4 +15,8 @@ export PYTHONPATH=$PWD/shared:$PWD:/tmp/site PYTHONUNBUFFERED=1
   python3 benchmarks/genrm_cpu.py --device cpu --pairs 64 --steps 10 2>&1 | grep -v "Loading\|Writing"
   python3 benchmarks/genrm_cpu.py --device cuda --pairs 256 --batch-size 32 --steps 20 2>&1 | grep -v "Loading\|Writing"
   python3 benchmarks/genrm_cpu.py --device cuda --dtype bfloat16 --pairs 256 --batch-size 32 --steps 20 2>&1 | grep -v "Loading\|Writing"
+  echo "== Qwen2-VL-2B shapes (random weights, bf16): reference vs prefix-cache path, SFT step; vLLM backend where vllm imports"
+  VLLM=$(python3 -c "import vllm" 2>/dev/null && echo --vllm)
+  python3 benchmarks/genrm_gpu.py --shape tiny --device cuda --dtype float32 --pairs 16 --batch-size 8 --steps 2 $VLLM 2>&1 | grep -v "Loading\|Writing" | tail -30
+  python3 benchmarks/genrm_gpu.py --shape 2b --device cuda --dtype bfloat16 --pairs 256 --batch-size 32 --steps 10 $VLLM 2>&1 | grep -v "Loading\|Writing" | tail -30
 } 2>&1 | tee "$OUT/gpu_check.log"

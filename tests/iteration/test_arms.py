@@ -17,6 +17,7 @@ from vlgenrm.genrm.model import upload_checkpoint
 from vlgenrm.iteration.arms import Arm, arm_overrides
 from vlgenrm.iteration.demo import RunConfig, merge, variants
 from vlgenrm.iteration.local import LocalDriver, LocalServices
+from vlgenrm.services import stage_workers
 from vlgenrm.iteration.machine import make_task
 from vlgenrm.iteration.observe import MarkerCache, observe
 from vlgenrm.iteration.spec import IterationSpec
@@ -183,7 +184,7 @@ def test_whole_iterations_of_both_arms_on_the_local_driver(local_ray, tmp_path, 
     bus = MemoryBus()
     driver = LocalDriver(settings, bus, store, "local")
     shares = {}
-    with LocalServices(settings, bus, store):
+    with LocalServices(settings, bus, store, stage_workers()):
         for variant, overrides in variants(RunConfig(ablate_experts=True)).items():
             status = driver.run(variant, IterationSpec.model_validate(merge(common, overrides)), timeout_s=900)
             assert status.phase is Phase.SUCCEEDED, status.message

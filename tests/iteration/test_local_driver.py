@@ -10,6 +10,7 @@ from vlgenrm.contracts import ConditionType, Phase, Stage
 from vlgenrm.evaluation.promotion import read_promoted
 from vlgenrm.genrm.model import upload_checkpoint
 from vlgenrm.iteration.local import LocalDriver, LocalServices
+from vlgenrm.services import stage_workers
 from vlgenrm.iteration.spec import IterationSpec
 from vlgenrm.settings import BusSettings, Settings, StoreKind, StoreSettings, WorkerSettings
 from vlgenrm.store import LocalStore
@@ -28,7 +29,7 @@ def test_two_chained_iterations_run_to_success_and_promote(local_ray, tmp_path, 
               "training": {"batch_size": 4, "max_steps": 3, "learning_rate": 1e-4, "checkpoint_every": 3}, "evaluation": {"pointwise": False}}
     bus = MemoryBus()
     driver, seen = LocalDriver(settings, bus, store), []
-    with LocalServices(settings, bus, store):
+    with LocalServices(settings, bus, store, stage_workers()):
         first = driver.run("it-0", IterationSpec.model_validate(common | {"baseModel": base}), on_status=lambda s: seen.append(s.phase), timeout_s=600)
         assert first.phase is Phase.SUCCEEDED, first.message
         second = driver.run("it-1", IterationSpec.model_validate(common | {"baseModel": base, "previousIteration": "it-0", "index": 1}), timeout_s=600)

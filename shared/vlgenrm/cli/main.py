@@ -190,6 +190,7 @@ def run(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from vlgenrm.iteration.demo import RunConfig, base_report, run_demo
+    from vlgenrm.services import stage_workers
     from vlgenrm.iteration.report import write_report
     from vlgenrm.quiet import quiet_run
     from vlgenrm.settings import BusKind
@@ -231,7 +232,7 @@ def run(
                 tasks[name] = bars.add_task(name, total=5, detail="")
             bars.update(tasks[name], completed=stages.get(status.phase.value, 0), detail=f"{status.phase.value} {status.progress}")
 
-        results = run_demo(run_config, settings, on_status=on_status, on_base=on_base)
+        results = run_demo(run_config, settings, stage_workers(), on_status=on_status, on_base=on_base)
     from vlgenrm.store import make_store
 
     store = make_store(settings.store)

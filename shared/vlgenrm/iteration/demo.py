@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -176,9 +176,10 @@ def base_report(config: RunConfig, store: Any) -> Any:
     return BaseReport.model_validate_json(store.get_bytes(f"{_base_key(config)}/{REPORT}"))
 
 
-def run_demo(config: RunConfig, settings: Any, *, on_status: Callable[[str, IterationStatus], None] | None = None,
+def run_demo(config: RunConfig, settings: Any, workers: Mapping[str, Any], *, on_status: Callable[[str, IterationStatus], None] | None = None,
              on_base: Callable[[int, int, float], None] | None = None) -> list[IterationResult]:
-    """Set up data and model, run every arm's chain for every seed, return what each Iteration did."""
+    """Set up data and model, run every arm's chain for every seed on the stage services'
+    ``workers`` (``vlgenrm.services.stage_workers()``), return what each Iteration did."""
     from vlgenrm.bus import make_bus
     from vlgenrm.iteration.local import LocalDriver, LocalServices
     from vlgenrm.store import make_store
@@ -197,7 +198,7 @@ def run_demo(config: RunConfig, settings: Any, *, on_status: Callable[[str, Iter
     truth = load_truth(store, data.name, "train")
     run = config.digest()
     results = []
-    with LocalServices(settings, bus, store):
+    with LocalServices(settings, bus, store, workers):
         for seed in config.seeds:
             for variant, overrides in variants(config).items():
                 namespace = chain_namespace(config, variant, seed)

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 
 from vlgenrm.bus import Bus, Topics, Worker
@@ -22,20 +22,16 @@ from vlgenrm.store import BlobStore
 log = logging.getLogger(__name__)
 
 
-def service_builders() -> dict[str, Callable[[Settings, Bus, BlobStore], Worker]]:
-    from vlgenrm.services.experts.service import build_worker as experts
-    from vlgenrm.services.rationale.service import build_worker as rationale
-    from vlgenrm.services.sampler.service import build_worker as sampler
-    from vlgenrm.services.trainer.service import build_worker as trainer
-
-    return {"experts": experts, "rationale": rationale, "sampler": sampler, "trainer": trainer}
+#: Builds one stage service's worker on a bus and store (``vlgenrm.services.stage_workers()``
+#: has them all; the core is handed them and never imports a service).
+WorkerBuilder = Callable[[Settings, Bus, BlobStore], Worker]
 
 
 class LocalServices:
     """Every stage service as a thread consuming the shared bus."""
 
-    def __init__(self, settings: Settings, bus: Bus, store: BlobStore) -> None:
-        self.workers = {name: build(settings, bus, store) for name, build in service_builders().items()}
+    def __init__(self, settings: Settings, bus: Bus, store: BlobStore, builders: Mapping[str, WorkerBuilder]) -> None:
+        self.workers = {name: build(settings, bus, store) for name, build in builders.items()}
         self.threads: list[threading.Thread] = []
 
     def __enter__(self) -> LocalServices:
