@@ -145,7 +145,7 @@ def main() -> None:
         optimizer = torch.optim.AdamW(genrm.model.parameters(), lr=1e-5)
         times, tokens = [], 0
         for _ in range(args.steps + 2):
-            batch = make_batch(collator, rng.sample(examples, 16))
+            batch = make_batch(collator, [rng.choice(examples) for _ in range(16)])
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             start = time.perf_counter()
