@@ -28,8 +28,6 @@ import re
 
 from vlgenrm.contracts import Stage
 
-#: A stage's own objects end in a five-digit shard number.
-_SHARD = "{:05d}"
 MANIFEST_FILE = "vlgenrm-manifest.json"
 
 

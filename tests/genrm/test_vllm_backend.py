@@ -55,7 +55,7 @@ class FakeVLLM:
                 sp = params.kwargs
                 out = []
                 for x in inputs:
-                    texts = self.ref.generate([(x["multi_modal_data"]["image"], x["prompt"])], SamplingParams_(sp))[0]
+                    texts = self.ref.generate([(x["multi_modal_data"]["image"], x["prompt"])], _ours(sp))[0]
                     out.append(types.SimpleNamespace(outputs=[types.SimpleNamespace(text=t) for t in texts]))
                 return out
 
@@ -82,14 +82,12 @@ class FakeVLLM:
                 entries = [None] + [{tok: types.SimpleNamespace(logprob=float(logprobs[i - 1, tok]), rank=1)} for i, tok in enumerate(full) if i > 0]
                 return types.SimpleNamespace(prompt_token_ids=full, prompt_logprobs=entries, outputs=[types.SimpleNamespace(text="")])
 
-        def SamplingParams_(kwargs):  # noqa: N802 - vLLM's sampling kwargs back to ours
-            return _ours(kwargs)
-
         self.module = types.ModuleType("vllm")
         self.module.LLM, self.module.SamplingParams = LLM, SamplingParams
 
 
 def _ours(kwargs: dict) -> SamplingParams:
+    """vLLM's sampling keyword arguments back to ours."""
     return SamplingParams(n=kwargs["n"], temperature=kwargs["temperature"], top_p=kwargs["top_p"], max_new_tokens=kwargs["max_tokens"], seed=kwargs["seed"])
 
 

@@ -393,14 +393,15 @@ class GenRM:
     def option_logprobs(self, mode: Mode, items: Sequence[tuple[ImageInput, str, str, Sequence[str]]]) -> list[tuple[float, float]]:
         """For each (image, prompt, critique, responses shown): log p of the first and of the second option's continuation."""
         if self.backend is not None:
-            return self._backend_option_logprobs(mode, items)
-        prompts = [(image, prompt) for image, prompt, _, _ in items]
-        encoded = self.encode_prompts(prompts) if self.settings.prefix_cache else [self.encode_prompt(*p) for p in prompts]
-        sequences = [s for features, (_, _, critique, responses) in zip(encoded, items, strict=True) for s in self._option_sequences(mode, features, critique, responses)]
-        flat = self._tail_logprobs(sequences)
+            flat = self._backend_tail_logprobs(mode, items)
+        else:
+            prompts = [(image, prompt) for image, prompt, _, _ in items]
+            encoded = self.encode_prompts(prompts) if self.settings.prefix_cache else [self.encode_prompt(*p) for p in prompts]
+            sequences = [s for features, (_, _, critique, responses) in zip(encoded, items, strict=True) for s in self._option_sequences(mode, features, critique, responses)]
+            flat = self._tail_logprobs(sequences)
         return [(flat[2 * i], flat[2 * i + 1]) for i in range(len(items))]
 
-    def _backend_option_logprobs(self, mode: Mode, items: Sequence[tuple[ImageInput, str, str, Sequence[str]]]) -> list[tuple[float, float]]:
+    def _backend_tail_logprobs(self, mode: Mode, items: Sequence[tuple[ImageInput, str, str, Sequence[str]]]) -> list[float]:
         from vlgenrm.genrm.vllm_backend import TailRequest
 
         requests = []
@@ -410,8 +411,7 @@ class GenRM:
             prompt_ids = self.tokenizer(prompt)["input_ids"]
             for seq in self._option_sequences(mode, {"input_ids": torch.tensor([prompt_ids])}, critique, responses):
                 requests.append(TailRequest(pil, prompt_ids + seq.continuation, seq.tail))
-        flat = self.backend.tail_logprobs(requests)
-        return [(flat[2 * i], flat[2 * i + 1]) for i in range(len(items))]
+        return self.backend.tail_logprobs(requests)
 
     def margins(self, queries: Sequence[PairwiseQuery], targets: Sequence[Choice]) -> list[float]:
         """§3.4: m = log p(answer = y) - log p(answer = not y), in the order the query shows (:meth:`continuation`)."""
