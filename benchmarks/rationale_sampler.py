@@ -24,9 +24,12 @@ from vlgenrm.experts.pipeline import Annotator, decode_image
 from vlgenrm.genrm.config import GenRMSettings, SamplingParams
 from vlgenrm.genrm.model import GenRM
 from vlgenrm.genrm.tiny import build_tiny_genrm
-from vlgenrm.rationale.engines import EngineSettings, TemplateEngine, TransformersEngine
-from vlgenrm.rationale.stage import RationaleSettings, generate_candidates
-from vlgenrm.sampling.sampler import SamplerSettings, sample
+from vlgenrm.rationale.config import EngineSettings
+from vlgenrm.rationale.engines import TemplateEngine, TransformersEngine
+from vlgenrm.rationale.config import RationaleSettings
+from vlgenrm.rationale.stage import generate_candidates
+from vlgenrm.sampling.config import SamplerSettings
+from vlgenrm.sampling.sampler import sample
 from vlgenrm.store import LocalStore
 from vlgenrm.synth.dataset import SynthConfig, generate_dataset, load_examples
 

@@ -21,7 +21,8 @@ from pydantic import ValidationError
 
 from vlgenrm.bus import Bus, Topics, Worker
 from vlgenrm.contracts import Example, Stage, StageTask
-from vlgenrm.experts.pipeline import AnnotationSettings, Annotator, coverage, decode_image
+from vlgenrm.experts.config import AnnotationSettings
+from vlgenrm.experts.pipeline import Annotator, coverage, decode_image
 from vlgenrm.settings import Settings
 from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, output_key, read_jsonl
 from vlgenrm.store import BlobStore, StoreError

@@ -16,8 +16,10 @@ from pydantic import ValidationError
 
 from vlgenrm.bus import Bus, Topics, Worker
 from vlgenrm.contracts import ExpertReport, RefinedPair, Stage, StageTask
-from vlgenrm.rationale.engines import EngineSettings, RationaleEngine, make_engine
-from vlgenrm.rationale.stage import RationaleSettings, TeacherView, generate_candidates
+from vlgenrm.rationale.config import EngineSettings
+from vlgenrm.rationale.engines import RationaleEngine, make_engine
+from vlgenrm.rationale.config import RationaleSettings, TeacherView
+from vlgenrm.rationale.stage import generate_candidates
 from vlgenrm.settings import Settings
 from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, output_key, read_jsonl
 from vlgenrm.store import BlobStore, StoreError

@@ -29,7 +29,8 @@ from vlgenrm.evaluation.stage import EvaluationStage, GenRMCache
 from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.verdicts import strip_verdict
 from vlgenrm.sampling.report import margin_histogram_png, stage_report_markdown
-from vlgenrm.sampling.sampler import SamplerSettings, sample, shown_responses, shown_target
+from vlgenrm.sampling.config import SamplerSettings
+from vlgenrm.sampling.sampler import sample, shown_responses, shown_target
 from vlgenrm.settings import Settings
 from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, output_key, parse_config, part_key, read_jsonl
 from vlgenrm.store import BlobStore

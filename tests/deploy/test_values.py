@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from vlgenrm.deploy.values import CHART_OWNED, SCHEMA_PATH, VALUES_PATH, ChartValues, json_schema, stale_files
+from vlgenrm.deploy.values import CHART_DIR, CHART_OWNED, README_PATH, SCHEMA_PATH, VALUES_PATH, ChartValues, export, json_schema, stale_files
 from vlgenrm.iteration.spec import IterationSpec
 
 VALUES_FILES = [REPO / "examples" / "values-dev.yaml", REPO / "examples" / "values-gpu.yaml",
@@ -15,7 +15,7 @@ VALUES_FILES = [REPO / "examples" / "values-dev.yaml", REPO / "examples" / "valu
 
 
 def test_generated_chart_files_are_current():
-    assert stale_files() == [], "run `vlgenrm chart export`"
+    assert stale_files(REPO) == [], "run `vlgenrm chart export`"
 
 
 def test_values_yaml_is_exactly_the_typed_defaults():
@@ -45,3 +45,10 @@ def test_the_example_iterations_are_valid_specs():
     first, second = (IterationSpec.model_validate(d["spec"]) for d in docs)
     assert first.training.workers == 4 and first.rationale.engine.kind == "vllm"
     assert second.previous_iteration == "genrm-iter-0" and second.index == 1
+
+
+def test_the_generators_write_under_the_root_they_are_given(tmp_path):
+    (tmp_path / CHART_DIR).mkdir(parents=True)
+    assert stale_files(tmp_path) == [tmp_path / p for p in (SCHEMA_PATH, VALUES_PATH, README_PATH)]
+    assert all(p.is_relative_to(tmp_path) for p in export(tmp_path))
+    assert stale_files(tmp_path) == [] and (tmp_path / VALUES_PATH).read_text() == (REPO / VALUES_PATH).read_text()

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import pytest
 from pydantic import ValidationError
 
-from vlgenrm.evaluation import PromotionDecision, PromotionRecord, decide, history_key, promote, promoted_key, read_history, read_promoted
+from vlgenrm.evaluation.promotion import PromotionDecision, PromotionRecord, decide, history_key, promote, promoted_key, read_history, read_promoted
 from vlgenrm.store import BlobStore
 
 

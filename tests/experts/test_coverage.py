@@ -9,7 +9,8 @@ import numpy as np
 
 from tests.experts.conftest import render_scene
 from vlgenrm.contracts import Choice, Example, ExpertReport, ImageRef, ResponseCoverage, ShardDone, ShardRef, Stage
-from vlgenrm.experts.pipeline import AnnotationSettings, Annotator, coverage
+from vlgenrm.experts.config import AnnotationSettings
+from vlgenrm.experts.pipeline import Annotator, coverage
 
 WHEN = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 

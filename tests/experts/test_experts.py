@@ -15,17 +15,8 @@ from PIL import Image, ImageDraw, ImageFont
 from tests.experts.conftest import DATA, render_scene
 from vlgenrm.contracts import Claim, ClaimType, ExpertVerdict, VerdictLabel
 from vlgenrm.errors import ConfigError
-from vlgenrm.experts.base import (
-    ColourShapeConfig,
-    Detection,
-    Expert,
-    ExpertsSettings,
-    InvalidImageError,
-    OCRConfig,
-    OpenCVConfig,
-    OpenVocabConfig,
-    as_rgb,
-)
+from vlgenrm.experts.base import Detection, Expert, InvalidImageError, as_rgb
+from vlgenrm.experts.config import ColourShapeConfig, ExpertsSettings, OCRConfig, OpenCVConfig, OpenVocabConfig
 from vlgenrm.experts.colour_shape import ColourShapeExpert
 from vlgenrm.experts.registry import ExpertRegistry, default_registry
 from vlgenrm.synth.vocab import COLOURS, SHAPES

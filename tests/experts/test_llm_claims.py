@@ -18,14 +18,17 @@ from tests.rationale.test_engines import FAST, Server
 from vlgenrm.contracts import Choice, ClaimType, Example, ImageRef, ShardRef, Stage, StageTask
 from vlgenrm.experts.claims import LexiconClaimExtractor
 from vlgenrm.experts.colour_shape import ColourShapeExpert
-from vlgenrm.experts.llm_claims import INSTRUCTION, LLMClaimExtractor, LLMExtractorSettings, MalformedOutput, parse_items
-from vlgenrm.experts.pipeline import AnnotationSettings, Annotator
+from vlgenrm.experts.config import LLMExtractorSettings
+from vlgenrm.experts.llm_claims import INSTRUCTION, LLMClaimExtractor, MalformedOutput, parse_items
+from vlgenrm.experts.config import AnnotationSettings
+from vlgenrm.experts.pipeline import Annotator
 from vlgenrm.experts.registry import ExpertRegistry, default_registry
 from vlgenrm.experts.vocabulary import LabelSpace
 from vlgenrm.genrm.config import SamplingParams
 from vlgenrm.genrm.tiny import build_tiny_genrm
 from vlgenrm.iteration.spec import IterationSpec
-from vlgenrm.rationale.engines import DATA_BREAK, EngineSettings, OpenAIEngine, RationaleEngine, TextPrompt, TransformersEngine, make_engine
+from vlgenrm.rationale.config import EngineSettings
+from vlgenrm.rationale.engines import DATA_BREAK, OpenAIEngine, RationaleEngine, TextPrompt, TransformersEngine, make_engine
 
 # Label spaces of the default registry (colour/shape + OCR) plus OpenCV's person/cat/face.
 SPACES = [*default_registry().label_spaces(), LabelSpace("opencv", frozenset({"person", "cat", "face"}), {"people": "person"},

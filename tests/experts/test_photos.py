@@ -32,8 +32,10 @@ import pytest
 from PIL import Image
 
 from vlgenrm.contracts import Choice, Example, ImageRef, LabelSource, VerdictLabel
-from vlgenrm.experts.pipeline import AnnotationSettings, Annotator, coverage
-from vlgenrm.experts.refine import RefinementSettings, refine
+from vlgenrm.experts.config import AnnotationSettings
+from vlgenrm.experts.pipeline import Annotator, coverage
+from vlgenrm.experts.config import RefinementSettings
+from vlgenrm.experts.refine import refine
 from vlgenrm.experts.verify import claim_findings
 
 WHEN = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)

@@ -7,8 +7,9 @@ import datetime
 import pytest
 
 from vlgenrm.contracts import VerdictLabel
-from vlgenrm.experts.pipeline import AnnotationSettings, Annotator, decode_image
-from vlgenrm.experts.refine import RefinementSettings
+from vlgenrm.experts.config import AnnotationSettings
+from vlgenrm.experts.pipeline import Annotator, decode_image
+from vlgenrm.experts.config import RefinementSettings
 from vlgenrm.experts.verify import claim_findings
 from vlgenrm.store import LocalStore
 from vlgenrm.synth.dataset import SynthConfig, generate_dataset, load_examples, load_truth

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from vlgenrm.contracts import Choice, Claim, ClaimType, Example, ExpertVerdict, ImageRef, LabelSource, VerdictLabel
-from vlgenrm.experts.refine import ConflictPolicy, RefinementSettings, refine
+from vlgenrm.experts.config import ConflictPolicy, RefinementSettings
+from vlgenrm.experts.refine import refine
 from vlgenrm.experts.verify import build_report, expert_preference, merge_votes
 
 IMAGE = ImageRef(key="images/" + "a" * 64 + ".png", sha256="a" * 64)

@@ -20,15 +20,8 @@ from vlgenrm.experts.verify import build_report
 from vlgenrm.genrm.config import SamplingParams
 from vlgenrm.genrm.tiny import build_tiny_genrm
 from vlgenrm.genrm.verdicts import parse_verdict
-from vlgenrm.rationale.engines import (
-    EngineSettings,
-    OpenAIEngine,
-    RationaleRequest,
-    TemplateEngine,
-    TransformersEngine,
-    VLLMEngine,
-    make_engine,
-)
+from vlgenrm.rationale.config import EngineSettings
+from vlgenrm.rationale.engines import OpenAIEngine, RationaleRequest, TemplateEngine, TransformersEngine, VLLMEngine, make_engine
 from vlgenrm.retry import Backoff
 
 IMG = png((200, 30, 30))

@@ -6,7 +6,8 @@ from tests.genrm.conftest import png
 from vlgenrm.contracts import Choice, Example, ImageRef, LabelSource, Order, RefinedPair
 from vlgenrm.genrm.config import SamplingParams
 from vlgenrm.rationale.engines import RationaleEngine
-from vlgenrm.rationale.stage import RationaleSettings, generate_candidates
+from vlgenrm.rationale.config import RationaleSettings
+from vlgenrm.rationale.stage import generate_candidates
 
 IMAGE = png((200, 10, 10))
 REF = ImageRef(key="images/x.png", sha256="a" * 64)

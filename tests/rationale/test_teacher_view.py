@@ -13,7 +13,8 @@ from vlgenrm.contracts import Choice, Example, ImageRef, LabelSource, Order, Ref
 from vlgenrm.genrm.config import SamplingParams
 from vlgenrm.genrm.verdicts import parse_verdict
 from vlgenrm.rationale.engines import RationaleEngine, RationaleRequest, TemplateEngine
-from vlgenrm.rationale.stage import RationaleSettings, TeacherView, generate_candidates, requests_for
+from vlgenrm.rationale.config import RationaleSettings, TeacherView
+from vlgenrm.rationale.stage import generate_candidates, requests_for
 from vlgenrm.sampling.sampler import target_in_shown_order
 
 IMAGE = png((10, 200, 10))

@@ -12,16 +12,9 @@ from hypothesis import strategies as st
 
 from vlgenrm.contracts import Choice, Example, ImageRef, LabelSource, Order, RationaleCandidate, RefinedPair
 from vlgenrm.genrm.verdicts import parse_verdict, strip_verdict, verdict_line
-from vlgenrm.sampling import (
-    SamplerSettings,
-    SamplingStats,
-    margin_histogram_png,
-    sample,
-    select,
-    stage_report_markdown,
-    target_in_shown_order,
-    tau,
-)
+from vlgenrm.sampling.config import SamplerSettings
+from vlgenrm.sampling.report import margin_histogram_png, stage_report_markdown
+from vlgenrm.sampling.sampler import SamplingStats, sample, select, target_in_shown_order, tau
 
 CATEGORIES = ("counting", "ocr", "colour")
 IMAGE = ImageRef(key="images/" + "0" * 64 + ".png", sha256="0" * 64)

@@ -13,7 +13,8 @@ from tests.bus.test_bus_contract import drain
 from tests.services.conftest import Platform
 from tests.services.test_experts_service import events
 from vlgenrm.contracts import DeadLetter, DeadLetterReason, EventType, ShardDone, ShardRef, Stage, StageEvent, StageTask
-from vlgenrm.evaluation import EvaluationPrediction, PromotionDecision, PromotionRecord, decide, promote
+from vlgenrm.evaluation.promotion import PromotionDecision, PromotionRecord, decide, promote
+from vlgenrm.evaluation.run import EvaluationPrediction
 from vlgenrm.genrm.evaluation import EvaluationReport
 from vlgenrm.genrm.model import upload_checkpoint
 from vlgenrm.genrm.tiny import build_tiny_genrm

@@ -105,22 +105,24 @@ def config_show(ctx: typer.Context) -> None:
 
 
 @crd_app.command("export")
-def crd_export(out: Annotated[Path | None, typer.Option(help="File to write (default: the Helm chart's crds/ file).")] = None) -> None:
+def crd_export(out: Annotated[Path | None, typer.Option(help="File to write (default: the Helm chart's crds/ file under --root).")] = None,
+               root: Annotated[Path, typer.Option(help="Repository root.")] = Path(".")) -> None:
     """Write the CRD YAML (into the chart by default)."""
     from vlgenrm.iteration.crd import CRD_PATH, render
 
-    path = out or CRD_PATH
+    path = out or root / CRD_PATH
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render())
     console.print(f"wrote {path}")
 
 
 @crd_app.command("check")
-def crd_check(path: Annotated[Path | None, typer.Option(help="File to compare (default: the Helm chart's crds/ file).")] = None) -> None:
+def crd_check(path: Annotated[Path | None, typer.Option(help="File to compare (default: the Helm chart's crds/ file under --root).")] = None,
+              root: Annotated[Path, typer.Option(help="Repository root.")] = Path(".")) -> None:
     """Fail when the CRD file differs from what the code generates."""
     from vlgenrm.iteration.crd import CRD_PATH, is_stale
 
-    target = path or CRD_PATH
+    target = path or root / CRD_PATH
     if is_stale(target):
         console.print(f"[red]{target} is stale[/red]: run `vlgenrm crd export`")
         raise typer.Exit(1)
@@ -128,20 +130,20 @@ def crd_check(path: Annotated[Path | None, typer.Option(help="File to compare (d
 
 
 @chart_app.command("export")
-def chart_export() -> None:
+def chart_export(root: Annotated[Path, typer.Option(help="Repository root (the chart is charts/vlgenrm under it).")] = Path(".")) -> None:
     """Write charts/vlgenrm/values.yaml, values.schema.json and README.md from vlgenrm.deploy.values."""
     from vlgenrm.deploy.values import export
 
-    for path in export():
+    for path in export(root):
         console.print(f"wrote {path}")
 
 
 @chart_app.command("check")
-def chart_check() -> None:
+def chart_check(root: Annotated[Path, typer.Option(help="Repository root (the chart is charts/vlgenrm under it).")] = Path(".")) -> None:
     """Fail when values.yaml, values.schema.json or README.md differ from what the code generates."""
     from vlgenrm.deploy.values import stale_files
 
-    stale = stale_files()
+    stale = stale_files(root)
     for path in stale:
         console.print(f"[red]{path} is stale[/red]: run `vlgenrm chart export`")
     if stale:

@@ -364,14 +364,20 @@ def render_readme() -> str:
     return "\n".join(lines) + "\n"
 
 
-def stale_files() -> list[Path]:
-    """The generated chart files that differ from what the code renders."""
-    expected = {SCHEMA_PATH: render_schema(), VALUES_PATH: render_values(), README_PATH: render_readme()}
-    return [path for path, text in expected.items() if not path.is_file() or path.read_text() != text]
+def rendered() -> dict[Path, str]:
+    """Each generated chart file (its path in the repository) and the text it should hold."""
+    return {SCHEMA_PATH: render_schema(), VALUES_PATH: render_values(), README_PATH: render_readme()}
 
 
-def export() -> list[Path]:
-    SCHEMA_PATH.write_text(render_schema())
-    VALUES_PATH.write_text(render_values())
-    README_PATH.write_text(render_readme())
-    return [SCHEMA_PATH, VALUES_PATH, README_PATH]
+def stale_files(root: Path) -> list[Path]:
+    """The generated chart files under the repository ``root`` that differ from what the code renders."""
+    return [root / path for path, text in rendered().items() if not (root / path).is_file() or (root / path).read_text() != text]
+
+
+def export(root: Path) -> list[Path]:
+    """Write the generated chart files under the repository ``root``; returns their paths."""
+    written = []
+    for path, text in rendered().items():
+        (root / path).write_text(text)
+        written.append(root / path)
+    return written

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from vlgenrm.contracts.base import Contract, utcnow
 from vlgenrm.contracts.data import Id, Probability
+from vlgenrm.evaluation.config import EvaluationSettings
 from vlgenrm.genrm.evaluation import (
     BenchmarkExample,
     BestOfNGroup,
@@ -38,16 +39,6 @@ if TYPE_CHECKING:
 
 #: Called after each scored chunk with (examples done, examples total).
 Progress = Callable[[int, int], None]
-
-
-class EvaluationSettings(BaseModel):
-    """An Iteration's ``spec.evaluation`` block (it travels in the evaluation task's config)."""
-
-    pointwise: bool = Field(True, description="Also score each response pointwise (P(Yes)): hallucination detection and best-of-N.")
-    hallucination_threshold: float = Field(0.5, ge=0.0, le=1.0, description="A response with P(Yes) below this is flagged as hallucinating.")
-    min_gain: float = Field(0.0, allow_inf_nan=False, description="Promote when candidate accuracy >= incumbent accuracy + min_gain.")
-    max_examples: int | None = Field(None, ge=1, description="Evaluate only the first N benchmark examples (None = all).")
-    category_map: dict[str, str] | None = Field(None, description="Source -> category for rows without one (None = the VL-RewardBench default map).")
 
 
 class EvaluationPrediction(Contract):

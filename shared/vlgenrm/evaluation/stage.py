@@ -22,7 +22,8 @@ from pydantic import BaseModel, Field
 from vlgenrm import layout
 from vlgenrm.contracts import FailureReason, StageTask
 from vlgenrm.evaluation.promotion import PromotionDecision, PromotionRecord, decide, read_promoted
-from vlgenrm.evaluation.run import EvaluationResult, EvaluationSettings, evaluate_genrm
+from vlgenrm.evaluation.config import EvaluationSettings
+from vlgenrm.evaluation.run import EvaluationResult, evaluate_genrm
 from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.errors import GenRMInputError, UnsupportedModelError
 from vlgenrm.genrm.evaluation import BenchmarkExample, BenchmarkFormatError, load_preference_benchmark

@@ -35,14 +35,8 @@ import cv2
 import numpy as np
 
 from vlgenrm.contracts import Claim, ClaimType, ExpertVerdict, VerdictLabel
-from vlgenrm.experts.base import (
-    ColourShapeConfig,
-    Detection,
-    Expert,
-    clamp,
-    normalise_colour,
-    presence_verdict,
-)
+from vlgenrm.experts.base import Detection, Expert, clamp, normalise_colour, presence_verdict
+from vlgenrm.experts.config import ColourShapeConfig
 
 #: The shapes this detector's geometry tells apart (its fits and its star test are made for them).
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star")

@@ -29,13 +29,14 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vlgenrm.contracts import Choice, Claim, ClaimType
 from vlgenrm.experts.claims import ClaimExtractor, Extraction, LexiconClaimExtractor, default_label_spaces
+from vlgenrm.experts.config import LLMExtractorSettings
 from vlgenrm.experts.vocabulary import COLOUR_TERMS, NUMBERS, TEXT_SUBJECT, LabelSpace, NounList, normal
-from vlgenrm.genrm.config import SamplingParams
-from vlgenrm.rationale.engines import EngineSettings, RationaleEngine, TextPrompt
+from vlgenrm.rationale.config import EngineSettings
+from vlgenrm.rationale.engines import RationaleEngine, TextPrompt
 
 INSTRUCTION = """\
 List the checkable claims that the response below makes about an image. A claim is something a \
@@ -65,16 +66,6 @@ _TYPES: dict[str, ClaimType] = {
 _ARTICLES = ("a ", "an ", "the ", "some ", "any ")
 _FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL | re.IGNORECASE)
 _SPAN_LIMIT = 200
-
-
-class LLMExtractorSettings(BaseModel):
-    """The ``llm`` claim extractor: its engine, sampling, batching and retries (``experts.llm``)."""
-
-    engine: EngineSettings = Field(default_factory=lambda: EngineSettings(kind="openai"), description="The language model: the rationale stage's engine settings (kind transformers, vllm or openai).")
-    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(temperature=0.0, max_new_tokens=512), description="Sampling of the first try (n is always 1; default greedy).")
-    batch_size: int = Field(32, ge=1, description="Responses (prompts) per engine call.")
-    max_attempts: int = Field(3, ge=1, le=10, description="Tries per response; output still malformed after them gives no claims and a counted extraction error.")
-    retry_temperature: float = Field(0.7, ge=0.0, description="Temperature of the retries (greedy decoding would repeat a malformed answer).")
 
 
 class MalformedOutput(ValueError):

@@ -47,7 +47,8 @@ from typing import Any
 import numpy as np
 
 from vlgenrm.contracts import Claim, ClaimType, ExpertVerdict, VerdictLabel
-from vlgenrm.experts.base import Detection, Expert, OCRConfig, clamp, presence_verdict
+from vlgenrm.experts.base import Detection, Expert, clamp, presence_verdict
+from vlgenrm.experts.config import OCRConfig
 
 log = logging.getLogger(__name__)
 

@@ -34,7 +34,8 @@ import numpy as np
 
 from vlgenrm.contracts import Claim, ClaimType, ExpertVerdict
 from vlgenrm.errors import ConfigError
-from vlgenrm.experts.base import Detection, Expert, OpenVocabConfig, normalise_colour, presence_verdict
+from vlgenrm.experts.base import Detection, Expert, normalise_colour, presence_verdict
+from vlgenrm.experts.config import OpenVocabConfig
 
 log = logging.getLogger(__name__)
 

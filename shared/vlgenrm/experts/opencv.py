@@ -28,7 +28,8 @@ import cv2
 import numpy as np
 
 from vlgenrm.contracts import Claim, ClaimType, ExpertVerdict
-from vlgenrm.experts.base import PRESENCE_TYPES, Detection, Expert, OpenCVConfig, presence_verdict
+from vlgenrm.experts.base import Detection, Expert, PRESENCE_TYPES, presence_verdict
+from vlgenrm.experts.config import OpenCVConfig
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
 CAT_CASCADE = "haarcascade_frontalcatface.xml"

@@ -12,17 +12,15 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field, model_validator
 
 from vlgenrm.contracts import Choice, Example, ExpertReport, ExpertVerdict, RefinedPair, ResponseCoverage, VerdictLabel
-from vlgenrm.experts.base import ExpertsSettings
+from vlgenrm.experts.config import AnnotationSettings
 from vlgenrm.experts.claims import ClaimExtractor, Extraction, LexiconClaimExtractor
-from vlgenrm.experts.llm_claims import LLMExtractorSettings
-from vlgenrm.experts.refine import RefinementSettings, human_only, refine
-from vlgenrm.experts.verify import VerificationSettings, build_report, claim_findings
+from vlgenrm.experts.refine import human_only, refine
+from vlgenrm.experts.verify import build_report, claim_findings
 
 
 def decode_image(data: bytes) -> np.ndarray:
@@ -36,31 +34,6 @@ def decode_image(data: bytes) -> np.ndarray:
             return np.asarray(img.convert("RGB"))
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ValueError(f"not a decodable image ({len(data)} bytes): {exc}") from exc
-
-
-class AnnotationSettings(BaseModel):
-    """Everything the experts stage is configured with (an Iteration's ``spec.experts``)."""
-
-    enabled: bool = Field(True, description="Run the vision experts; false = human labels pass through (source=human) and no ExpertReport is written (the no-experts arm).")
-    extractor: Literal["lexicon", "llm"] = Field("lexicon", description="Claim extraction: lexicon = grammar over the experts' label spaces (CPU default); llm = a language model lists the claims as JSON (recommended on clusters).")
-    llm: LLMExtractorSettings = Field(default_factory=LLMExtractorSettings, description="The llm extractor's engine, sampling, batching and retries (read with extractor=llm only).")
-    experts: ExpertsSettings = Field(default_factory=ExpertsSettings)
-    verification: VerificationSettings = Field(default_factory=VerificationSettings)
-    refinement: RefinementSettings = Field(default_factory=RefinementSettings)
-    batch_size: int = Field(16, ge=1, description="Examples whose images are verified together.")
-
-    @model_validator(mode="after")
-    def _llm_has_a_model(self) -> AnnotationSettings:
-        if self.extractor != "llm":
-            return self
-        engine = self.llm.engine
-        if engine.kind == "template":
-            raise ValueError("experts.extractor=llm needs a language model: set experts.llm.engine.kind to transformers, vllm or openai")
-        if not engine.model:
-            raise ValueError(f"experts.extractor=llm with engine kind={engine.kind} needs experts.llm.engine.model")
-        if engine.kind == "openai" and not engine.base_url:
-            raise ValueError("experts.extractor=llm with engine kind=openai needs experts.llm.engine.base_url")
-        return self
 
 
 @dataclass

@@ -16,24 +16,10 @@ pairs without one.
 
 from __future__ import annotations
 
-from enum import StrEnum
 
-from pydantic import BaseModel, Field
 
 from vlgenrm.contracts import Choice, Example, ExpertReport, HumanLabel, LabelSource, RefinedPair
-
-
-class ConflictPolicy(StrEnum):
-    FLIP = "flip"
-    DROP = "drop"
-    KEEP = "keep"
-
-
-class RefinementSettings(BaseModel):
-    """Constants and policy of §3.2."""
-
-    flip_threshold: float = Field(1.0, ge=0, description="|h(A) - h(B)| needed to override a human label.")
-    policy: ConflictPolicy = Field(ConflictPolicy.FLIP, description="What to do when experts and humans disagree.")
+from vlgenrm.experts.config import ConflictPolicy, RefinementSettings
 
 
 def refine(example: Example, report: ExpertReport, settings: RefinementSettings | None = None) -> RefinedPair:

@@ -13,7 +13,8 @@ from typing import Any
 
 from vlgenrm.contracts import Claim, ExpertVerdict
 from vlgenrm.errors import ConfigError
-from vlgenrm.experts.base import Expert, ExpertsSettings, as_rgb
+from vlgenrm.experts.base import Expert, as_rgb
+from vlgenrm.experts.config import ExpertsSettings
 from vlgenrm.experts.vocabulary import LabelSpace
 
 

@@ -11,15 +11,9 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-from pydantic import BaseModel, Field
 
 from vlgenrm.contracts import Choice, Claim, ExpertReport, ExpertVerdict, VerdictLabel
-
-
-class VerificationSettings(BaseModel):
-    """Constants of §3.1."""
-
-    delta: float = Field(0.5, ge=0, description="y_e needs h of one response below the other's by more than this.")
+from vlgenrm.experts.config import VerificationSettings
 
 
 def merge_votes(verdicts: Sequence[ExpertVerdict]) -> tuple[VerdictLabel, float]:

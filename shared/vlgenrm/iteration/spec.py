@@ -10,11 +10,11 @@ from pydantic import Field, model_validator
 
 from vlgenrm.contracts.base import Contract
 from vlgenrm.contracts.iteration import CAMEL, StageDeadlines
-from vlgenrm.evaluation.run import EvaluationSettings
-from vlgenrm.experts.pipeline import AnnotationSettings
+from vlgenrm.evaluation.config import EvaluationSettings
+from vlgenrm.experts.config import AnnotationSettings
 from vlgenrm.genrm.config import GenRMSettings
-from vlgenrm.rationale.stage import RationaleSettings, TeacherView
-from vlgenrm.sampling.sampler import SamplerSettings
+from vlgenrm.rationale.config import RationaleSettings, TeacherView
+from vlgenrm.sampling.config import SamplerSettings
 from vlgenrm.training.config import TrainingConfig
 
 K8S_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"

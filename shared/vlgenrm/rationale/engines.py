@@ -30,15 +30,15 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 import httpx
-from pydantic import BaseModel, Field, SecretStr
 
 from vlgenrm.contracts import Choice, ExpertReport, VerdictLabel
 from vlgenrm.errors import ConfigError, PermanentError, TransientError
 from vlgenrm.experts.verify import claim_findings
-from vlgenrm.genrm.config import GenRMSettings, SamplingParams
+from vlgenrm.rationale.config import EngineSettings
+from vlgenrm.genrm.config import SamplingParams
 from vlgenrm.genrm.prompts import pairwise_messages
 from vlgenrm.genrm.verdicts import Mode, verdict_line
 from vlgenrm.retry import Backoff
@@ -106,20 +106,6 @@ class RationaleEngine(ABC):
     def complete(self, prompts: Sequence[TextPrompt], params: SamplingParams) -> list[list[str]]:
         """``params.n`` completions per text-only prompt, in order (model engines only)."""
         raise ConfigError(f"engine {self.name} does not complete free text prompts: use kind=transformers, vllm or openai")
-
-
-class EngineSettings(BaseModel):
-    """Which generator writes the critiques, and how to reach it."""
-
-    kind: Literal["template", "transformers", "vllm", "openai"] = Field("template", description="Engine implementation.")
-    model: str | None = Field(None, description="Checkpoint path/URI (transformers, vllm) or served model name (openai).")
-    base_url: str | None = Field(None, description="OpenAI-compatible API root, e.g. http://host:8000/v1.")
-    api_key: SecretStr | None = Field(None, description="Bearer token for the openai engine.")
-    concurrency: int = Field(8, ge=1, description="Requests in flight at once (openai).")
-    timeout_s: float = Field(60.0, gt=0, description="Timeout of one HTTP request (openai).")
-    retry: Backoff = Field(default_factory=Backoff, description="Retries on 429, 5xx and connection errors (openai).")
-    vllm_args: dict[str, Any] = Field(default_factory=dict, description="Extra vllm.LLM(...) arguments, e.g. tensor_parallel_size.")
-    genrm: GenRMSettings = Field(default_factory=GenRMSettings, description="Device, dtype and batching of the transformers engine's model.")
 
 
 def make_engine(settings: EngineSettings, *, genrm: Any = None) -> RationaleEngine:

@@ -11,40 +11,13 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from enum import StrEnum
 
-from pydantic import BaseModel, Field
 
 from vlgenrm.contracts import ExpertReport, Order, RationaleCandidate, RefinedPair
-from vlgenrm.genrm.config import SamplingParams
 from vlgenrm.genrm.prompts import evidence_block
 from vlgenrm.genrm.verdicts import parse_verdict
-from vlgenrm.rationale.engines import EngineSettings, RationaleEngine, RationaleRequest
-
-
-class TeacherView(StrEnum):
-    """What the critique generator is given besides the image, the question and the responses."""
-
-    #: The ExpertReport (the template teacher decides from its findings) and, with
-    #: ``with_evidence``, the evidence block in the prompt: the method (§3.3).
-    EXPERTS = "experts"
-    #: Only the pair's training label (original order), no report, no evidence block: the
-    #: template teacher rationalises that label; model engines get the bare prompt. The
-    #: no-experts and no-evidence arms.
-    LABEL = "label"
-
-
-class RationaleSettings(BaseModel):
-    """An Iteration's ``spec.rationale`` block (it travels in each rationale task's config)."""
-
-    engine: EngineSettings = Field(default_factory=EngineSettings, description="Which generator writes the critiques.")
-    k: int = Field(4, ge=1, description="Candidate critiques per pair and order.")
-    both_orders: bool = Field(False, description="Also ask with the responses swapped (position-bias debiasing).")
-    teacher_sees: TeacherView = Field(TeacherView.EXPERTS, description="What the generator is given: experts = the expert report (+ evidence block), label = only the pair's label (no report, no evidence).")
-    with_evidence: bool = Field(True, description="Show the generator the experts' evidence block (teacher_sees=experts only; never with label).")
-    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(temperature=0.8, max_new_tokens=256))
-    batch_size: int = Field(8, ge=1, description="Prompts per engine call.")
-    hard_pool: list[str] = Field(default_factory=list, description="Hard-pool shards of the previous iteration: their pairs get k + extra_samples candidates.")
+from vlgenrm.rationale.engines import RationaleEngine, RationaleRequest
+from vlgenrm.rationale.config import RationaleSettings, TeacherView
 
 
 def requests_for(pair: RefinedPair, report: ExpertReport | None, image: bytes, order: Order, with_evidence: bool,
