@@ -21,7 +21,8 @@ CONTRACT_MODULES = (
     "vlgenrm.synth.scene",
     "vlgenrm.synth.dataset",
     "vlgenrm.sampling.sampler",
-    "vlgenrm.evaluation",
+    "vlgenrm.evaluation.run",
+    "vlgenrm.evaluation.promotion",
     "vlgenrm.training.report",
     "vlgenrm.iteration.spec",
 )
