@@ -6,6 +6,7 @@ library code. See docs/layout.md.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -20,10 +21,12 @@ if TYPE_CHECKING:
 def stage_workers() -> dict[str, WorkerBuilder]:
     """Each stage service's worker builder (the scorer aside: it serves, it consumes no tasks),
     for shells that run every stage in one process — ``vlgenrm run``, the tests. The core gets
-    them from its caller (``iteration.local.LocalServices``) and never imports a service."""
-    from vlgenrm.services.experts.service import build_worker as experts
-    from vlgenrm.services.rationale.service import build_worker as rationale
-    from vlgenrm.services.sampler.service import build_worker as sampler
-    from vlgenrm.services.trainer.service import build_worker as trainer
+    them from its caller (``iteration.local.LocalServices``) and never imports a service.
 
-    return {"experts": experts, "rationale": rationale, "sampler": sampler, "trainer": trainer}
+    A stage's service is the package named by its consumer group in the stage registry
+    (``vlgenrm.services.<group>.service``, with a ``build_worker``); stages that share a group
+    share the service."""
+    from vlgenrm.iteration.registry import STAGES
+
+    groups = dict.fromkeys(d.group for d in STAGES.values())  # registry order, each once
+    return {group: importlib.import_module(f"vlgenrm.services.{group}.service").build_worker for group in groups}

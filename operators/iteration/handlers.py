@@ -23,7 +23,7 @@ from vlgenrm.bus import Bus, CommitFailedError, Record, Topics, make_bus
 from vlgenrm.contracts import IterationReason, IterationStatus, Phase, Stage
 from vlgenrm.iteration.crd import GROUP, PLURAL, VERSION
 from vlgenrm.iteration.local import execute
-from vlgenrm.iteration.machine import TERMINAL, Announce, Reconciliation, chain_cycle, fail, reconcile
+from vlgenrm.iteration.machine import Announce, Reconciliation, chain_cycle, fail, reconcile
 from vlgenrm.iteration.observe import FailureLog, MarkerCache, observe
 from vlgenrm.iteration.spec import IterationSpec
 from vlgenrm.settings import Settings, load_settings
@@ -32,6 +32,7 @@ from vlgenrm.store import BlobStore, make_store
 
 log = logging.getLogger("vlgenrm.operator")
 RECONCILE_INTERVAL_S = 2.0
+TERMINAL_PHASES = tuple(p.value for p in Phase if p.is_terminal)  # as the raw status holds them
 
 
 @dataclass
@@ -131,7 +132,7 @@ def reconcile_iteration(body: kopf.Body, namespace: str, name: str, meta: kopf.M
     runtime: Runtime = memo.runtime
     raw_status = {k: v for k, v in _plain(body.get("status") or {}).items() if k != "kopf"}
     status = IterationStatus.model_validate(raw_status) if raw_status else IterationStatus()
-    if status.phase in TERMINAL:
+    if status.phase.is_terminal:
         return
     now = datetime.now(timezone.utc)
     try:
@@ -142,13 +143,13 @@ def reconcile_iteration(body: kopf.Body, namespace: str, name: str, meta: kopf.M
         return
     if spec.previous_iteration and status.phase is Phase.PENDING:
         previous = set(phases.get((namespace, spec.previous_iteration), []))
-        if "Succeeded" not in previous:
+        if Phase.SUCCEEDED.value not in previous:
             # The cycle first: its other members may have failed of it already, and "previous
             # failed" would hide why.
             if cycle := chain_cycle(name, lambda n: next(iter(chains.get((namespace, n), [])), None)):
                 r = fail(Reconciliation(status), IterationReason.PREVIOUS_ITERATION_CYCLE,
                          f"previousIteration chain {' -> '.join(cycle)} is a cycle: none of them can start", now)
-            elif "Failed" in previous:
+            elif Phase.FAILED.value in previous:
                 r = fail(Reconciliation(status), IterationReason.MISSING_INPUT, f"previousIteration {spec.previous_iteration} failed", now)
             else:
                 patch.status["message"] = f"waiting for previousIteration {spec.previous_iteration} to succeed"
@@ -168,7 +169,7 @@ def _finish(runtime: Runtime, body: kopf.Body, namespace: str, name: str, patch:
 
     execute(runtime.store, runtime.bus, runtime.topics, namespace, name, r, announce)
     patch.status.update(r.status.model_dump(by_alias=True, mode="json", exclude={"schema_version"}))
-    if r.status.phase in TERMINAL:
+    if r.status.phase.is_terminal:
         runtime.settle(namespace, name)
 
 
@@ -180,7 +181,7 @@ def on_change(**kwargs: Any) -> None:
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL_S, initial_delay=RECONCILE_INTERVAL_S,
-            when=lambda status, **_: status.get("phase") not in ("Succeeded", "Failed"))
+            when=lambda status, **_: status.get("phase") not in TERMINAL_PHASES)
 def on_timer(**kwargs: Any) -> None:
     reconcile_iteration(**kwargs)
 

@@ -23,12 +23,13 @@ from vlgenrm.bus import Bus, Topics, Worker
 from vlgenrm.contracts import Example, Stage, StageTask
 from vlgenrm.experts.config import AnnotationSettings
 from vlgenrm.experts.pipeline import Annotator, coverage, decode_image
+from vlgenrm.iteration.registry import STAGES
 from vlgenrm.settings import Settings
 from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, output_key, read_jsonl
 from vlgenrm.store import BlobStore, StoreError
 
 log = logging.getLogger(__name__)
-GROUP = "experts"  # the consumer group, under the topic prefix (Topics.group)
+GROUP = STAGES[Stage.EXPERTS].group  # the consumer group, under the topic prefix (Topics.group)
 
 IMAGES = Counter("vlgenrm_experts_images_total", "Images verified by the experts stage")
 IMAGE_ERRORS = Counter("vlgenrm_experts_image_errors_total", "Examples skipped because their image was unusable")

@@ -16,16 +16,16 @@ from pydantic import ValidationError
 
 from vlgenrm.bus import Bus, Topics, Worker
 from vlgenrm.contracts import ExpertReport, RefinedPair, Stage, StageTask
-from vlgenrm.rationale.config import EngineSettings
+from vlgenrm.iteration.registry import STAGES
+from vlgenrm.rationale.config import EngineSettings, RationaleSettings, TeacherView
 from vlgenrm.rationale.engines import RationaleEngine, make_engine
-from vlgenrm.rationale.config import RationaleSettings, TeacherView
 from vlgenrm.rationale.stage import generate_candidates
 from vlgenrm.settings import Settings
 from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, output_key, read_jsonl
 from vlgenrm.store import BlobStore, StoreError
 
 log = logging.getLogger(__name__)
-GROUP = "rationale"  # the consumer group, under the topic prefix (Topics.group)
+GROUP = STAGES[Stage.RATIONALE].group  # the consumer group, under the topic prefix (Topics.group)
 CANDIDATES = Counter("vlgenrm_rationale_candidates_total", "Candidate critiques generated, by outcome", ["outcome"])
 
 

@@ -21,34 +21,25 @@ import logging
 from collections import defaultdict
 
 from prometheus_client import Counter
-from pydantic import BaseModel, Field
 
 from vlgenrm.bus import Bus, Topics, Worker
 from vlgenrm.contracts import RationaleCandidate, RefinedPair, Stage, StageTask
 from vlgenrm.evaluation.stage import EvaluationStage, GenRMCache
-from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.verdicts import strip_verdict
+from vlgenrm.iteration.registry import STAGES
+from vlgenrm.sampling.config import SamplingTaskSettings
 from vlgenrm.sampling.report import margin_histogram_png, stage_report_markdown
-from vlgenrm.sampling.config import SamplerSettings
 from vlgenrm.sampling.sampler import sample, shown_responses, shown_target
 from vlgenrm.settings import Settings
 from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, jsonl, output_key, parse_config, part_key, read_jsonl
 from vlgenrm.store import BlobStore
 
 log = logging.getLogger(__name__)
-GROUP = "sampler"  # the consumer group, under the topic prefix (Topics.group)
+GROUP = STAGES[Stage.SAMPLING].group  # the consumer group, under the topic prefix (Topics.group)
 MARGINS = Counter("vlgenrm_sampler_margins_total", "Candidates scored by the current GenRM")
 ACCEPTED = Counter("vlgenrm_sampler_accepted_total", "Candidates accepted into the training set")
 EVALUATED = Counter("vlgenrm_evaluation_examples_total", "Benchmark examples scored by the evaluation stage", ["role"])
 DECISIONS = Counter("vlgenrm_evaluation_decisions_total", "Promotion decisions of the evaluation stage", ["promote"])
-
-
-class SamplingTaskSettings(BaseModel):
-    """An Iteration's ``spec.sampling`` block plus the checkpoint that computes the margins."""
-
-    model: str = Field(description="The current GenRM M_t: a checkpoint folder or s3:// URI.")
-    sampler: SamplerSettings = Field(default_factory=SamplerSettings)
-    genrm: GenRMSettings = Field(default_factory=GenRMSettings)
 
 
 class SamplerStage:
@@ -121,7 +112,7 @@ class SamplerService:
             result = self.evaluation.process(task)
             EVALUATED.labels("candidate").inc(result.counts["examples"])
             EVALUATED.labels("incumbent").inc(result.counts["incumbent_examples"])
-            DECISIONS.labels(str(bool(result.metrics["promote"])).lower()).inc()
+            DECISIONS.labels(str(bool(result.promote)).lower()).inc()
             return result
         # Only a misrouted task can get here: the worker subscribes to these two topics.
         raise InvalidShardError(f"task {task.task_id} is for stage {task.shard.stage.value}; this service runs sampling and evaluation")
@@ -130,5 +121,5 @@ class SamplerService:
 def build_worker(settings: Settings, bus: Bus, store: BlobStore) -> Worker[StageTask]:
     topics = Topics(settings.bus.topic_prefix)
     runner = StageRunner(bus, store, topics, SamplerService(store).process)
-    stages = [topics.tasks(Stage.SAMPLING), topics.tasks(Stage.EVALUATION)]
+    stages = [topics.tasks(stage) for stage, definition in STAGES.items() if definition.group == GROUP]  # sampling and evaluation
     return Worker(bus, stages, topics.group(GROUP), StageTask, runner, dlq_topic=topics.dlq, settings=settings.worker)

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Gauge
 from vlgenrm import layout
 from vlgenrm.bus import Bus, Topics, Worker
 from vlgenrm.contracts import Stage, StageTask
+from vlgenrm.iteration.registry import STAGES
 from vlgenrm.settings import Settings
 from vlgenrm.stages import InvalidShardError, ShardResult, StageRunner, parse_config, part_key
 from vlgenrm.store import BlobStore
@@ -27,7 +28,7 @@ from vlgenrm.training.config import TrainingTaskSettings
 from vlgenrm.training.data import load_training_set, write_training_set
 
 log = logging.getLogger(__name__)
-GROUP = "trainer"  # the consumer group, under the topic prefix (Topics.group)
+GROUP = STAGES[Stage.TRAINING].group  # the consumer group, under the topic prefix (Topics.group)
 RUNS = Counter("vlgenrm_trainer_runs_total", "Training runs finished")
 SAMPLES_PER_S = Gauge("vlgenrm_trainer_samples_per_second", "Throughput of the last finished run")
 

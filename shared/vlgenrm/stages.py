@@ -81,6 +81,8 @@ class ShardResult:
     metrics: dict[str, float] = field(default_factory=dict)
     #: Named URIs of what the stage wrote itself (e.g. a checkpoint), announced with the event.
     artifacts: dict[str, str] = field(default_factory=dict)
+    #: The evaluation stage's promotion decision (None for every other stage).
+    promote: bool | None = None
 
 
 class InvalidShardError(PermanentError):
@@ -164,7 +166,7 @@ class StageRunner:
             self.store.put_bytes(key, data)
         done = ShardDone(
             task_id=task.task_id, shard=task.shard, outputs=sorted(result.objects), counts=result.counts,
-            errors=result.errors, metrics=result.metrics, artifacts=result.artifacts,
+            errors=result.errors, metrics=result.metrics, artifacts=result.artifacts, promote=result.promote,
         )
         self.store.put_model(marker, done)
         self._announce(task, done)
@@ -172,6 +174,6 @@ class StageRunner:
     def _announce(self, task: StageTask, done: ShardDone) -> None:
         event = event_for(
             task, EventType.SHARD_DONE, output_uri=self.store.uri(marker_key(task.shard)), counts=done.counts,
-            metrics=done.metrics, artifacts=done.artifacts,
+            metrics=done.metrics, artifacts=done.artifacts, promote=done.promote,
         )
         self.bus.publish(self.topics.events, task.shard.key, event)

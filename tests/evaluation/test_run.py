@@ -10,16 +10,8 @@ import pytest
 from tests.genrm.conftest import load, png
 from vlgenrm.evaluation.config import EvaluationSettings
 from vlgenrm.evaluation.run import EvaluationPrediction, evaluate_genrm
-from vlgenrm.genrm.evaluation import (
-    BenchmarkExample,
-    BestOfNGroup,
-    HallucinationPrediction,
-    PairPrediction,
-    best_of_n_accuracy,
-    confidence_report,
-    hallucination_detection,
-    pairwise_accuracy,
-)
+from vlgenrm.evaluation.benchmark import BenchmarkExample
+from vlgenrm.evaluation.metrics import BestOfNGroup, HallucinationPrediction, PairPrediction, best_of_n_accuracy, confidence_report, hallucination_detection, pairwise_accuracy
 from vlgenrm.genrm.model import GenRM, PairwiseQuery, PointwiseQuery
 from vlgenrm.genrm.tiny import build_tiny_genrm
 
@@ -112,7 +104,7 @@ def test_prediction_round_trips_and_counts_an_exact_tie_as_half():
     p = EvaluationPrediction(example_id="x", category="general", p_first=0.5, better=1, correct=0.5, pointwise=[0.2, 0.9],
                              flagged=[True, False], hallucinated=[True, False])
     assert EvaluationPrediction.from_json_bytes(p.to_json_bytes()) == p
-    from vlgenrm.evaluation.run import credit
+    from vlgenrm.evaluation.metrics import credit
 
     assert (credit(0.5, 0), credit(0.7, 0), credit(0.7, 1), credit(0.2, 1)) == (0.5, 1.0, 0.0, 1.0)
 

@@ -13,7 +13,7 @@ import pytest
 from tests.genrm.conftest import png
 from vlgenrm.contracts import ShardRef, Stage, StageTask
 from vlgenrm.evaluation.stage import EvaluationStage
-from vlgenrm.genrm.evaluation import EvaluationReport
+from vlgenrm.evaluation.report import EvaluationReport
 from vlgenrm.stages import stage_prefix
 from vlgenrm.store.local import LocalStore
 

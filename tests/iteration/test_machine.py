@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vlgenrm.contracts import (
+    PHASE_ORDER,
     ConditionStatus,
     ConditionType,
     EventType,
@@ -26,11 +27,11 @@ from vlgenrm.contracts import (
     StageEvent,
     StageTask,
 )
-from vlgenrm.iteration.machine import ORDER, STAGE_PHASES, Announce, Observation, Promote, chain_cycle, reconcile
+from vlgenrm.iteration.machine import Announce, Observation, Promote, chain_cycle, reconcile
 from vlgenrm.iteration.spec import IterationSpec
 
 T0 = datetime(2026, 11, 26, tzinfo=timezone.utc)
-STAGES = list(STAGE_PHASES.values())
+STAGES = list(Stage)  # in pipeline order
 
 
 def spec(**kw) -> IterationSpec:
@@ -70,10 +71,12 @@ class World:
             self.failures.append(StageEvent(event_id=f"{task.task_id}/f", task_id=task.task_id, shard=task.shard, attempt=task.attempt,
                                             type=EventType.SHARD_FAILED, reason=FailureReason.TRANSIENT, message="boom"))
             return
-        metrics = {"accuracy": 0.75, "promote": 1.0 if self.promote else 0.0} if task.shard.stage is Stage.EVALUATION else {}
+        evaluation = task.shard.stage is Stage.EVALUATION
+        metrics = {"accuracy": 0.75} if evaluation else {}
         artifacts = {"checkpoint": "file:///store/checkpoints/ns/it/model"} if task.shard.stage is Stage.TRAINING else {}
         self.done.setdefault(task.shard.stage, {})[task.shard.shard] = ShardDone(
-            task_id=task.task_id, shard=task.shard, outputs=[], counts={"items": 2}, metrics=metrics, artifacts=artifacts)
+            task_id=task.task_id, shard=task.shard, outputs=[], counts={"items": 2}, metrics=metrics, artifacts=artifacts,
+            promote=self.promote if evaluation else None)
 
 
 def run(world: World, sp: IterationSpec, rng: random.Random, *, max_steps: int = 400, restarts: bool = False,
@@ -110,7 +113,7 @@ def run(world: World, sp: IterationSpec, rng: random.Random, *, max_steps: int =
 
 
 def assert_monotonic(phases: list[Phase]) -> None:
-    ranks = [ORDER.index(p) for p in phases if p in ORDER]
+    ranks = [PHASE_ORDER.index(p) for p in phases if p in PHASE_ORDER]
     assert ranks == sorted(ranks), f"phases went backwards: {phases}"
 
 
@@ -219,7 +222,7 @@ def test_tasks_carry_the_previous_outputs_and_the_typed_config():
     assert training.config["training"]["batch_size"] == 4 and training.config["base_model"] == "file:///base"
     assert by_stage[Stage.EVALUATION].config["model"] == "file:///store/checkpoints/ns/it/model"
     # the services accept what the machine sends
-    from vlgenrm.services.sampler.service import SamplingTaskSettings
+    from vlgenrm.sampling.config import SamplingTaskSettings
     from vlgenrm.training.config import TrainingTaskSettings
 
     TrainingTaskSettings.model_validate(training.config)

@@ -15,7 +15,7 @@ from tests.services.test_experts_service import events
 from vlgenrm.contracts import DeadLetter, DeadLetterReason, EventType, ShardDone, ShardRef, Stage, StageEvent, StageTask
 from vlgenrm.evaluation.promotion import PromotionDecision, PromotionRecord, decide, promote
 from vlgenrm.evaluation.run import EvaluationPrediction
-from vlgenrm.genrm.evaluation import EvaluationReport
+from vlgenrm.evaluation.report import EvaluationReport
 from vlgenrm.genrm.model import upload_checkpoint
 from vlgenrm.genrm.tiny import build_tiny_genrm
 from vlgenrm.services.sampler.service import build_worker
@@ -68,7 +68,7 @@ def test_evaluation_reports_decides_and_respects_the_promoted_pointer(platform: 
 
     [event] = events(platform, 1, "reader-eval-1")
     assert event.type is EventType.SHARD_DONE and event.counts["examples"] == N_EVAL and event.artifacts == {}
-    assert 0.0 <= event.metrics["accuracy"] <= 1.0 and event.metrics["promote"] == 1.0
+    assert 0.0 <= event.metrics["accuracy"] <= 1.0 and event.promote is True and "promote" not in event.metrics
     assert {"macro", "hallucination_precision", "hallucination_recall", "hallucination_f1", "best_of_n"} <= set(event.metrics)
     assert "incumbent_accuracy" not in event.metrics
     files = outputs(platform, first)
@@ -92,7 +92,7 @@ def test_evaluation_reports_decides_and_respects_the_promoted_pointer(platform: 
     assert not decision.promote and decision.incumbent_accuracy == 1.0 and decision.incumbent_version == "0123456789ab"
     assert "<" in decision.reason and "recorded" in decision.reason
     done = platform.store.get_model(marker_key(second.shard), ShardDone)
-    assert done.metrics["promote"] == 0.0 and done.metrics["incumbent_accuracy"] == 1.0 and done.counts["incumbent_examples"] == 0
+    assert done.promote is False and done.metrics["incumbent_accuracy"] == 1.0 and done.counts["incumbent_examples"] == 0
     assert not any("/incumbent/" in key for key in outputs(platform, second))
 
 

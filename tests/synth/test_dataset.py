@@ -12,7 +12,7 @@ from PIL import Image
 
 from vlgenrm.contracts import Choice, HumanLabel
 from vlgenrm.experts.claims import LexiconClaimExtractor
-from vlgenrm.genrm.evaluation import load_preference_benchmark
+from vlgenrm.evaluation.benchmark import load_preference_benchmark
 from vlgenrm.store import LocalStore
 from vlgenrm.synth.dataset import (
     DatasetManifest,

@@ -191,6 +191,7 @@ def run(
     import yaml
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from vlgenrm.contracts import Phase, Stage
     from vlgenrm.iteration.demo import RunConfig, base_report, run_demo
     from vlgenrm.services import stage_workers
     from vlgenrm.iteration.report import write_report
@@ -216,7 +217,6 @@ def run(
         "bus": settings.bus.model_copy(update={"kind": BusKind.MEMORY}),
         "ray": settings.ray.model_copy(update={"log_to_driver": verbose}),  # Ray workers' chatter stays in their log files
     })
-    stages = {"Pending": 0, "Annotating": 0, "Rationalizing": 1, "Sampling": 2, "Training": 3, "Evaluating": 4, "Promoting": 5, "Succeeded": 5, "Failed": 5}
     started = time.monotonic()
     arms, seeds = ", ".join(a.value for a in run_config.arms), ", ".join(map(str, run_config.seeds))
     console.print(f"vlgenrm run: arms {arms}; seeds {seeds}; {run_config.iterations} iteration(s) each; report in {run_config.report_dir}")
@@ -231,8 +231,8 @@ def run(
 
         def on_status(name: str, status) -> None:  # noqa: ANN001 - IterationStatus
             if name not in tasks:
-                tasks[name] = bars.add_task(name, total=5, detail="")
-            bars.update(tasks[name], completed=stages.get(status.phase.value, 0), detail=f"{status.phase.value} {status.progress}")
+                tasks[name] = bars.add_task(name, total=len(Stage), detail="")
+            bars.update(tasks[name], completed=status.phase.stages_done, detail=f"{status.phase.value} {status.progress}")
 
         results = run_demo(run_config, settings, stage_workers(), on_status=on_status, on_base=on_base)
     from vlgenrm.store import make_store
@@ -266,7 +266,7 @@ def run(
                                "-" if a.training_label_accuracy is None else f"{a.training_label_accuracy:.3f}")
         console.print(arms_table)
     console.print(f"report: {path}  (summary.json beside it)")
-    if any(r.status.phase.value != "Succeeded" for r in results):
+    if any(r.status.phase is not Phase.SUCCEEDED for r in results):
         raise typer.Exit(1)
 
 

@@ -1,5 +1,7 @@
 """Enumerations shared by the contracts: phases, stages, labels, reasons."""
 
+from __future__ import annotations
+
 from enum import StrEnum
 
 
@@ -62,6 +64,16 @@ class Stage(StrEnum):
     TRAINING = "training"
     EVALUATION = "evaluation"
 
+    @property
+    def phase(self) -> Phase:
+        """The Iteration phase in which this stage runs."""
+        return _STAGE_PHASE[self]
+
+    @property
+    def sharded(self) -> bool:
+        """One task per dataset shard (else one task for the whole Iteration)."""
+        return self not in (Stage.TRAINING, Stage.EVALUATION)
+
 
 class EventType(StrEnum):
     """What a stage reports on the events topic."""
@@ -105,6 +117,36 @@ class Phase(StrEnum):
     FAILED = "Failed"
     SUSPENDED = "Suspended"
 
+    @property
+    def stage(self) -> Stage | None:
+        """The stage that runs in this phase (None outside the stage phases)."""
+        return _PHASE_STAGE.get(self)
+
+    @property
+    def is_terminal(self) -> bool:
+        """Nothing happens to an Iteration after this phase."""
+        return self in (Phase.SUCCEEDED, Phase.FAILED)
+
+    @property
+    def is_running(self) -> bool:
+        """The Iteration progresses (neither finished nor suspended)."""
+        return not self.is_terminal and self is not Phase.SUSPENDED
+
+    @property
+    def stages_done(self) -> int:
+        """Stages finished on the way to this phase (what a progress bar shows): each stage's
+        phase counts the ones before it; Promoting and the terminal phases all of them."""
+        if self.stage is not None:
+            return list(Stage).index(self.stage)
+        return 0 if self in (Phase.PENDING, Phase.SUSPENDED) else len(Stage)
+
+    @property
+    def next(self) -> Phase:
+        """The phase that follows when this one's work is done (Pending -> each stage's phase in
+        order -> Promoting -> Succeeded)."""
+        order = PHASE_ORDER
+        return order[order.index(self) + 1] if self in order[:-1] else self
+
 
 class ConditionType(StrEnum):
     """Kubernetes-style conditions reported on an Iteration."""
@@ -136,3 +178,16 @@ class IterationReason(StrEnum):
     PREVIOUS_ITERATION_CYCLE = "PreviousIterationCycle"
     BACKOFF_LIMIT_EXCEEDED = "BackoffLimitExceeded"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
+
+
+_STAGE_PHASE: dict[Stage, Phase] = {
+    Stage.EXPERTS: Phase.ANNOTATING,
+    Stage.RATIONALE: Phase.RATIONALIZING,
+    Stage.SAMPLING: Phase.SAMPLING,
+    Stage.TRAINING: Phase.TRAINING,
+    Stage.EVALUATION: Phase.EVALUATING,
+}
+_PHASE_STAGE: dict[Phase, Stage] = {phase: stage for stage, phase in _STAGE_PHASE.items()}
+#: The phases an Iteration passes through when nothing fails: the stages in declaration order.
+PHASE_ORDER: tuple[Phase, ...] = (Phase.PENDING, *(stage.phase for stage in Stage), Phase.PROMOTING, Phase.SUCCEEDED)
+

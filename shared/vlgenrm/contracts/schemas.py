@@ -17,7 +17,8 @@ def schema_filename(model: type[Contract]) -> str:
 #: elsewhere (a test, a plugin) never changes the exported set.
 CONTRACT_MODULES = (
     "vlgenrm.contracts",
-    "vlgenrm.genrm.evaluation",
+    "vlgenrm.evaluation.benchmark",
+    "vlgenrm.evaluation.report",
     "vlgenrm.synth.scene",
     "vlgenrm.synth.dataset",
     "vlgenrm.sampling.sampler",

@@ -54,6 +54,7 @@ class StageEvent(Contract):
     counts: dict[str, int] = Field(default_factory=dict)
     metrics: dict[str, float] = Field(default_factory=dict)
     artifacts: dict[str, str] = Field(default_factory=dict, description="Named URIs the stage wrote, e.g. the checkpoint.")
+    promote: bool | None = Field(None, description="Evaluation shards: the promotion rule's decision (None for other stages).")
     reason: FailureReason | None = None
     message: str = ""
     at: datetime = Field(default_factory=utcnow)
@@ -91,3 +92,4 @@ class ShardDone(Contract):
     errors: dict[str, str] = Field(default_factory=dict, description="Per-item errors (item id -> reason); the shard still completed.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Stage metrics, e.g. final loss or accuracy.")
     artifacts: dict[str, str] = Field(default_factory=dict, description="Named URIs the stage wrote itself, e.g. the checkpoint.")
+    promote: bool | None = Field(None, description="Evaluation shards: the promotion rule's decision (None for other stages).")

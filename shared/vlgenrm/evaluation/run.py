@@ -5,7 +5,7 @@ Pairwise: ``P(response 0 is better)`` averaged over both presentation orders
 probabilities (a model that answers the same to everything is flagged). Pointwise (optional): ``P("Yes")`` of each response on its own,
 which gives hallucination detection (a response is flagged when ``P(Yes)`` is below the
 threshold) and best-of-N selection over the pair's two responses. The metrics themselves are
-the model-free harness of :mod:`vlgenrm.genrm.evaluation`.
+the model-free harness (benchmark, metrics, report).
 
 torch is imported only when a model is actually scored, so importing this module is cheap.
 """
@@ -22,17 +22,9 @@ from pydantic import Field
 from vlgenrm.contracts.base import Contract, utcnow
 from vlgenrm.contracts.data import Id, Probability
 from vlgenrm.evaluation.config import EvaluationSettings
-from vlgenrm.genrm.evaluation import (
-    BenchmarkExample,
-    BestOfNGroup,
-    EvaluationReport,
-    HallucinationPrediction,
-    PairPrediction,
-    best_of_n_accuracy,
-    confidence_report,
-    hallucination_detection,
-    pairwise_accuracy,
-)
+from vlgenrm.evaluation.benchmark import BenchmarkExample
+from vlgenrm.evaluation.metrics import BestOfNGroup, HallucinationPrediction, PairPrediction, best_of_n_accuracy, confidence_report, credit, hallucination_detection, pairwise_accuracy
+from vlgenrm.evaluation.report import EvaluationReport
 
 if TYPE_CHECKING:
     from vlgenrm.genrm.model import GenRM
@@ -61,13 +53,6 @@ class EvaluationResult:
     report: EvaluationReport
     predictions: list[EvaluationPrediction]
     model_version: str
-
-
-def credit(p_first: float, better: int) -> float:
-    """Pairwise credit of one verdict, the rule of :func:`pairwise_accuracy`."""
-    if p_first == 0.5:
-        return 0.5
-    return 1.0 if (p_first > 0.5) == (better == 0) else 0.0
 
 
 def evaluate_genrm(
@@ -118,7 +103,7 @@ def evaluate_genrm(
             if ex.hallucinated is not None:  # unlabelled responses would count as false positives
                 flags += [HallucinationPrediction(example_id=ex.id, response=r, predicted=flagged[r], actual=ex.hallucinated[r]) for r in (0, 1)]
         predictions.append(EvaluationPrediction(
-            example_id=ex.id, category=ex.category, p_first=p_first[i], better=ex.better, correct=credit(p_first[i], ex.better),
+            example_id=ex.id, category=ex.category, p_first=p_first[i], better=ex.better, correct=float(credit(p_first[i], ex.better)),
             pointwise=scores, flagged=flagged, hallucinated=ex.hallucinated,
         ))
     report = EvaluationReport(

@@ -17,16 +17,15 @@ from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
 
 from vlgenrm import layout
 from vlgenrm.contracts import FailureReason, StageTask
 from vlgenrm.evaluation.promotion import PromotionDecision, PromotionRecord, decide, read_promoted
-from vlgenrm.evaluation.config import EvaluationSettings
+from vlgenrm.evaluation.config import EvaluationTaskSettings
 from vlgenrm.evaluation.run import EvaluationResult, evaluate_genrm
 from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.errors import GenRMInputError, UnsupportedModelError
-from vlgenrm.genrm.evaluation import BenchmarkExample, BenchmarkFormatError, load_preference_benchmark
+from vlgenrm.evaluation.benchmark import BenchmarkExample, BenchmarkFormatError, load_preference_benchmark
 from vlgenrm.stages import InvalidShardError, ShardResult, jsonl, output_key, parse_config, part_key
 from vlgenrm.store import BlobStore, InvalidKeyError, ObjectNotFoundError
 
@@ -34,15 +33,6 @@ if TYPE_CHECKING:
     from vlgenrm.genrm.model import GenRM
 
 log = logging.getLogger(__name__)
-
-
-class EvaluationTaskSettings(BaseModel):
-    """An Iteration's ``spec.evaluation`` block plus the checkpoint under test."""
-
-    model: str = Field(min_length=1, description="The candidate M_{t+1}: a checkpoint folder or store URI.")
-    genrm: GenRMSettings = Field(default_factory=GenRMSettings, description="How the candidate (and incumbent) are loaded and fed.")
-    evaluation: EvaluationSettings = Field(default_factory=EvaluationSettings, description="Metrics and the promotion rule.")
-    incumbent: str | None = Field(None, description="Compare against this checkpoint instead of the namespace's promoted model.")
 
 
 class GenRMCache:
@@ -99,7 +89,7 @@ class EvaluationStage:
             objects[output_key(task.shard, "incumbent")] = jsonl(incumbent.predictions)
         accuracy = result.report.accuracy
         metrics = {"accuracy": accuracy.overall, "accuracy_low": accuracy.overall_ci[0], "accuracy_high": accuracy.overall_ci[1],
-                   "macro": accuracy.macro, "promote": float(decision.promote)}
+                   "macro": accuracy.macro}
         metrics |= {f"accuracy.{c}": a for c, a in accuracy.per_category.items()}
         if (conf := result.report.confidence) is not None:
             metrics |= {"mean_confidence": conf.mean_confidence, "p_std": conf.p_std, "collapsed": float(conf.collapsed)}
@@ -115,7 +105,7 @@ class EvaluationStage:
         if conf is not None and conf.collapsed:
             log.warning("shard %s: the candidate is collapsed (%s, mean |p - 0.5| = %.4f): its accuracy is not signal",
                         task.shard.key, conf.collapse_reason, conf.mean_confidence)
-        return ShardResult(objects, counts, metrics=metrics)
+        return ShardResult(objects, counts, metrics=metrics, promote=decision.promote)
 
     # -- inputs ------------------------------------------------------------------------------
     def load_benchmark(self, uri: str, settings: EvaluationTaskSettings) -> list[BenchmarkExample]:

@@ -173,7 +173,7 @@ def _encode(genrm: GenRM, items: Sequence[VQAItem]) -> list[tuple[dict[str, torc
 
 def ladder_accuracy(genrm: GenRM, items: Sequence[VQAItem], batch_size: int = 32) -> list[Rung]:
     """Closed-set accuracy per rung: the answer whose tokens the model finds likeliest wins."""
-    from vlgenrm.genrm.evaluation import wilson_interval
+    from vlgenrm.evaluation.metrics import wilson_interval
 
     by_kind: dict[VQAKind, list[VQAItem]] = {}
     for item in items:

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from vlgenrm.bus import Bus, Topics, Worker
 from vlgenrm.contracts import IterationStatus, Stage
 from vlgenrm.evaluation.promotion import PromotionDecision, PromotionRecord, promote
-from vlgenrm.iteration.machine import TERMINAL, Announce, Promote, PublishTask, Reconciliation, reconcile
+from vlgenrm.iteration.machine import Announce, Promote, PublishTask, Reconciliation, reconcile
 from vlgenrm.iteration.observe import FailureLog, MarkerCache, observe
 from vlgenrm.iteration.spec import IterationSpec
 from vlgenrm.settings import Settings
@@ -87,7 +87,7 @@ class LocalDriver:
                 status = r.status
                 if on_status is not None:
                     on_status(status)
-                if status.phase in TERMINAL:
+                if status.phase.is_terminal:
                     return status
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{name} still {status.phase.value} after {timeout_s:.0f} s: {status.message}")

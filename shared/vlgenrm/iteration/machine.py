@@ -31,19 +31,9 @@ from vlgenrm.contracts import (
     StageProgress,
     StageTask,
 )
+from vlgenrm.iteration.registry import STAGES
 from vlgenrm.iteration.spec import IterationSpec
-from vlgenrm.stages import output_key, part_key, stage_prefix
-
-#: Stage phases in order; Promoting and the terminal phases follow Evaluating.
-STAGE_PHASES: dict[Phase, Stage] = {
-    Phase.ANNOTATING: Stage.EXPERTS,
-    Phase.RATIONALIZING: Stage.RATIONALE,
-    Phase.SAMPLING: Stage.SAMPLING,
-    Phase.TRAINING: Stage.TRAINING,
-    Phase.EVALUATING: Stage.EVALUATION,
-}
-ORDER = [Phase.PENDING, *STAGE_PHASES, Phase.PROMOTING, Phase.SUCCEEDED]
-TERMINAL = {Phase.SUCCEEDED, Phase.FAILED}
+from vlgenrm.stages import part_key, stage_prefix
 
 
 # --------------------------------------------------------------------------- inputs and outputs
@@ -112,7 +102,7 @@ def reconcile(spec: IterationSpec, status: IterationStatus, obs: Observation, no
     r = Reconciliation(status.model_copy(deep=True))
     s = r.status
     s.observed_generation = generation
-    if s.phase in TERMINAL:
+    if s.phase.is_terminal:
         return r
     if s.start_time is None:
         s.start_time = now
@@ -126,32 +116,31 @@ def reconcile(spec: IterationSpec, status: IterationStatus, obs: Observation, no
             return r
         s.phase, s.resume_phase = s.resume_phase or Phase.PENDING, None
         _set(r, IterationReason.RESUMED, f"resumed in {s.phase.value}", now)
-        if s.phase in STAGE_PHASES:
-            _publish_outstanding(r, spec, obs, STAGE_PHASES[s.phase], now, resume=True)
+        if s.phase.stage is not None:
+            _publish_outstanding(r, spec, obs, s.phase.stage, now, resume=True)
     if s.phase is Phase.PENDING:
         problem = _missing_inputs(spec, obs)
         if problem:
             return fail(r, IterationReason.MISSING_INPUT, problem, now)
-        _enter(r, spec, obs, Phase.ANNOTATING, now)
+        _enter(r, spec, obs, Phase.PENDING.next, now)
     # Several stages may complete in one pass when their markers are already in the store
     # (an operator restarted after the services finished): advance as far as the truth allows.
-    while s.phase in STAGE_PHASES:
-        stage = STAGE_PHASES[s.phase]
+    while (stage := s.phase.stage) is not None:
         progress = s.stages[stage]
         done = obs.done.get(stage, {})
         progress.shards_done = sum(1 for i in range(progress.shards_total) if i in done)
         s.progress = f"{stage.value} {progress.shards_done}/{progress.shards_total}"
         if progress.shards_done == progress.shards_total:
             progress.finished_at = progress.finished_at or now
-            nxt = ORDER[ORDER.index(s.phase) + 1]
-            if nxt is Phase.PROMOTING:
+            nxt = s.phase.next
+            if nxt.stage is None:  # past the last stage: Promoting
                 s.phase = Phase.PROMOTING
                 break
             _enter(r, spec, obs, nxt, now)
             continue
         if not _handle_failures(r, spec, obs, stage, now):
             return r  # failed
-        deadline = getattr(spec.deadlines, stage.value)
+        deadline = STAGES[stage].deadline_s(spec)
         if progress.started_at is not None and now - progress.started_at > timedelta(seconds=deadline):
             return fail(r, IterationReason.DEADLINE_EXCEEDED, f"{stage.value} ran past its deadline of {deadline} s "
                                                                  f"({progress.shards_done}/{progress.shards_total} shards done)", now)
@@ -168,15 +157,12 @@ def reconcile(spec: IterationSpec, status: IterationStatus, obs: Observation, no
 def _enter(r: Reconciliation, spec: IterationSpec, obs: Observation, phase: Phase, now: datetime) -> None:
     s = r.status
     s.phase = phase
-    stage = STAGE_PHASES[phase]
-    total = shard_count(stage, obs)
+    stage = phase.stage
+    assert stage is not None, phase
+    total = STAGES[stage].shard_count(obs)
     s.stages[stage] = StageProgress(shards_total=total, started_at=now)
     _set(r, IterationReason.STAGE_RUNNING, f"{stage.value}: {total} shard(s) published", now)
     _publish_outstanding(r, spec, obs, stage, now)
-
-
-def shard_count(stage: Stage, obs: Observation) -> int:
-    return 1 if stage in (Stage.TRAINING, Stage.EVALUATION) else len(obs.dataset_shards)
 
 
 def _publish_outstanding(r: Reconciliation, spec: IterationSpec, obs: Observation, stage: Stage, now: datetime, resume: bool = False) -> None:
@@ -237,7 +223,7 @@ def _promote(r: Reconciliation, obs: Observation, now: datetime) -> None:
     evaluation = obs.done.get(Stage.EVALUATION, {}).get(0)
     training = obs.done.get(Stage.TRAINING, {}).get(0)
     s.checkpoint_uri = training.artifacts.get("checkpoint") if training else None
-    promote = bool(evaluation and evaluation.metrics.get("promote", 0.0) >= 0.5)
+    promote = bool(evaluation and evaluation.promote)
     s.phase, s.finish_time, s.progress = Phase.SUCCEEDED, now, "done"
     if promote and evaluation is not None:
         ref = ShardRef(namespace=obs.namespace, iteration=obs.name, stage=Stage.EVALUATION, shard=0)
@@ -282,33 +268,13 @@ def _missing_inputs(spec: IterationSpec, obs: Observation) -> str | None:
 
 
 def make_task(spec: IterationSpec, obs: Observation, stage: Stage, shard: int, attempt: int, now: datetime) -> StageTask:
-    """The task of one shard: inputs from the previous stage's outputs, config from the spec."""
+    """The task of one shard: inputs from the previous stage's outputs, config from the spec
+    (the stage registry builds both)."""
     ref = ShardRef(namespace=obs.namespace, iteration=obs.name, stage=stage, shard=shard)
-
-    def out(s: Stage, i: int, kind: str | None = None) -> str:
-        return obs.uri(output_key(ShardRef(namespace=obs.namespace, iteration=obs.name, stage=s, shard=i), kind))
-
-    n = len(obs.dataset_shards)
-    genrm = {"genrm": spec.genrm.model_dump(mode="json")} if spec.genrm else {}
-    if stage is Stage.EXPERTS:
-        inputs, config = [obs.dataset_shards[shard]], spec.experts.model_dump(mode="json")
-    elif stage is Stage.RATIONALE:
-        # No reports shard exists when the experts are disabled (the no-experts arm).
-        inputs = [out(Stage.EXPERTS, shard)] + ([out(Stage.EXPERTS, shard, "reports")] if spec.experts.enabled else [])
-        config = spec.rationale.model_dump(mode="json") | ({"hard_pool": obs.hard_pool} if obs.hard_pool else {})
-    elif stage is Stage.SAMPLING:
-        inputs = [out(Stage.RATIONALE, shard), out(Stage.EXPERTS, shard)]
-        config = {"model": obs.current_model, "sampler": spec.sampling.model_dump(mode="json")} | genrm
-    elif stage is Stage.TRAINING:
-        inputs = [out(Stage.SAMPLING, i) for i in range(n)]
-        previous = obs.current_model if spec.previous_iteration else None
-        config = {"base_model": obs.base_model, "previous_model": previous, "training": spec.training.model_dump(mode="json")} | genrm
-    else:
-        training = obs.done.get(Stage.TRAINING, {}).get(0)
-        model = training.artifacts.get("checkpoint") if training else None
-        inputs, config = [obs.eval_uri or ""], {"model": model, "evaluation": spec.evaluation.model_dump(mode="json")} | genrm
+    definition = STAGES[stage]
+    inputs, config = definition.task(spec, obs, shard)
     return StageTask(
-        task_id=f"{obs.namespace}.{obs.name}.{stage.value}.{shard:05d}.{attempt}", shard=ref, shard_count=shard_count(stage, obs),
+        task_id=f"{obs.namespace}.{obs.name}.{stage.value}.{shard:05d}.{attempt}", shard=ref, shard_count=definition.shard_count(obs),
         attempt=attempt, iteration_index=spec.index, inputs=inputs, output_prefix=stage_prefix(ref) + "/", config=config, created_at=now,
     )
 
@@ -317,28 +283,16 @@ def make_task(spec: IterationSpec, obs: Observation, stage: Stage, shard: int, a
 
 
 def _aggregate_metrics(s: IterationStatus, obs: Observation) -> None:
-    """Counts summed per stage ("experts.kept", ...); the experts' coverage (share of pairs
-    with >= 1 checkable claim, "experts.coverage"); training and evaluation metrics as they are."""
+    """Each stage's metrics as its registry entry derives them from its markers."""
     for stage, markers in obs.done.items():
-        totals: dict[str, float] = {}
-        for marker in markers.values():
-            for k, v in marker.counts.items():
-                totals[k] = totals.get(k, 0.0) + v
-        for k, v in totals.items():
-            s.metrics[f"{stage.value}.{k}"] = v
-        pairs = totals.get("kept", 0.0) + totals.get("dropped", 0.0)
-        if stage is Stage.EXPERTS and "checkable_pairs" in totals and pairs:
-            s.metrics["experts.coverage"] = round(totals["checkable_pairs"] / pairs, 6)
-        if stage in (Stage.TRAINING, Stage.EVALUATION) and 0 in markers:
-            for k, v in markers[0].metrics.items():
-                s.metrics[k if stage is Stage.EVALUATION else f"training.{k}"] = v
+        s.metrics.update(STAGES[stage].metrics(markers))
 
 
 def _set(r: Reconciliation, reason: IterationReason, message: str, now: datetime, warning: bool = False) -> None:
     """Phase reason and the four conditions, changed only when their status/reason change."""
     s = r.status
     s.reason, s.message = reason, message
-    running = s.phase not in TERMINAL and s.phase is not Phase.SUSPENDED
+    running = s.phase.is_running
     wanted = {
         ConditionType.READY: (s.phase is Phase.SUCCEEDED, reason),
         ConditionType.PROGRESSING: (running, reason),

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, Field
 
 from vlgenrm.contracts import IterationReason, Stage
-from vlgenrm.genrm.evaluation import ConfidenceReport, PairPrediction, confidence_report, wilson_interval
+from vlgenrm.evaluation.metrics import ConfidenceReport, PairPrediction, confidence_report, wilson_interval
 from vlgenrm.stages import stage_lines
 from vlgenrm.synth.shortcuts import TextBaseline, text_only_baseline
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from vlgenrm.genrm.config import GenRMSettings
+
 _DEFAULT_THRESHOLDS = tuple(-2.0 + 0.5 * i for i in range(13))  # -2.0 .. 4.0
 
 
@@ -20,3 +22,11 @@ class SamplerSettings(BaseModel):
     histogram_bins: int = Field(30, ge=1, description="Bins of the margin histogram in the stage report.")
     thresholds: tuple[float, ...] = Field(_DEFAULT_THRESHOLDS, description="Grid for the kept-ratio-per-threshold curve.")
     critique_probe: int = Field(64, ge=0, description="Labelled pairs (the first ones) whose candidates are also scored without their critique, to show whether the GenRM reads critiques (SamplingStats.critique_probe); 0 = off.")
+
+
+class SamplingTaskSettings(BaseModel):
+    """An Iteration's ``spec.sampling`` block plus the checkpoint that computes the margins."""
+
+    model: str = Field(description="The current GenRM M_t: a checkpoint folder or s3:// URI.")
+    sampler: SamplerSettings = Field(default_factory=SamplerSettings)
+    genrm: GenRMSettings = Field(default_factory=GenRMSettings)

@@ -64,7 +64,7 @@ def text_only_baseline(config: SynthConfig) -> TextBaseline:
     """Fit on ``config``'s training split (true labels), score its held-out split."""
     import torch
 
-    from vlgenrm.genrm.evaluation import wilson_interval
+    from vlgenrm.evaluation.metrics import wilson_interval
 
     if config.n_train < 2 or config.n_eval < 1:
         raise ValueError("the text-only baseline needs at least 2 training and 1 held-out pair")
