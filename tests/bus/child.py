@@ -6,15 +6,11 @@ import json
 import sys
 import time
 
+from tests.support.bus import task
 from vlgenrm.bus import MemoryBus, Record, Worker, make_bus
-from vlgenrm.contracts import ShardRef, Stage, StageTask
+from vlgenrm.contracts import StageTask
 from vlgenrm.retry import Backoff
 from vlgenrm.settings import BusKind, BusSettings, WorkerSettings
-
-
-def task(i: int) -> StageTask:
-    shard = ShardRef(namespace="test", iteration="it", stage=Stage.EXPERTS, shard=i)
-    return StageTask(task_id=f"task-{i}", shard=shard, shard_count=100, inputs=[f"s3://b/in/{i}"], output_prefix="out/")
 
 
 def consume_no_commit(args: dict) -> None:

@@ -9,21 +9,10 @@ from collections import defaultdict
 
 import pytest
 
+from tests.support.bus import drain
 from vlgenrm.bus import Consumer, Record, Topics
 from vlgenrm.contracts import Stage
 from vlgenrm.settings import BusKind
-
-
-def drain(consumer: Consumer, want: int, timeout_s: float = 60.0, commit: bool = True) -> list[Record]:
-    """Poll until ``want`` records arrived (or time runs out), committing as we go."""
-    got: list[Record] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < want and time.monotonic() < deadline:
-        records = consumer.poll(0.5, 100)
-        got += records
-        if records and commit:
-            consumer.commit(records)
-    return got
 
 
 def test_publish_then_consume_round_trip(bus_backend, unique):
@@ -120,7 +109,7 @@ def test_a_dead_consumer_loses_its_partitions_and_its_messages_are_redelivered(b
     for i in range(n):
         bus.publish(topic, f"k{i}", str(i).encode())
     if bus_backend.kind is BusKind.KAFKA:
-        from tests.bus.procs import kill_consumer_process_after_receiving
+        from tests.support.procs import kill_consumer_process_after_receiving
 
         received = kill_consumer_process_after_receiving(bus_backend.settings, topic, group, n, tmp_path)
     else:

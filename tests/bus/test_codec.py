@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.bus.child import task
-from vlgenrm.bus.codec import MAX_DETAIL_CHARS, DecodeFailure, Decoded, decode
+from tests.support.bus import task
+from vlgenrm.bus.codec import MAX_DETAIL_CHARS, Decoded, DecodeFailure, decode
 from vlgenrm.contracts import DeadLetter, DeadLetterReason, StageEvent, StageTask
 
 TASK = task(1)

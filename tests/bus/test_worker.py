@@ -8,9 +8,8 @@ import time
 
 import pytest
 
-from tests.bus.child import task
-from tests.bus.procs import spawn, wait_for_line
-from tests.bus.test_bus_contract import drain
+from tests.support.bus import drain, task
+from tests.support.procs import spawn, wait_for_line
 from vlgenrm.bus import Record, Worker
 from vlgenrm.bus.worker import MAX_DEAD_LETTER_ORIGINAL
 from vlgenrm.contracts import DeadLetter, DeadLetterReason, StageTask

@@ -117,7 +117,7 @@ def test_default_render_has_every_part_and_safe_pods(helm):
     trainer_env = {e["name"]: e.get("value") for e in deployments["vl-vlgenrm-trainer"]["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert trainer_env["VLGENRM_RAY__ADDRESS"] == "ray://vl-vlgenrm-trainer-ray-head-svc.vl.svc:10001"
     head = by_kind(docs, "RayCluster")["vl-vlgenrm-trainer-ray"]["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-    from tests.training.test_ray_client import RAY_CLIENT_HEAD_ENV
+    from tests.support.ray import RAY_CLIENT_HEAD_ENV
 
     assert RAY_CLIENT_HEAD_ENV.items() <= {e["name"]: e.get("value") for e in head["env"]}.items(), "the tested Ray Client head env"
     for cluster in (by_kind(docs, "RayCluster")["vl-vlgenrm-trainer-ray"]["spec"], by_kind(docs, "RayService")["vl-vlgenrm-scorer"]["spec"]["rayClusterConfig"]):

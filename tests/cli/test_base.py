@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from tests.cli.test_cli import invoke
+from tests.support.cli import invoke
 from vlgenrm.genrm.tiny import build_tiny_genrm
 
 

@@ -14,13 +14,12 @@ import numpy as np
 import pytest
 
 from tests.genrm.conftest import load
-from tests.rationale.test_engines import FAST, Server
+from tests.support.engines import FAST, Server
 from vlgenrm.contracts import Choice, ClaimType, Example, ImageRef, ShardRef, Stage, StageTask
 from vlgenrm.experts.claims import LexiconClaimExtractor
 from vlgenrm.experts.colour_shape import ColourShapeExpert
-from vlgenrm.experts.config import LLMExtractorSettings
+from vlgenrm.experts.config import AnnotationSettings, LLMExtractorSettings
 from vlgenrm.experts.llm_claims import INSTRUCTION, LLMClaimExtractor, MalformedOutput, parse_items
-from vlgenrm.experts.config import AnnotationSettings
 from vlgenrm.experts.pipeline import Annotator
 from vlgenrm.experts.registry import ExpertRegistry, default_registry
 from vlgenrm.experts.vocabulary import LabelSpace

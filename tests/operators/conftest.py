@@ -19,7 +19,7 @@ import yaml
 
 from tests.conftest import REPO
 from tests.services.conftest import Platform, make_platform
-from tests.services.procs import service_env
+from tests.support.procs import service_env
 from vlgenrm.genrm.model import upload_checkpoint
 from vlgenrm.iteration.crd import CRD_PATH
 from vlgenrm.synth.dataset import SynthConfig, generate_dataset

@@ -8,7 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from tests.bus.child import task
+from tests.support.bus import task
 from vlgenrm.bus import Topics
 from vlgenrm.contracts import DeadLetter, DeadLetterReason, EventType, FailureReason, StageEvent
 from vlgenrm.iteration.observe import FailureLog

@@ -8,12 +8,12 @@ from collections.abc import Mapping
 import pytest
 
 from tests.genrm.conftest import png
-from tests.rationale.test_engines import report
+from tests.support.engines import report
 from vlgenrm.contracts import Choice, Example, ImageRef, LabelSource, Order, RefinedPair
 from vlgenrm.genrm.config import SamplingParams
 from vlgenrm.genrm.verdicts import parse_verdict
-from vlgenrm.rationale.engines import RationaleEngine, RationaleRequest, TemplateEngine
 from vlgenrm.rationale.config import RationaleSettings, TeacherView
+from vlgenrm.rationale.engines import RationaleEngine, RationaleRequest, TemplateEngine
 from vlgenrm.rationale.stage import generate_candidates, requests_for
 from vlgenrm.sampling.sampler import target_in_shown_order
 

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.bus.test_bus_contract import drain
 from tests.services.conftest import Platform
-from tests.services.test_experts_service import events
+from tests.support.bus import drain
+from tests.support.services import events
 from vlgenrm.contracts import DeadLetter, DeadLetterReason, EventType, ShardDone, ShardRef, Stage, StageEvent, StageTask
 from vlgenrm.evaluation.promotion import PromotionDecision, PromotionRecord, decide, promote
-from vlgenrm.evaluation.run import EvaluationPrediction
 from vlgenrm.evaluation.report import EvaluationReport
+from vlgenrm.evaluation.run import EvaluationPrediction
 from vlgenrm.genrm.model import upload_checkpoint
 from vlgenrm.genrm.tiny import build_tiny_genrm
 from vlgenrm.services.sampler.service import build_worker

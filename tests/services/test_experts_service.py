@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.bus.test_bus_contract import drain
 from tests.services.conftest import Platform
-from tests.services.procs import kill_mid_shard_then_restart
-from vlgenrm.contracts import DeadLetter, DeadLetterReason, EventType, RefinedPair, ShardDone, ShardRef, Stage, StageEvent, StageTask
-from vlgenrm.services.experts.service import build_worker
+from tests.support.bus import drain
+from tests.support.procs import kill_mid_shard_then_restart
+from tests.support.services import events, run_one, synth
+from vlgenrm.contracts import DeadLetter, DeadLetterReason, EventType, RefinedPair, ShardDone, ShardRef, Stage, StageTask
 from vlgenrm.stages import marker_key, output_key
-from vlgenrm.synth.dataset import SynthConfig, generate_dataset
 
 
 def make_task(platform: Platform, shard_key: str, iteration: str = "it-0", shard: int = 0, config: dict | None = None) -> StageTask:
@@ -22,18 +21,10 @@ def make_task(platform: Platform, shard_key: str, iteration: str = "it-0", shard
     )
 
 
-def synth(platform: Platform, n: int = 12, **kw) -> list[str]:
-    manifest = generate_dataset(SynthConfig(name="svc", n_train=n, n_eval=0, shard_size=n, seed=3, **kw), platform.store)
-    return manifest.splits["train"].shards
 
 
-def run_one(platform: Platform, n_messages: int = 1) -> None:
-    build_worker(platform.settings, platform.bus, platform.store).run(max_messages=n_messages, idle_timeout_s=60)
 
 
-def events(platform: Platform, n: int, group: str) -> list[StageEvent]:
-    with platform.bus.consumer([platform.topics.events], group) as consumer:
-        return [StageEvent.model_validate_json(r.value) for r in drain(consumer, n, timeout_s=30)]
 
 
 def test_a_shard_task_produces_reports_pairs_marker_and_event(platform: Platform):

@@ -6,22 +6,13 @@ from __future__ import annotations
 import pytest
 
 from tests.services.conftest import Platform
-from tests.services.test_experts_service import run_one, synth
-from vlgenrm.contracts import ExpertReport, RationaleCandidate, RefinedPair, ShardDone, ShardRef, Stage, StageTask, TrainingRecord
+from tests.support.services import run_one, synth, task
+from vlgenrm.contracts import ExpertReport, RationaleCandidate, RefinedPair, ShardDone, Stage, TrainingRecord
 from vlgenrm.genrm.model import upload_checkpoint
 from vlgenrm.genrm.tiny import build_tiny_genrm
 from vlgenrm.services.rationale.service import build_worker as rationale_worker
 from vlgenrm.services.sampler.service import build_worker as sampler_worker
 from vlgenrm.stages import marker_key, output_key, stage_prefix
-
-
-def task(platform: Platform, stage: Stage, inputs: list[str], config: dict, t: int = 0) -> StageTask:
-    ref = ShardRef(namespace="test", iteration="e2e", stage=stage, shard=0)
-    return StageTask(
-        task_id=f"e2e-{stage.value}-0", shard=ref, shard_count=1, iteration_index=t,
-        inputs=[platform.store.uri(k) for k in inputs], output_prefix=stage_prefix(ref) + "/", config=config,
-        created_at="2026-11-26T00:00:00Z",
-    )
 
 
 def records(platform: Platform, key: str, model):

@@ -6,9 +6,8 @@ from __future__ import annotations
 import pytest
 
 from tests.services.conftest import Platform
-from tests.services.procs import kill_mid_shard_then_restart
-from tests.services.test_experts_service import run_one, synth
-from tests.services.test_pipeline_e2e import task
+from tests.support.procs import kill_mid_shard_then_restart
+from tests.support.services import run_one, synth, task
 from vlgenrm.contracts import RationaleCandidate, ShardDone, Stage, TrainingRecord
 from vlgenrm.genrm.model import upload_checkpoint
 from vlgenrm.genrm.tiny import build_tiny_genrm

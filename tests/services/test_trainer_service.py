@@ -13,11 +13,11 @@ import time
 
 import pytest
 
-from tests.bus.test_bus_contract import drain
 from tests.conftest import REPO
 from tests.services.conftest import Platform
-from tests.services.procs import service_env
-from tests.services.test_experts_service import events
+from tests.support.bus import drain
+from tests.support.procs import service_env
+from tests.support.services import events
 from tests.training.conftest import synth
 from vlgenrm.contracts import DeadLetter, DeadLetterReason, EventType, FailureReason, ShardDone, ShardRef, Stage, StageTask
 from vlgenrm.genrm.config import GenRMSettings

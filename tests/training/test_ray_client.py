@@ -22,13 +22,10 @@ from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.model import GenRM
 from vlgenrm.store import LocalStore
 from vlgenrm.training.data import write_training_set
+from tests.support.ray import RAY_CLIENT_HEAD_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 RAY = Path(sys.executable).with_name("ray")
-#: What the chart sets on the trainer's Ray head: without it Ray Client's proxier forks its
-#: per-driver server while gRPC threads run and the child often dies (ray-project/ray#63202;
-#: here about half of the connections needed a retry, none with it in 8 runs).
-RAY_CLIENT_HEAD_ENV = {"GRPC_ENABLE_FORK_SUPPORT": "0"}
 
 
 @pytest.fixture

@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import re
 import shutil
 
 import pytest
-from typer.testing import CliRunner
 
 from tests.conftest import REPO
-from vlgenrm.cli.main import app
-
-runner = CliRunner()
-
-
-class Outcome:
-    """Exit code and the output with rich's table borders and line wrapping flattened."""
-
-    def __init__(self, result) -> None:
-        self.exit_code = result.exit_code
-        self.output = " ".join(re.sub(r"[│┃║]", " ", result.output).split())
-
-
-def invoke(*args: str) -> Outcome:
-    return Outcome(runner.invoke(app, list(args)))
+from tests.support.cli import invoke
 
 
 def test_help_explains_the_commands():
