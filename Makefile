@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 INFRA  := $(PY) scripts/infra/localinfra.py
 PYTEST_ARGS ?=
 
-.PHONY: help install system-deps test test-quick demo fidelity base infra-up infra-down infra-status schemas clean
+.PHONY: help install system-deps lint format test test-quick demo fidelity base infra-up infra-down infra-status schemas clean
 
 help: ## Show the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -30,6 +30,14 @@ infra-status: install ## Show the local servers
 
 system-deps: ## Install missing system packages (tesseract) where possible
 	@bash scripts/install-system-deps.sh
+
+lint: install ## ruff: the formatter's check and the linter (pyproject.toml [tool.ruff]); make format fixes what it can
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: install ## Format the code and apply ruff's safe fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 test: install system-deps infra-up ## The whole suite, against real Kafka, S3 and Kubernetes API (servers stay up: make infra-down)
 	$(PY) -m pytest $(PYTEST_ARGS)

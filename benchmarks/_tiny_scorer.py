@@ -27,9 +27,17 @@ def start_tiny_scorer(root: Path, device: str) -> tuple[Settings, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    serving = ServingConfig(model=model, host="127.0.0.1", port=port, max_batch_size=16, batch_wait_timeout_s=0.01, num_cpus=1,
-                            num_gpus=1 if device.startswith("cuda") else 0, genrm=GenRMSettings(device=device, batch_size=16),
-                            security=SecuritySettings(require_api_key=False, rate_per_s=1e6, burst=1_000_000))
+    serving = ServingConfig(
+        model=model,
+        host="127.0.0.1",
+        port=port,
+        max_batch_size=16,
+        batch_wait_timeout_s=0.01,
+        num_cpus=1,
+        num_gpus=1 if device.startswith("cuda") else 0,
+        genrm=GenRMSettings(device=device, batch_size=16),
+        security=SecuritySettings(require_api_key=False, rate_per_s=1e6, burst=1_000_000),
+    )
     settings = Settings(store=StoreSettings(kind=StoreKind.LOCAL, root=root / "store"), serving=serving, ray=RaySettings(num_cpus=os.cpu_count()))
     url = start(settings)
     while httpx.get(url + "/readyz", timeout=10).status_code != 200:

@@ -25,10 +25,10 @@ import time
 from pathlib import Path
 
 import torch
+from _tiny_scorer import start_tiny_scorer
 from PIL import Image
 
 from vlgenrm.client import ScorerClient
-from _tiny_scorer import start_tiny_scorer
 
 COLOURS = ["red", "green", "blue", "yellow", "purple", "orange", "black", "white"]
 
@@ -83,9 +83,13 @@ def main() -> None:
     batched, single = results["batched"], results["per completion"]
     worst = max(abs(a - b) for sa, sb in zip(batched[2], single[2], strict=True) for a, b in zip(sa, sb, strict=True))
     n = args.prompts * args.generations
-    print(f"# Client GRPO-shaped benchmark ({datetime.date.today()}, {platform.node()}, {os.cpu_count()} CPUs, device {args.device}, torch {torch.__version__})")
-    print(f"tiny Qwen2-VL, 1 model replica (max_batch_size 16, wait 10 ms); {args.steps} steps of {args.prompts} prompts x "
-          f"{args.generations} completions ({n} rewards/step), one image per prompt, client concurrency {args.concurrency}")
+    print(
+        f"# Client GRPO-shaped benchmark ({datetime.date.today()}, {platform.node()}, {os.cpu_count()} CPUs, device {args.device}, torch {torch.__version__})"
+    )
+    print(
+        f"tiny Qwen2-VL, 1 model replica (max_batch_size 16, wait 10 ms); {args.steps} steps of {args.prompts} prompts x "
+        f"{args.generations} completions ({n} rewards/step), one image per prompt, client concurrency {args.concurrency}"
+    )
     print("| mode | requests/step | rewards/s | median step s |")
     print("|---|---:|---:|---:|")
     print(f"| batched (one request per prompt) | {args.prompts} | {batched[0]:.1f} | {batched[1]:.2f} |")

@@ -77,8 +77,12 @@ def main() -> None:
         path = args.model or build_tiny_genrm(Path(tmp) / "tiny")
         genrm = GenRM.load(path, GenRMSettings(device=args.device, dtype=args.dtype, batch_size=args.batch_size))
         queries = [
-            PairwiseQuery(png((rng.randrange(256), rng.randrange(256), rng.randrange(256))), "What colour is the square?",
-                          "A red square sits on the left.", "A blue square sits on the left.")
+            PairwiseQuery(
+                png((rng.randrange(256), rng.randrange(256), rng.randrange(256))),
+                "What colour is the square?",
+                "A red square sits on the left.",
+                "A blue square sits on the left.",
+            )
             for _ in range(args.pairs)
         ]
         critiqued = [replace(q, critique="Response A names the colour of the square; Response B does not match the image.") for q in queries]
@@ -100,14 +104,20 @@ def main() -> None:
         times = times[2:]  # the first steps allocate optimiser state
 
     params = sum(p.numel() for p in genrm.model.parameters())
-    print(f"machine: {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), device {args.device}, {args.dtype}")
-    print(f"model: {'tiny random ' if args.model is None else args.model + ', '}{genrm.family.name}, {params / 1e6:.2f} M parameters; restate={genrm.settings.restate}")
+    print(
+        f"machine: {platform.machine()} {os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), device {args.device}, {args.dtype}"
+    )
+    print(
+        f"model: {'tiny random ' if args.model is None else args.model + ', '}{genrm.family.name}, {params / 1e6:.2f} M parameters; restate={genrm.settings.restate}"
+    )
     print(f"scoring {args.pairs} pairs (both orders, two options each), pairs/s:")
     print(f"  {'mode':<17} {'batch':>5} {'reference':>10} {'prefix cache':>13} {'speed-up':>9}  max |dp|")
     for label, batch_size, reference, cached, diff in rows:
         print(f"  {label:<17} {batch_size:>5} {reference:>10.1f} {cached:>13.1f} {cached / reference:>8.2f}x  {diff:.1e}")
-    print(f"train step (SFT, 8 examples, {args.steps} steps): median {statistics.median(times) * 1000:.1f} ms, "
-          f"p90 {sorted(times)[int(0.9 * len(times)) - 1] * 1000:.1f} ms")
+    print(
+        f"train step (SFT, 8 examples, {args.steps} steps): median {statistics.median(times) * 1000:.1f} ms, "
+        f"p90 {sorted(times)[int(0.9 * len(times)) - 1] * 1000:.1f} ms"
+    )
     print(f"ratio: {rows[0][3] / rows[0][2]:.2f}")
 
 

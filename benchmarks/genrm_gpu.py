@@ -45,8 +45,16 @@ from vlgenrm.genrm.verdicts import Mode
 
 #: Qwen2-VL-2B-Instruct's shapes (its config.json).
 SHAPES_2B = {
-    "text": {"hidden_size": 1536, "intermediate_size": 8960, "num_hidden_layers": 28, "num_attention_heads": 12, "num_key_value_heads": 2,
-             "vocab_size": 151936, "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]}, "max_position_embeddings": 32768},
+    "text": {
+        "hidden_size": 1536,
+        "intermediate_size": 8960,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 12,
+        "num_key_value_heads": 2,
+        "vocab_size": 151936,
+        "rope_scaling": {"type": "mrope", "mrope_section": [16, 24, 24]},
+        "max_position_embeddings": 32768,
+    },
     "vision": {"depth": 32, "embed_dim": 1280, "num_heads": 16, "mlp_ratio": 4, "hidden_size": 1536},
 }
 
@@ -85,8 +93,12 @@ def build(directory: Path, shape: str, device: str, dtype: torch.dtype) -> Path:
 
 def queries(rng: random.Random, n: int, side: int, words: int) -> list[PairwiseQuery]:
     question = "Look at the picture carefully and say which shapes you see, their colours and what the sign says. " * words
-    return [PairwiseQuery(png(rng, side), question.strip(), "A red square sits on the left next to a blue circle.",
-                          "A blue square sits on the left next to a red circle.") for _ in range(n)]
+    return [
+        PairwiseQuery(
+            png(rng, side), question.strip(), "A red square sits on the left next to a blue circle.", "A blue square sits on the left next to a red circle."
+        )
+        for _ in range(n)
+    ]
 
 
 def rate(genrm: GenRM, qs: list[PairwiseQuery], repeats: int) -> tuple[float, list[float]]:

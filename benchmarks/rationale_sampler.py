@@ -24,9 +24,8 @@ from vlgenrm.experts.pipeline import Annotator, decode_image
 from vlgenrm.genrm.config import GenRMSettings, SamplingParams
 from vlgenrm.genrm.model import GenRM
 from vlgenrm.genrm.tiny import build_tiny_genrm
-from vlgenrm.rationale.config import EngineSettings
+from vlgenrm.rationale.config import EngineSettings, RationaleSettings
 from vlgenrm.rationale.engines import TemplateEngine, TransformersEngine
-from vlgenrm.rationale.config import RationaleSettings
 from vlgenrm.rationale.stage import generate_candidates
 from vlgenrm.sampling.config import SamplerSettings
 from vlgenrm.sampling.sampler import sample
@@ -72,7 +71,9 @@ def main() -> None:
             from vlgenrm.genrm.verdicts import strip_verdict
             from vlgenrm.sampling.sampler import shown_responses, shown_target
 
-            queries = [PairwiseQuery(images[p.example.image.key], p.example.question, *shown_responses(p, c.order), critique=strip_verdict(c.text)) for p, c in items]
+            queries = [
+                PairwiseQuery(images[p.example.image.key], p.example.question, *shown_responses(p, c.order), critique=strip_verdict(c.text)) for p, c in items
+            ]
             return genrm.margins(queries, [shown_target(p, c) for p, c in items])
 
         start = time.perf_counter()
@@ -84,8 +85,10 @@ def main() -> None:
     for batch, (n, t) in timings.items():
         print(f"  batch_size={batch}: {n / t:7.1f} candidates/s ({n} in {t:.1f} s)")
     print(f"  speed-up batched vs one-by-one: {(timings[1][1] / timings[1][0]) / (timings[8][1] / timings[8][0]):.2f}x")
-    print(f"sampler: {result.stats.scored} candidates scored in {t_margins:.1f} s = {result.stats.scored / t_margins:.1f} margins/s "
-          f"(accepted {result.stats.accepted}, kept {result.stats.kept})")
+    print(
+        f"sampler: {result.stats.scored} candidates scored in {t_margins:.1f} s = {result.stats.scored / t_margins:.1f} margins/s "
+        f"(accepted {result.stats.accepted}, kept {result.stats.kept})"
+    )
 
 
 if __name__ == "__main__":

@@ -25,9 +25,8 @@ from pathlib import Path
 
 import httpx
 import torch
-from PIL import Image
-
 from _tiny_scorer import start_tiny_scorer
+from PIL import Image
 
 
 def image(i: int) -> str:
@@ -38,6 +37,7 @@ def image(i: int) -> str:
 
 def drive(url: str, clients: int, per_client: int) -> tuple[float, float, float]:
     """(requests/s, p50 ms, p99 ms) with ``clients`` concurrent closed-loop clients."""
+
     def client(c: int) -> list[float]:
         latencies = []
         with httpx.Client(timeout=120) as http:

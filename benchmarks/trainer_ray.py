@@ -61,10 +61,17 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     gpus = 1 if args.device.startswith("cuda") else 0
-    config = TrainingConfig(batch_size=args.batch_size, max_steps=args.steps, learning_rate=1e-3, log_every=10,
-                            checkpoint_every=10 * args.steps, gpus_per_worker=gpus, precision="fp32",
-                            # Ray sets a worker's torch threads to its CPUs: give it the machine, as the plain loop has.
-                            cpus_per_worker=os.cpu_count() or 1)
+    config = TrainingConfig(
+        batch_size=args.batch_size,
+        max_steps=args.steps,
+        learning_rate=1e-3,
+        log_every=10,
+        checkpoint_every=10 * args.steps,
+        gpus_per_worker=gpus,
+        precision="fp32",
+        # Ray sets a worker's torch threads to its CPUs: give it the machine, as the plain loop has.
+        cpus_per_worker=os.cpu_count() or 1,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "store"
         store = LocalStore(root)
@@ -77,8 +84,13 @@ def main() -> None:
         began = time.monotonic()
         outcome = run_training(
             TrainingTaskSettings(base_model=str(start), training=config, genrm=GenRMSettings(device=args.device)),
-            store=store, store_settings=StoreSettings(kind=StoreKind.LOCAL, root=root), ray_settings=RaySettings(num_cpus=os.cpu_count()),
-            data_key=key, storage_prefix="bench/ray", export_prefix="bench/model", label="bench",
+            store=store,
+            store_settings=StoreSettings(kind=StoreKind.LOCAL, root=root),
+            ray_settings=RaySettings(num_cpus=os.cpu_count()),
+            data_key=key,
+            storage_prefix="bench/ray",
+            export_prefix="bench/model",
+            label="bench",
         )
         ray_wall = time.monotonic() - began
         ray_rate = outcome.metrics["samples_per_s"]

@@ -204,8 +204,8 @@ def local_ray() -> Iterator[None]:
     """One local Ray for the session's in-process training runs (started as the trainer does)."""
     import ray
 
-    from vlgenrm.settings import RaySettings
     from vlgenrm.ray_cluster import ensure_ray
+    from vlgenrm.settings import RaySettings
 
     ensure_ray(RaySettings(num_cpus=2))
     yield

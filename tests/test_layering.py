@@ -67,12 +67,15 @@ def test_the_shells_do_not_import_each_other():
     assert violations(ROOT / "operators", "vlgenrm.operators", ("vlgenrm.services", "vlgenrm.cli")) == []
 
 
-@pytest.mark.parametrize("source", [
-    "from vlgenrm.services.scorer.app import build_app\n",
-    "def f():\n    import vlgenrm.operators.iteration.handlers\n",
-    "from vlgenrm import services\n",
-    "from ..services import stage_workers\n",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "from vlgenrm.services.scorer.app import build_app\n",
+        "def f():\n    import vlgenrm.operators.iteration.handlers\n",
+        "from vlgenrm import services\n",
+        "from ..services import stage_workers\n",
+    ],
+)
 def test_the_check_catches_an_upward_import(tmp_path, source):
     pkg = tmp_path / "vlgenrm" / "iteration"
     pkg.mkdir(parents=True)

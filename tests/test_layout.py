@@ -51,9 +51,15 @@ def test_markers_parse_back_and_nothing_else_does(stage: Stage):
     prefix = layout.stage_prefix("ns", "it", stage)
     for shard in (0, 9, 12345):
         assert layout.parse_marker(prefix, layout.marker_key("ns", "it", stage, shard)) == shard
-    others = [layout.output_key("ns", "it", stage, 1), layout.output_key("ns", "it", stage, 1, "hard").replace(".jsonl", ".done"),
-              layout.part_key("ns", "it", stage, "report", 1, "json"), layout.marker_key("ns", "other", stage, 1),
-              f"{prefix}/1.done", f"{prefix}/000001.done", f"{prefix}x/00001.done"]
+    others = [
+        layout.output_key("ns", "it", stage, 1),
+        layout.output_key("ns", "it", stage, 1, "hard").replace(".jsonl", ".done"),
+        layout.part_key("ns", "it", stage, "report", 1, "json"),
+        layout.marker_key("ns", "other", stage, 1),
+        f"{prefix}/1.done",
+        f"{prefix}/000001.done",
+        f"{prefix}x/00001.done",
+    ]
     assert [layout.parse_marker(prefix, key) for key in others] == [None] * len(others)
     assert layout.is_output_shard(prefix, layout.output_key("ns", "it", stage, 3))
     assert not any(layout.is_output_shard(prefix, key) for key in others[1:])
@@ -62,9 +68,14 @@ def test_markers_parse_back_and_nothing_else_does(stage: Stage):
 def _formatted_keys(path: Path) -> list[tuple[int, str]]:
     """String literals and f-strings that start a store key (docstrings and comments aside)."""
     tree = ast.parse(path.read_text())
-    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
-                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+    }
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):

@@ -27,7 +27,9 @@ PROBE = (
 def fresh_venv(path: Path) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(path)], check=True)
     python = path / "bin" / "python"
-    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
+    ).stdout.strip()
     # Dependencies come from the test environment; vlgenrm itself must come from the install.
     (Path(purelib) / "deps.pth").write_text("\n".join(p for p in site.getsitepackages()) + "\n")
     return python

@@ -15,6 +15,7 @@ import kopf
 
 from vlgenrm.operators.iteration import handlers  # noqa: F401 - registers the handlers
 
+
 class JsonLines(logging.Formatter):
     """One JSON object per line: time, level, logger, message (and the exception, if any).
     kopf attaches objects to its records that generic JSON formatters choke on: leave them out."""
@@ -45,5 +46,11 @@ if __name__ == "__main__":
     logging.getLogger("kafka").setLevel(logging.WARNING)
     # Replicas of one Deployment start alike: a random priority makes exactly one of them active.
     priority = args.priority if args.priority is not None else random.randint(1, 1_000_000)
-    kopf.run(standalone=args.standalone, peering_name=None if args.standalone else args.peering, priority=None if args.standalone else priority,
-             namespaces=args.namespace, clusterwide=not args.namespace, liveness_endpoint=args.liveness)
+    kopf.run(
+        standalone=args.standalone,
+        peering_name=None if args.standalone else args.peering,
+        priority=None if args.standalone else priority,
+        namespaces=args.namespace,
+        clusterwide=not args.namespace,
+        liveness_endpoint=args.liveness,
+    )

@@ -13,7 +13,7 @@ import logging
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -127,14 +127,15 @@ def _plain(value: Any) -> Any:
     return json.loads(json.dumps(value, default=dict))
 
 
-def reconcile_iteration(body: kopf.Body, namespace: str, name: str, meta: kopf.Meta, patch: kopf.Patch, memo: kopf.Memo,
-                        phases: kopf.Index, chains: kopf.Index, **_: Any) -> None:
+def reconcile_iteration(
+    body: kopf.Body, namespace: str, name: str, meta: kopf.Meta, patch: kopf.Patch, memo: kopf.Memo, phases: kopf.Index, chains: kopf.Index, **_: Any
+) -> None:
     runtime: Runtime = memo.runtime
     raw_status = {k: v for k, v in _plain(body.get("status") or {}).items() if k != "kopf"}
     status = IterationStatus.model_validate(raw_status) if raw_status else IterationStatus()
     if status.phase.is_terminal:
         return
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     try:
         spec = IterationSpec.model_validate(_plain(body["spec"]))
     except ValidationError as exc:
@@ -147,8 +148,12 @@ def reconcile_iteration(body: kopf.Body, namespace: str, name: str, meta: kopf.M
             # The cycle first: its other members may have failed of it already, and "previous
             # failed" would hide why.
             if cycle := chain_cycle(name, lambda n: next(iter(chains.get((namespace, n), [])), None)):
-                r = fail(Reconciliation(status), IterationReason.PREVIOUS_ITERATION_CYCLE,
-                         f"previousIteration chain {' -> '.join(cycle)} is a cycle: none of them can start", now)
+                r = fail(
+                    Reconciliation(status),
+                    IterationReason.PREVIOUS_ITERATION_CYCLE,
+                    f"previousIteration chain {' -> '.join(cycle)} is a cycle: none of them can start",
+                    now,
+                )
             elif Phase.FAILED.value in previous:
                 r = fail(Reconciliation(status), IterationReason.MISSING_INPUT, f"previousIteration {spec.previous_iteration} failed", now)
             else:
@@ -180,8 +185,14 @@ def on_change(**kwargs: Any) -> None:
     reconcile_iteration(**kwargs)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RECONCILE_INTERVAL_S, initial_delay=RECONCILE_INTERVAL_S,
-            when=lambda status, **_: status.get("phase") not in TERMINAL_PHASES)
+@kopf.timer(
+    GROUP,
+    VERSION,
+    PLURAL,
+    interval=RECONCILE_INTERVAL_S,
+    initial_delay=RECONCILE_INTERVAL_S,
+    when=lambda status, **_: status.get("phase") not in TERMINAL_PHASES,
+)
 def on_timer(**kwargs: Any) -> None:
     reconcile_iteration(**kwargs)
 

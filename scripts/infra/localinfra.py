@@ -107,7 +107,7 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     except OSError:
         return "(no log)"
     if _START_BANNER in text:
-        text = text[text.rindex(_START_BANNER):]
+        text = text[text.rindex(_START_BANNER) :]
     return "\n".join(text.splitlines()[-lines:])
 
 
@@ -421,13 +421,11 @@ class _Server(_CachedInstall):
         while True:
             if not _pid_alive(pid):
                 self.pid_file.unlink(missing_ok=True)
-                raise InfraError(f"{self.name}: process {pid} exited during start; last lines of {self.log_file}:\n"
-                                 f"{_tail(self.log_file)}")
+                raise InfraError(f"{self.name}: process {pid} exited during start; last lines of {self.log_file}:\n{_tail(self.log_file)}")
             if self._probe():
                 return
             if time.monotonic() > deadline:
-                raise InfraError(f"{self.name}: not ready before timeout (pid {pid} still running); "
-                                 f"last lines of {self.log_file}:\n{_tail(self.log_file)}")
+                raise InfraError(f"{self.name}: not ready before timeout (pid {pid} still running); last lines of {self.log_file}:\n{_tail(self.log_file)}")
             time.sleep(0.25)
 
     @staticmethod
@@ -531,7 +529,10 @@ class KafkaServer(_Server):
         (tmp / "pom.xml").write_text(_KAFKA_POM.format(scala=SCALA_VERSION, kafka=KAFKA_VERSION, log4j=LOG4J_VERSION))
         _run_logged(
             [mvn, "-q", "-B", "dependency:copy-dependencies", "-DincludeScope=runtime", "-DoutputDirectory=libs"],
-            cwd=tmp, env=dict(os.environ), log=log, what="kafka: mvn dependency:copy-dependencies",
+            cwd=tmp,
+            env=dict(os.environ),
+            log=log,
+            what="kafka: mvn dependency:copy-dependencies",
         )
 
     def _initial_state(self) -> dict[str, Any]:
@@ -554,44 +555,46 @@ class KafkaServer(_Server):
 
     def _server_properties(self) -> str:
         port, cport = self._ports()
-        return "\n".join([
-            "# Written by scripts/infra/localinfra.py on every start; edits are overwritten.",
-            "process.roles=broker,controller",
-            "node.id=1",
-            # Static quorum: needs no --standalone/--initial-controllers at format time and
-            # keeps working when restarted with the same data.
-            f"controller.quorum.voters=1@127.0.0.1:{cport}",
-            "controller.listener.names=CONTROLLER",
-            f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
-            f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
-            "inter.broker.listener.name=PLAINTEXT",
-            "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            f"log.dirs={self._log_dir}",
-            # One node: every internal topic must fit on it.
-            "offsets.topic.replication.factor=1",
-            "offsets.topic.num.partitions=4",
-            "transaction.state.log.replication.factor=1",
-            "transaction.state.log.min.isr=1",
-            "transaction.state.log.num.partitions=4",
-            "share.coordinator.state.topic.replication.factor=1",
-            "share.coordinator.state.topic.min.isr=1",
-            "share.coordinator.state.topic.num.partitions=4",
-            "default.replication.factor=1",
-            "min.insync.replicas=1",
-            "num.partitions=4",
-            "auto.create.topics.enable=true",
-            # Tests create consumer groups all the time; the default 3 s delay is pure waiting.
-            "group.initial.rebalance.delay.ms=0",
-            # After a crash (kill()) the restarted broker's registration waits until the
-            # controller expires the dead incarnation's session: 9 s by default. Shorter, but
-            # with headroom for GC/CPU stalls on a busy 2-core CI machine.
-            "broker.heartbeat.interval.ms=1000",
-            "broker.session.timeout.ms=4500",
-            # The cleaner (needed for compacted __consumer_offsets) defaults to a 128 MiB
-            # buffer, a quarter of our 512 MiB heap.
-            "log.cleaner.dedupe.buffer.size=33554432",
-            "",
-        ])
+        return "\n".join(
+            [
+                "# Written by scripts/infra/localinfra.py on every start; edits are overwritten.",
+                "process.roles=broker,controller",
+                "node.id=1",
+                # Static quorum: needs no --standalone/--initial-controllers at format time and
+                # keeps working when restarted with the same data.
+                f"controller.quorum.voters=1@127.0.0.1:{cport}",
+                "controller.listener.names=CONTROLLER",
+                f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{cport}",
+                f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+                "inter.broker.listener.name=PLAINTEXT",
+                "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+                f"log.dirs={self._log_dir}",
+                # One node: every internal topic must fit on it.
+                "offsets.topic.replication.factor=1",
+                "offsets.topic.num.partitions=4",
+                "transaction.state.log.replication.factor=1",
+                "transaction.state.log.min.isr=1",
+                "transaction.state.log.num.partitions=4",
+                "share.coordinator.state.topic.replication.factor=1",
+                "share.coordinator.state.topic.min.isr=1",
+                "share.coordinator.state.topic.num.partitions=4",
+                "default.replication.factor=1",
+                "min.insync.replicas=1",
+                "num.partitions=4",
+                "auto.create.topics.enable=true",
+                # Tests create consumer groups all the time; the default 3 s delay is pure waiting.
+                "group.initial.rebalance.delay.ms=0",
+                # After a crash (kill()) the restarted broker's registration waits until the
+                # controller expires the dead incarnation's session: 9 s by default. Shorter, but
+                # with headroom for GC/CPU stalls on a busy 2-core CI machine.
+                "broker.heartbeat.interval.ms=1000",
+                "broker.session.timeout.ms=4500",
+                # The cleaner (needed for compacted __consumer_offsets) defaults to a 128 MiB
+                # buffer, a quarter of our 512 MiB heap.
+                "log.cleaner.dedupe.buffer.size=33554432",
+                "",
+            ]
+        )
 
     def _prepare(self) -> None:
         self._log_dir.mkdir(parents=True, exist_ok=True)
@@ -605,9 +608,23 @@ class KafkaServer(_Server):
         while cluster_id.startswith("-"):
             cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         _run_logged(
-            [self._java(), "-Xmx256m", *self._log_opts(), "-cp", f"{self.libs_dir}/*",
-             "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self._config_file)],
-            cwd=self.data_dir, env=dict(os.environ), log=self.log_file, what="kafka: StorageTool format",
+            [
+                self._java(),
+                "-Xmx256m",
+                *self._log_opts(),
+                "-cp",
+                f"{self.libs_dir}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(self._config_file),
+            ],
+            cwd=self.data_dir,
+            env=dict(os.environ),
+            log=self.log_file,
+            what="kafka: StorageTool format",
         )
 
     def _log_opts(self) -> list[str]:
@@ -615,11 +632,19 @@ class KafkaServer(_Server):
 
     def _command(self) -> tuple[list[str], dict[str, str]]:
         cmd = [
-            self._java(), "-Xmx512m", "-Xms128m",
+            self._java(),
+            "-Xmx512m",
+            "-Xms128m",
             # Kafka's own launcher defaults: short GC pauses keep client timeouts quiet.
-            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:+ExitOnOutOfMemoryError",
-            "-Djava.awt.headless=true", *self._log_opts(),
-            "-cp", f"{self.libs_dir}/*", "kafka.Kafka", str(self._config_file),
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:+ExitOnOutOfMemoryError",
+            "-Djava.awt.headless=true",
+            *self._log_opts(),
+            "-cp",
+            f"{self.libs_dir}/*",
+            "kafka.Kafka",
+            str(self._config_file),
         ]
         return cmd, dict(os.environ)
 
@@ -745,11 +770,18 @@ class S3Server(_Server):
 
     def _command(self) -> tuple[list[str], dict[str, str]]:
         cmd = [
-            str(self.binary), "--port", self.endpoint, "--region", S3_REGION,
+            str(self.binary),
+            "--port",
+            self.endpoint,
+            "--region",
+            S3_REGION,
             # Per-request access logging would grow the log without bound during tests.
             "--quiet",
             # --sidecar keeps object metadata in files: no xattr support needed on the FS.
-            "posix", "--sidecar", str(self._meta_dir), str(self._objects_dir),
+            "posix",
+            "--sidecar",
+            str(self._meta_dir),
+            str(self._objects_dir),
         ]
         # Credentials through the environment so they don't show up in `ps`.
         env = dict(os.environ, ROOT_ACCESS_KEY=self.access_key, ROOT_SECRET_KEY=self.secret_key)
@@ -763,8 +795,9 @@ class S3Server(_Server):
         return status == 200
 
 
-def s3_request(endpoint: str, access_key: str, secret_key: str, method: str, path: str,
-               body: bytes = b"", region: str = S3_REGION, timeout: float = 2.0) -> tuple[int, bytes]:
+def s3_request(
+    endpoint: str, access_key: str, secret_key: str, method: str, path: str, body: bytes = b"", region: str = S3_REGION, timeout: float = 2.0
+) -> tuple[int, bytes]:
     """One SigV4-signed S3 request (path-style, no query string); returns (status, body).
 
     Readiness means "authenticated S3 calls work", which a bare TCP connect or an
@@ -774,11 +807,19 @@ def s3_request(endpoint: str, access_key: str, secret_key: str, method: str, pat
     amz_date, day = now.strftime("%Y%m%dT%H%M%SZ"), now.strftime("%Y%m%d")
     payload_hash = hashlib.sha256(body).hexdigest()
     signed_headers = "host;x-amz-content-sha256;x-amz-date"
-    canonical = "\n".join([
-        method, path, "",
-        f"host:{endpoint}", f"x-amz-content-sha256:{payload_hash}", f"x-amz-date:{amz_date}", "",
-        signed_headers, payload_hash,
-    ])
+    canonical = "\n".join(
+        [
+            method,
+            path,
+            "",
+            f"host:{endpoint}",
+            f"x-amz-content-sha256:{payload_hash}",
+            f"x-amz-date:{amz_date}",
+            "",
+            signed_headers,
+            payload_hash,
+        ]
+    )
     scope = f"{day}/{region}/s3/aws4_request"
     to_sign = "\n".join(["AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()])
     key = f"AWS4{secret_key}".encode()
@@ -789,8 +830,7 @@ def s3_request(endpoint: str, access_key: str, secret_key: str, method: str, pat
         "Host": endpoint,
         "x-amz-date": amz_date,
         "x-amz-content-sha256": payload_hash,
-        "Authorization": f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, "
-                         f"SignedHeaders={signed_headers}, Signature={signature}",
+        "Authorization": f"AWS4-HMAC-SHA256 Credential={access_key}/{scope}, SignedHeaders={signed_headers}, Signature={signature}",
     }
     host, port = endpoint.rsplit(":", 1)
     conn = http.client.HTTPConnection(host, int(port), timeout=timeout)
@@ -823,8 +863,13 @@ def _go_env(**extra: str) -> dict[str, str]:
 
 def _go_install(what: str, package: str, version: str, tmp: Path, log: Path, ldflags: str = "-s -w") -> None:
     """``go install package@version`` into ``tmp/bin`` (a module whose go.mod allows it)."""
-    _run_logged([_go(what), "install", "-trimpath", f"-ldflags={ldflags}", f"{package}@{version}"], cwd=tmp,
-                env=_go_env(GOBIN=str(tmp / "bin")), log=log, what=f"{what}: go install {package}@{version}")
+    _run_logged(
+        [_go(what), "install", "-trimpath", f"-ldflags={ldflags}", f"{package}@{version}"],
+        cwd=tmp,
+        env=_go_env(GOBIN=str(tmp / "bin")),
+        log=log,
+        what=f"{what}: go install {package}@{version}",
+    )
 
 
 KUBERAY_MODULE = "github.com/ray-project/kuberay/ray-operator"
@@ -836,8 +881,14 @@ def kuberay_crds(version: str = KUBERAY_VERSION) -> Path:
     proxy into the module cache: the tests install what a user's cluster gets, from upstream."""
     with tempfile.TemporaryDirectory(prefix="vlgenrm-kuberay-") as tmp:
         (Path(tmp) / "go.mod").write_text("module vlgenrm.local/kuberaycrds\n")
-        done = subprocess.run([_go("kuberay CRDs"), "mod", "download", "-json", f"{KUBERAY_MODULE}@{version}"], cwd=tmp,
-                              env=_go_env(), capture_output=True, text=True, timeout=600)
+        done = subprocess.run(
+            [_go("kuberay CRDs"), "mod", "download", "-json", f"{KUBERAY_MODULE}@{version}"],
+            cwd=tmp,
+            env=_go_env(),
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
     if done.returncode != 0:
         raise InfraError(f"kuberay CRDs: go mod download {KUBERAY_MODULE}@{version} failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
     bases = Path(json.loads(done.stdout)["Dir"]) / "config" / "crd" / "bases"
@@ -887,10 +938,10 @@ class EtcdServer(_Server):
         src.mkdir()
         (src / "go.mod").write_text("module localinfra.invalid/etcd\n\ngo 1.24\n")
         env = _go_env()
-        _run_logged([go, "get", f"{ETCD_MODULE}@{ETCD_VERSION}"], cwd=src, env=env, log=log,
-                    what=f"etcd: go get {ETCD_MODULE}@{ETCD_VERSION}")
-        _run_logged([go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp / "bin" / "etcd"), ETCD_MODULE],
-                    cwd=src, env=env, log=log, what="etcd: go build")
+        _run_logged([go, "get", f"{ETCD_MODULE}@{ETCD_VERSION}"], cwd=src, env=env, log=log, what=f"etcd: go get {ETCD_MODULE}@{ETCD_VERSION}")
+        _run_logged(
+            [go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(tmp / "bin" / "etcd"), ETCD_MODULE], cwd=src, env=env, log=log, what="etcd: go build"
+        )
         shutil.rmtree(src)
 
     def _initial_state(self) -> dict[str, Any]:
@@ -908,15 +959,28 @@ class EtcdServer(_Server):
         port, peer = self._ports()
         client, peer_url = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{peer}"
         cmd = [
-            str(self.binary), "--name", "vlgenrm", "--data-dir", str(self._db_dir),
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"vlgenrm={peer_url}",
+            str(self.binary),
+            "--name",
+            "vlgenrm",
+            "--data-dir",
+            str(self._db_dir),
+            "--listen-client-urls",
+            client,
+            "--advertise-client-urls",
+            client,
+            "--listen-peer-urls",
+            peer_url,
+            "--initial-advertise-peer-urls",
+            peer_url,
+            "--initial-cluster",
+            f"vlgenrm={peer_url}",
             # Test data: losing the last writes in a machine crash is fine, fsync latency is not.
             "--unsafe-no-fsync",
             # The apiserver compacts every 5 min; keep the db small on long CI runs anyway.
-            "--quota-backend-bytes", str(2 * 1024**3),
-            "--log-level", "warn",
+            "--quota-backend-bytes",
+            str(2 * 1024**3),
+            "--log-level",
+            "warn",
         ]
         return cmd, dict(os.environ)
 
@@ -931,8 +995,7 @@ class EtcdServer(_Server):
 # --------------------------------------------------------------------------- kube-apiserver
 
 
-def _http_get(url: str, *, token: str | None = None, cafile: Path | None = None,
-              timeout: float = 2.0) -> tuple[int, bytes]:
+def _http_get(url: str, *, token: str | None = None, cafile: Path | None = None, timeout: float = 2.0) -> tuple[int, bytes]:
     """A GET that returns (status, body) for any status (urllib raises on 4xx/5xx)."""
     scheme, rest = url.split("://", 1)
     hostport, _, path = rest.partition("/")
@@ -1005,48 +1068,55 @@ class KubeApiServer(_Server):
         env = _go_env()
         with log.open("ab") as fh:
             fh.write(f"$ go mod download -json {KUBE_MODULE}@{KUBE_VERSION}\n".encode())
-        proc = subprocess.run([go, "mod", "download", "-json", f"{KUBE_MODULE}@{KUBE_VERSION}"], cwd=src, env=env,
-                              stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        proc = subprocess.run(
+            [go, "mod", "download", "-json", f"{KUBE_MODULE}@{KUBE_VERSION}"], cwd=src, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True
+        )
         with log.open("a") as fh:
             fh.write(proc.stderr)
         try:
             info = json.loads(proc.stdout)
             upstream = Path(info["GoMod"]).read_text()
         except (ValueError, KeyError, OSError) as exc:
-            raise InfraError(f"kube: go mod download {KUBE_MODULE}@{KUBE_VERSION} failed ({exc}): "
-                             f"{proc.stdout.strip()[-2000:]} {proc.stderr.strip()[-2000:]}") from exc
-        staging = sorted({
-            m.group(1) for m in re.finditer(r"^\s*(?:replace\s+)?(\S+)\s*=>\s*\./staging/src/\S+\s*$", upstream, re.M)
-        })
+            raise InfraError(
+                f"kube: go mod download {KUBE_MODULE}@{KUBE_VERSION} failed ({exc}): {proc.stdout.strip()[-2000:]} {proc.stderr.strip()[-2000:]}"
+            ) from exc
+        staging = sorted({m.group(1) for m in re.finditer(r"^\s*(?:replace\s+)?(\S+)\s*=>\s*\./staging/src/\S+\s*$", upstream, re.M)})
         if not staging:
             raise InfraError(f"kube: no staging replaces found in {info['GoMod']}")
         staging_version = "v0." + KUBE_VERSION.split(".", 1)[1]
         godebug = [line for line in upstream.splitlines() if line.startswith("godebug ")]
         lines = [
-            "module localinfra.invalid/kubernetes", "",
-            f"go {_go_line(upstream)}", "",
+            "module localinfra.invalid/kubernetes",
+            "",
+            f"go {_go_line(upstream)}",
+            "",
             *godebug,
-            f"require {KUBE_MODULE} {KUBE_VERSION}", "",
+            f"require {KUBE_MODULE} {KUBE_VERSION}",
+            "",
             "replace (",
             *(f"\t{mod} => {mod} {staging_version}" for mod in staging),
-            ")", "",
+            ")",
+            "",
         ]
         (src / "go.mod").write_text("\n".join(lines))
         pkgs = [f"{KUBE_MODULE}/cmd/kube-apiserver", f"{KUBE_MODULE}/cmd/kubectl"]
-        _run_logged([go, "get", *(f"{pkg}@{KUBE_VERSION}" for pkg in pkgs)], cwd=src, env=env, log=log,
-                    what=f"kube: go get {KUBE_MODULE}@{KUBE_VERSION}")
+        _run_logged([go, "get", *(f"{pkg}@{KUBE_VERSION}" for pkg in pkgs)], cwd=src, env=env, log=log, what=f"kube: go get {KUBE_MODULE}@{KUBE_VERSION}")
         # What Kubernetes' own build stamps in (hack/lib/version.sh), so `kubectl version`
         # and /version report the release instead of v0.0.0-master.
         major, minor = KUBE_VERSION.lstrip("v").split(".")[:2]
         stamps = [
             f"-X {pkg}.{key}={value}"
             for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version")
-            for key, value in (("gitVersion", KUBE_VERSION), ("gitMajor", major), ("gitMinor", minor),
-                               ("gitTreeState", "clean"))
+            for key, value in (("gitVersion", KUBE_VERSION), ("gitMajor", major), ("gitMinor", minor), ("gitTreeState", "clean"))
         ]
         (tmp / "bin").mkdir()
-        _run_logged([go, "build", "-trimpath", f"-ldflags=-s -w {' '.join(stamps)}", "-o", str(tmp / "bin") + "/",
-                     *pkgs], cwd=src, env=env, log=log, what="kube: go build kube-apiserver kubectl")
+        _run_logged(
+            [go, "build", "-trimpath", f"-ldflags=-s -w {' '.join(stamps)}", "-o", str(tmp / "bin") + "/", *pkgs],
+            cwd=src,
+            env=env,
+            log=log,
+            what="kube: go build kube-apiserver kubectl",
+        )
         shutil.rmtree(src)
 
     # -- state, credentials, PKI ---------------------------------------------------
@@ -1109,8 +1179,15 @@ class KubeApiServer(_Server):
                 "[v3_ca]\nbasicConstraints = critical,CA:TRUE\nkeyUsage = critical,keyCertSign,cRLSign,digitalSignature\n"
                 "subjectKeyIdentifier = hash\n"
             )
-            sans = ["IP:127.0.0.1", f"IP:{KUBE_SERVICE_IP}", "DNS:localhost", "DNS:kubernetes", "DNS:kubernetes.default",
-                    "DNS:kubernetes.default.svc", "DNS:kubernetes.default.svc.cluster.local"]
+            sans = [
+                "IP:127.0.0.1",
+                f"IP:{KUBE_SERVICE_IP}",
+                "DNS:localhost",
+                "DNS:kubernetes",
+                "DNS:kubernetes.default",
+                "DNS:kubernetes.default.svc",
+                "DNS:kubernetes.default.svc.cluster.local",
+            ]
             (tmp / "serving.ext").write_text(
                 "basicConstraints = critical,CA:FALSE\nkeyUsage = critical,digitalSignature,keyEncipherment\n"
                 "extendedKeyUsage = serverAuth\nsubjectKeyIdentifier = hash\nauthorityKeyIdentifier = keyid\n"
@@ -1119,12 +1196,41 @@ class KubeApiServer(_Server):
             log, env = self.log_file, dict(os.environ)
             days = "3650"
             for cmd in (
-                [openssl, "req", "-x509", "-config", "req.cnf", "-newkey", "rsa:2048", "-nodes",
-                 "-keyout", "ca.key", "-out", "ca.crt", "-days", days],
-                [openssl, "req", "-new", "-config", "req.cnf", "-newkey", "rsa:2048", "-nodes",
-                 "-keyout", "serving.key", "-out", "serving.csr", "-subj", "/CN=kube-apiserver"],
-                [openssl, "x509", "-req", "-in", "serving.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial",
-                 "-out", "serving.crt", "-days", days, "-extfile", "serving.ext"],
+                [openssl, "req", "-x509", "-config", "req.cnf", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", days],
+                [
+                    openssl,
+                    "req",
+                    "-new",
+                    "-config",
+                    "req.cnf",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    "serving.key",
+                    "-out",
+                    "serving.csr",
+                    "-subj",
+                    "/CN=kube-apiserver",
+                ],
+                [
+                    openssl,
+                    "x509",
+                    "-req",
+                    "-in",
+                    "serving.csr",
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    "serving.crt",
+                    "-days",
+                    days,
+                    "-extfile",
+                    "serving.ext",
+                ],
                 [openssl, "genrsa", "-out", "sa.key", "2048"],
             ):
                 _run_logged(cmd, cwd=tmp, env=env, log=log, what=f"kube: openssl {cmd[1]}")
@@ -1134,8 +1240,9 @@ class KubeApiServer(_Server):
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
-    def write_kubeconfig(self, path: Path | None = None, *, token: str | None = None, namespace: str | None = None,
-                         as_user: str | None = None, as_groups: tuple[str, ...] = ()) -> Path:
+    def write_kubeconfig(
+        self, path: Path | None = None, *, token: str | None = None, namespace: str | None = None, as_user: str | None = None, as_groups: tuple[str, ...] = ()
+    ) -> Path:
         """Write a kubeconfig for this server (default: the admin one at :attr:`kubeconfig`).
 
         ``token`` authenticates as someone else (e.g. :meth:`service_account_token`);
@@ -1153,10 +1260,15 @@ class KubeApiServer(_Server):
         config = {  # JSON is YAML: every kubeconfig reader takes it
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{"name": "vlgenrm", "cluster": {
-                "server": self.url,
-                "certificate-authority-data": base64.b64encode(self.ca_file.read_bytes()).decode(),
-            }}],
+            "clusters": [
+                {
+                    "name": "vlgenrm",
+                    "cluster": {
+                        "server": self.url,
+                        "certificate-authority-data": base64.b64encode(self.ca_file.read_bytes()).decode(),
+                    },
+                }
+            ],
             "users": [{"name": "vlgenrm", "user": user}],
             "contexts": [{"name": "vlgenrm", "context": context}],
             "current-context": "vlgenrm",
@@ -1168,10 +1280,10 @@ class KubeApiServer(_Server):
     def _prepare(self) -> None:
         self._make_pki()
         # token,user,uid,"group1,group2" (read once at start by the apiserver)
-        _write_atomic(self._token_file, (
-            f'{self.admin_token},{KUBE_ADMIN_USER},{KUBE_ADMIN_USER},"system:masters"\n'
-            f"{self.user_token},{KUBE_TEST_USER},{KUBE_TEST_USER}\n"
-        ))
+        _write_atomic(
+            self._token_file,
+            (f'{self.admin_token},{KUBE_ADMIN_USER},{KUBE_ADMIN_USER},"system:masters"\n{self.user_token},{KUBE_TEST_USER},{KUBE_TEST_USER}\n'),
+        )
         self._token_file.chmod(0o600)
         self.write_kubeconfig()
 
@@ -1180,9 +1292,12 @@ class KubeApiServer(_Server):
         cmd = [
             str(self.apiserver_binary),
             f"--etcd-servers={self.etcd.client_url}",
-            "--bind-address=127.0.0.1", f"--secure-port={self._ports()[0]}", "--advertise-address=127.0.0.1",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={self._ports()[0]}",
+            "--advertise-address=127.0.0.1",
             f"--cert-dir={self.data_dir / 'certs'}",
-            f"--tls-cert-file={pki / 'serving.crt'}", f"--tls-private-key-file={pki / 'serving.key'}",
+            f"--tls-cert-file={pki / 'serving.crt'}",
+            f"--tls-private-key-file={pki / 'serving.key'}",
             f"--client-ca-file={self.ca_file}",
             f"--token-auth-file={self._token_file}",
             "--authorization-mode=RBAC",
@@ -1228,21 +1343,30 @@ class KubeApiServer(_Server):
 
     # -- kubectl ------------------------------------------------------------------
 
-    def kubectl_args(self, *args: str, as_user: str | None = None, as_groups: tuple[str, ...] = (),
-                     kubeconfig: Path | None = None) -> list[str]:
+    def kubectl_args(self, *args: str, as_user: str | None = None, as_groups: tuple[str, ...] = (), kubeconfig: Path | None = None) -> list[str]:
         """A kubectl command line against this server: as the admin, unless ``kubeconfig`` says
         otherwise (see :meth:`write_kubeconfig`); ``as_user``/``as_groups`` impersonate."""
-        cmd = [str(self.kubectl), f"--kubeconfig={kubeconfig or self.kubeconfig}",
-               # Discovery cache in the state dir, not ~/.kube (servers come and go on one port).
-               f"--cache-dir={self.data_dir / 'kubectl-cache'}"]
+        cmd = [
+            str(self.kubectl),
+            f"--kubeconfig={kubeconfig or self.kubeconfig}",
+            # Discovery cache in the state dir, not ~/.kube (servers come and go on one port).
+            f"--cache-dir={self.data_dir / 'kubectl-cache'}",
+        ]
         if as_user:
             cmd.append(f"--as={as_user}")
         cmd += [f"--as-group={group}" for group in as_groups]
         return cmd + list(args)
 
-    def run_kubectl(self, *args: str, input: str | None = None, check: bool = True, timeout: float = 120,
-                    as_user: str | None = None, as_groups: tuple[str, ...] = (),
-                    kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+    def run_kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 120,
+        as_user: str | None = None,
+        as_groups: tuple[str, ...] = (),
+        kubeconfig: Path | None = None,
+    ) -> subprocess.CompletedProcess[str]:
         """Run kubectl (arguments as for :meth:`kubectl_args`); with ``check`` a non-zero exit
         raises InfraError carrying stderr."""
         cmd = self.kubectl_args(*args, as_user=as_user, as_groups=as_groups, kubeconfig=kubeconfig)
@@ -1259,13 +1383,11 @@ class KubeApiServer(_Server):
         """
         deadline = time.monotonic() + timeout
         while True:
-            proc = self.run_kubectl("get", "crd", name, "-o",
-                                    'jsonpath={.status.conditions[?(@.type=="Established")].status}', check=False)
+            proc = self.run_kubectl("get", "crd", name, "-o", 'jsonpath={.status.conditions[?(@.type=="Established")].status}', check=False)
             if proc.returncode == 0 and proc.stdout.strip() == "True":
                 return
             if time.monotonic() > deadline:
-                raise InfraError(f"CRD {name} not Established after {timeout:.0f}s: {proc.stdout.strip()} "
-                                 f"{proc.stderr.strip()}")
+                raise InfraError(f"CRD {name} not Established after {timeout:.0f}s: {proc.stdout.strip()} {proc.stderr.strip()}")
             time.sleep(0.2)
 
     def service_account_token(self, namespace: str, name: str, duration: str = "1h") -> str:
@@ -1297,16 +1419,23 @@ class Helm(_CachedInstall):
 
     def _build(self, tmp: Path, log: Path) -> None:
         # The version stamp Helm's own release build sets (`helm version` would say v3.22 otherwise).
-        _go_install("helm", "helm.sh/helm/v3/cmd/helm", HELM_VERSION, tmp, log,
-                    ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}")
+        _go_install("helm", "helm.sh/helm/v3/cmd/helm", HELM_VERSION, tmp, log, ldflags=f"-s -w -X helm.sh/helm/v3/internal/version.version={HELM_VERSION}")
 
     def run(self, *args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         """Run ``helm ARGS`` (installed on first use); ``check`` raises with helm's stderr."""
         self.install()
-        proc = subprocess.run([str(self.binary), *args], capture_output=True, text=True, timeout=timeout,
-                              env=dict(os.environ, HELM_CACHE_HOME=str(self.infra_home / "helm-home" / "cache"),
-                                       HELM_CONFIG_HOME=str(self.infra_home / "helm-home" / "config"),
-                                       HELM_DATA_HOME=str(self.infra_home / "helm-home" / "data")))
+        proc = subprocess.run(
+            [str(self.binary), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=dict(
+                os.environ,
+                HELM_CACHE_HOME=str(self.infra_home / "helm-home" / "cache"),
+                HELM_CONFIG_HOME=str(self.infra_home / "helm-home" / "config"),
+                HELM_DATA_HOME=str(self.infra_home / "helm-home" / "data"),
+            ),
+        )
         if check and proc.returncode != 0:
             raise InfraError(f"helm {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout.strip()[-3000:]}\n{proc.stderr.strip()}")
         return proc
@@ -1432,19 +1561,23 @@ def main(argv: list[str] | None = None) -> int:
                     stop_note = f"stop {time.monotonic() - t0:.1f}s, "
                 already = srv.pid() is not None
                 start_secs = srv.start(timeout=args.timeout)
-                print(f"{srv.name}: install {install_secs:.1f}s{' (cached)' if cached else ''}, {stop_note}"
-                      f"start {start_secs:.1f}s{' (already running)' if already else ''}, {srv.address}")
-            conn = write_connection_file(args.state_dir, KafkaServer(args.state_dir, args.infra_home),
-                                         S3Server(args.state_dir, args.infra_home),
-                                         KubeApiServer(args.state_dir, args.infra_home))
+                print(
+                    f"{srv.name}: install {install_secs:.1f}s{' (cached)' if cached else ''}, {stop_note}"
+                    f"start {start_secs:.1f}s{' (already running)' if already else ''}, {srv.address}"
+                )
+            conn = write_connection_file(
+                args.state_dir,
+                KafkaServer(args.state_dir, args.infra_home),
+                S3Server(args.state_dir, args.infra_home),
+                KubeApiServer(args.state_dir, args.infra_home),
+            )
             print(f"connection: {conn} (+ connection.env)")
         elif args.command == "down":
             for srv in reversed(servers):  # kube before the etcd it stores into
                 pid = srv.pid()
                 etcd_pid = srv.etcd.pid() if isinstance(srv, KubeApiServer) else None
                 srv.stop()
-                print(f"{srv.name}: " + (f"stopped (pid {pid})" if pid else "not running")
-                      + (f", its etcd too (pid {etcd_pid})" if etcd_pid else ""))
+                print(f"{srv.name}: " + (f"stopped (pid {pid})" if pid else "not running") + (f", its etcd too (pid {etcd_pid})" if etcd_pid else ""))
         elif args.command == "status":
             for srv in servers:
                 pid = srv.pid()
@@ -1453,8 +1586,10 @@ def main(argv: list[str] | None = None) -> int:
                     rc = 3
                 state = "running" if up else ("starting/unresponsive" if pid else "stopped")
                 address = srv.address if srv._state_file.exists() else "no port assigned yet"
-                print(f"{srv.name}: {state}" + (f" pid {pid}" if pid else "") + f", {address}, "
-                      f"installed={'yes' if srv._is_installed() else 'no'}, log {srv.log_file}")
+                print(
+                    f"{srv.name}: {state}" + (f" pid {pid}" if pid else "") + f", {address}, "
+                    f"installed={'yes' if srv._is_installed() else 'no'}, log {srv.log_file}"
+                )
     except InfraError as exc:
         print(f"localinfra: error: {exc}", file=sys.stderr)
         return 1

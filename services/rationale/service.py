@@ -75,6 +75,7 @@ class RationaleStage:
         hard = [entry for uri in settings.hard_pool for entry in read_jsonl(self.store, uri, HardPoolEntry) if entry.pair.id in known]
         usable = [p for p in pairs if p.id not in errors]
         seed = zlib.crc32(task.task_id.encode())  # the same task samples the same candidates
+
         def progress(done: int, total: int) -> None:
             log.info("shard %s: %d/%d prompts done", task.shard.key, done, total)
 

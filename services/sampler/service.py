@@ -67,8 +67,7 @@ class SamplerStage:
 
             # Scored without the evidence block: the GenRM must learn to see, not to read notes.
             queries = [
-                PairwiseQuery(images[p.example.image.key], p.example.question, *shown_responses(p, c.order), critique=strip_verdict(c.text))
-                for p, c in items
+                PairwiseQuery(images[p.example.image.key], p.example.question, *shown_responses(p, c.order), critique=strip_verdict(c.text)) for p, c in items
             ]
             targets = [shown_target(p, c) for p, c in items]
             margins: list[float] = []
@@ -91,8 +90,15 @@ class SamplerStage:
         }
         st = result.stats
         counts = {
-            "pairs": st.pairs, "skipped": st.skipped, "candidates": st.candidates, "unparseable": st.unparseable,
-            "scored": st.scored, "accepted": st.accepted, "kept": st.kept, "hard": st.hard, "dpo_pairs": st.dpo_pairs,
+            "pairs": st.pairs,
+            "skipped": st.skipped,
+            "candidates": st.candidates,
+            "unparseable": st.unparseable,
+            "scored": st.scored,
+            "accepted": st.accepted,
+            "kept": st.kept,
+            "hard": st.hard,
+            "dpo_pairs": st.dpo_pairs,
         }
         log.info("shard %s: %s", task.shard.key, counts)
         return ShardResult(objects, counts)

@@ -167,10 +167,20 @@ def build_app(config: ServingConfig, store_settings: StoreSettings) -> serve.App
             self.images = ImageFetcher(self.config.security, store)
             self.registry = CollectorRegistry()
             self.requests = Counter("vlgenrm_scorer_requests", "Requests by route and status", ["route", "status"], registry=self.registry)
-            self.latency = Histogram("vlgenrm_scorer_latency_seconds", "Request latency", ["route"], registry=self.registry,
-                                     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
-            self.batches = Histogram("vlgenrm_scorer_batch_size", "Requests merged into the batch that served a request", ["route"],
-                                     registry=self.registry, buckets=(1, 2, 4, 8, 16, 32, 64))
+            self.latency = Histogram(
+                "vlgenrm_scorer_latency_seconds",
+                "Request latency",
+                ["route"],
+                registry=self.registry,
+                buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            )
+            self.batches = Histogram(
+                "vlgenrm_scorer_batch_size",
+                "Requests merged into the batch that served a request",
+                ["route"],
+                registry=self.registry,
+                buckets=(1, 2, 4, 8, 16, 32, 64),
+            )
             self.version = Gauge("vlgenrm_scorer_model_info", "The served model (value 1)", ["version"], registry=self.registry)
 
         # -- guards -----------------------------------------------------------------------
@@ -178,8 +188,9 @@ def build_app(config: ServingConfig, store_settings: StoreSettings) -> serve.App
             principal = self.auth.authenticate(request.headers.get("authorization"), request.headers.get("x-api-key"), scope)
             wait = self.limiter.acquire(principal)
             if wait is not None:
-                raise ApiError(429, "rate_limited", f"key '{principal.name}' is over its rate; retry in {wait:.2f} s",
-                               {"Retry-After": str(max(1, round(wait + 0.5)))})
+                raise ApiError(
+                    429, "rate_limited", f"key '{principal.name}' is over its rate; retry in {wait:.2f} s", {"Retry-After": str(max(1, round(wait + 0.5)))}
+                )
 
         async def image(self, source: str) -> bytes:
             return await self.images.fetch(source)
@@ -215,16 +226,16 @@ def build_app(config: ServingConfig, store_settings: StoreSettings) -> serve.App
         async def _score(self, body: ScoreRequest, request: Request) -> ScoreResponse:
             self.guard(request, "score")
             if (body.with_critique or body.samples > 1) and not self.config.critique:
-                raise ApiError(400, "critique_disabled", "this endpoint does not generate critiques (serving.critique=false): "
-                                                         "with_critique and samples > 1 need them")
+                raise ApiError(
+                    400, "critique_disabled", "this endpoint does not generate critiques (serving.critique=false): with_critique and samples > 1 need them"
+                )
             sampling = _sampling(body)
             critique_tokens = body.max_critique_tokens if body.with_critique and sampling is None else None
             job = PointJob(await self.image(body.image), body.question, tuple(body.responses), critique_tokens, sampling)
             result = self.checked("score", await self.model.score.remote(job))
             scores = []
             for i, p in enumerate(result.values):
-                score = ResponseScore(index=i, reward=p, verdict="Yes" if p >= 0.5 else "No",
-                                      critique=result.critiques[i] if result.critiques else None)
+                score = ResponseScore(index=i, reward=p, verdict="Yes" if p >= 0.5 else "No", critique=result.critiques[i] if result.critiques else None)
                 if sampling is not None:
                     score.agreement, score.sample_rewards = result.agreement[i], result.samples[i]
                     if body.with_critique:
@@ -270,9 +281,14 @@ def build_app(config: ServingConfig, store_settings: StoreSettings) -> serve.App
             results = await asyncio.gather(*(self.model.score.remote(PointJob(by_source[src], q, (r,))) for src, q, r in jobs))
             rewards = [self.checked("get_reward", res).values[0] for res in results]
             # extra_logs: numbers only (OpenRLHF turns every value into a tensor); provenance beside them.
-            return RewardResponse(rewards=rewards, scores=rewards, extra_logs={"genrm_p_yes": rewards},
-                                  model=results[0].model, model_version=results[0].model_version,
-                                  model_versions=[res.model_version for res in results])
+            return RewardResponse(
+                rewards=rewards,
+                scores=rewards,
+                extra_logs={"genrm_p_yes": rewards},
+                model=results[0].model,
+                model_version=results[0].model_version,
+                model_versions=[res.model_version for res in results],
+            )
 
         @staticmethod
         def reward_images(body: RewardRequest, n: int) -> list[str]:
@@ -288,8 +304,12 @@ def build_app(config: ServingConfig, store_settings: StoreSettings) -> serve.App
             images = [image_from_label(label) for label in body.labels]
             missing = [i for i, image in enumerate(images) if image is None]
             if missing:
-                raise ApiError(422, "invalid_request", f"labels[{missing[0]}]: no image (an s3:// URI, a data:image/ URL, or an object with an "
-                                                       "'image' field) and no `images`: one image per query is required")
+                raise ApiError(
+                    422,
+                    "invalid_request",
+                    f"labels[{missing[0]}]: no image (an s3:// URI, a data:image/ URL, or an object with an "
+                    "'image' field) and no `images`: one image per query is required",
+                )
             return images  # type: ignore[return-value]
 
         @api.get("/v1/models", response_model=ModelList, responses=ERRORS, summary="The served model")
@@ -325,12 +345,19 @@ def build_app(config: ServingConfig, store_settings: StoreSettings) -> serve.App
             return Response(generate_latest(self.registry), media_type=CONTENT_TYPE_LATEST)
 
     scaling: dict[str, Any] = (
-        {"autoscaling_config": {"min_replicas": config.min_replicas, "max_replicas": config.max_replicas,
-                                "target_ongoing_requests": config.target_ongoing_requests}}
-        if config.max_replicas > config.min_replicas else {"num_replicas": config.max_replicas}
+        {
+            "autoscaling_config": {
+                "min_replicas": config.min_replicas,
+                "max_replicas": config.max_replicas,
+                "target_ongoing_requests": config.target_ongoing_requests,
+            }
+        }
+        if config.max_replicas > config.min_replicas
+        else {"num_replicas": config.max_replicas}
     )
     model = GenRMDeployment.options(
-        **scaling, max_ongoing_requests=config.max_ongoing_requests,
+        **scaling,
+        max_ongoing_requests=config.max_ongoing_requests,
         ray_actor_options={"num_cpus": config.num_cpus, "num_gpus": config.num_gpus},
         user_config=json.loads(config.model_dump_json()),  # the model lives here: changing it is a hot swap
     ).bind(store_settings.portable())

@@ -55,15 +55,26 @@ class TrainerStage:
         data_key = write_training_set(self.store, part_key(task.shard, "data", "jsonl"), records)
         storage_prefix, export_prefix = checkpoint_prefixes(task)
         outcome = run_training(
-            settings, store=self.store, store_settings=self.settings.store, ray_settings=self.settings.ray,
-            data_key=data_key, storage_prefix=storage_prefix, export_prefix=export_prefix, label=task.shard.key,
+            settings,
+            store=self.store,
+            store_settings=self.settings.store,
+            ray_settings=self.settings.ray,
+            data_key=data_key,
+            storage_prefix=storage_prefix,
+            export_prefix=export_prefix,
+            label=task.shard.key,
             should_stop=self.should_stop,
         )
         RUNS.inc()
         SAMPLES_PER_S.set(outcome.metrics["samples_per_s"])
         report = TrainingReport(
-            init_model=settings.init_model, checkpoint_uri=outcome.checkpoint_uri, model_version=outcome.version,
-            config=settings.training, data=data_report, state=outcome.state, metrics=outcome.metrics,
+            init_model=settings.init_model,
+            checkpoint_uri=outcome.checkpoint_uri,
+            model_version=outcome.version,
+            config=settings.training,
+            data=data_report,
+            state=outcome.state,
+            metrics=outcome.metrics,
         )
         objects = {
             part_key(task.shard, "report", "json"): report.to_json_bytes(),
@@ -71,9 +82,13 @@ class TrainerStage:
             part_key(task.shard, "report", "png"): loss_curve_png(outcome.state),
         }
         counts = {
-            "records": data_report.lines, "usable": data_report.usable, "malformed": data_report.malformed,
-            "duplicates": data_report.duplicates, "missing_images": data_report.missing_images,
-            "steps": outcome.state.step, "skipped_examples": sum(outcome.state.skipped.values()),
+            "records": data_report.lines,
+            "usable": data_report.usable,
+            "malformed": data_report.malformed,
+            "duplicates": data_report.duplicates,
+            "missing_images": data_report.missing_images,
+            "steps": outcome.state.step,
+            "skipped_examples": sum(outcome.state.skipped.values()),
         }
         return ShardResult(objects, counts, metrics=outcome.metrics, artifacts={"checkpoint": outcome.checkpoint_uri})
 
@@ -81,6 +96,14 @@ class TrainerStage:
 def build_worker(settings: Settings, bus: Bus, store: BlobStore) -> Worker[StageTask]:
     topics = Topics(settings.bus.topic_prefix)
     stage = TrainerStage(settings, store)
-    worker = Worker(bus, [topics.tasks(Stage.TRAINING)], topics.group(GROUP), StageTask, StageRunner(bus, store, topics, stage.process), dlq_topic=topics.dlq, settings=settings.worker)
+    worker = Worker(
+        bus,
+        [topics.tasks(Stage.TRAINING)],
+        topics.group(GROUP),
+        StageTask,
+        StageRunner(bus, store, topics, stage.process),
+        dlq_topic=topics.dlq,
+        settings=settings.worker,
+    )
     stage.should_stop = lambda: worker.stopping
     return worker

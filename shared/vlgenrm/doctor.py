@@ -8,9 +8,9 @@ from enum import StrEnum
 from pydantic import BaseModel
 
 from vlgenrm.bus.base import Topics
+from vlgenrm.retry import Backoff
 from vlgenrm.settings import BusKind, Settings, StoreKind
 from vlgenrm.store.base import StoreAuthError, StoreError, StoreUnavailableError
-from vlgenrm.retry import Backoff
 
 
 class CheckStatus(StrEnum):
@@ -54,7 +54,11 @@ def check_bus(settings: Settings, *, fix: bool = False) -> list[Check]:
             kafka.ensure_topics(missing)
             checks.append(Check(component="bus", check="topics", status=CheckStatus.OK, detail=f"created {', '.join(missing)}"))
         elif missing:
-            checks.append(Check(component="bus", check="topics", status=CheckStatus.WARN, detail=f"missing {', '.join(missing)} (created on first use, or run with --fix)"))
+            checks.append(
+                Check(
+                    component="bus", check="topics", status=CheckStatus.WARN, detail=f"missing {', '.join(missing)} (created on first use, or run with --fix)"
+                )
+            )
         else:
             checks.append(Check(component="bus", check="topics", status=CheckStatus.OK, detail=f"all {len(wanted)} topics present"))
     except KafkaError as exc:
@@ -99,7 +103,9 @@ def check_store(settings: Settings, *, fix: bool = False) -> list[Check]:
         s3.ensure_bucket()
         checks.append(Check(component="store", check="bucket", status=CheckStatus.OK, detail=f"created bucket {store.bucket!r}"))
     else:
-        checks.append(Check(component="store", check="bucket", status=CheckStatus.FAIL, detail=f"bucket {store.bucket!r} missing (run with --fix to create it)"))
+        checks.append(
+            Check(component="store", check="bucket", status=CheckStatus.FAIL, detail=f"bucket {store.bucket!r} missing (run with --fix to create it)")
+        )
     s3.close()
     return checks
 

@@ -43,8 +43,12 @@ def ensure_ray(settings: RaySettings) -> None:
         os.environ.setdefault(key, value)
     started = time.monotonic()
     ray.init(
-        num_cpus=settings.num_cpus, num_gpus=settings.num_gpus, include_dashboard=settings.include_dashboard,
-        object_store_memory=settings.object_store_memory_mb << 20, log_to_driver=settings.log_to_driver, logging_level=_level(settings),
+        num_cpus=settings.num_cpus,
+        num_gpus=settings.num_gpus,
+        include_dashboard=settings.include_dashboard,
+        object_store_memory=settings.object_store_memory_mb << 20,
+        log_to_driver=settings.log_to_driver,
+        logging_level=_level(settings),
     )
     log.info("started a local Ray in %.1f s: %s", time.monotonic() - started, ray.cluster_resources())
 
@@ -56,5 +60,4 @@ def _level(settings: RaySettings) -> int:
 
 def _is_connect_error(exc: BaseException) -> bool:
     """Failures worth another try: the cluster, or Ray Client's per-driver server, not up yet."""
-    return isinstance(exc, (ConnectionError, TimeoutError)) or (
-        isinstance(exc, RuntimeError) and "Starting Ray client server failed" in str(exc))
+    return isinstance(exc, (ConnectionError, TimeoutError)) or (isinstance(exc, RuntimeError) and "Starting Ray client server failed" in str(exc))

@@ -23,8 +23,8 @@ from pydantic_settings import (
 )
 
 from vlgenrm.errors import ConfigError
-from vlgenrm.scoring.config import ServingConfig
 from vlgenrm.retry import Backoff
+from vlgenrm.scoring.config import ServingConfig
 
 
 class BusKind(StrEnum):
@@ -103,10 +103,14 @@ class RaySettings(BaseModel):
     num_gpus: int | None = Field(None, ge=0, description="GPUs of a local cluster (None = detect).")
     object_store_memory_mb: int = Field(256, ge=64, description="Object store of a local cluster; the trainer moves little through it.")
     include_dashboard: bool = Field(False, description="Start the Ray dashboard with a local cluster.")
-    log_to_driver: bool = Field(True, description="Forward Ray workers' output to this process; off also limits Ray's own driver logs to errors (vlgenrm run turns it off unless --verbose).")
+    log_to_driver: bool = Field(
+        True,
+        description="Forward Ray workers' output to this process; off also limits Ray's own driver logs to errors (vlgenrm run turns it off unless --verbose).",
+    )
     connect_retry: Backoff = Field(
         default_factory=lambda: Backoff(max_attempts=5, initial_s=2.0, max_s=30.0),
-        description="Retries of connecting to an existing cluster (a KubeRay head restarting, Ray Client's server starting).")
+        description="Retries of connecting to an existing cluster (a KubeRay head restarting, Ray Client's server starting).",
+    )
 
 
 _config_file: contextvars.ContextVar[Path | None] = contextvars.ContextVar("vlgenrm_config_file", default=None)

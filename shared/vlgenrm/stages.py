@@ -134,7 +134,9 @@ def jsonl(models: Sequence[Contract]) -> bytes:
 
 def event_for(task: StageTask, type_: EventType, **fields: object) -> StageEvent:
     # Deterministic ids let consumers recognise a re-announced event as the same one.
-    return StageEvent(event_id=f"{task.task_id}/{task.attempt}/{type_.value}", task_id=task.task_id, shard=task.shard, attempt=task.attempt, type=type_, **fields)
+    return StageEvent(
+        event_id=f"{task.task_id}/{task.attempt}/{type_.value}", task_id=task.task_id, shard=task.shard, attempt=task.attempt, type=type_, **fields
+    )
 
 
 class StageRunner:
@@ -165,15 +167,26 @@ class StageRunner:
         for key, data in sorted(result.objects.items()):
             self.store.put_bytes(key, data)
         done = ShardDone(
-            task_id=task.task_id, shard=task.shard, outputs=sorted(result.objects), counts=result.counts,
-            errors=result.errors, metrics=result.metrics, artifacts=result.artifacts, promote=result.promote,
+            task_id=task.task_id,
+            shard=task.shard,
+            outputs=sorted(result.objects),
+            counts=result.counts,
+            errors=result.errors,
+            metrics=result.metrics,
+            artifacts=result.artifacts,
+            promote=result.promote,
         )
         self.store.put_model(marker, done)
         self._announce(task, done)
 
     def _announce(self, task: StageTask, done: ShardDone) -> None:
         event = event_for(
-            task, EventType.SHARD_DONE, output_uri=self.store.uri(marker_key(task.shard)), counts=done.counts,
-            metrics=done.metrics, artifacts=done.artifacts, promote=done.promote,
+            task,
+            EventType.SHARD_DONE,
+            output_uri=self.store.uri(marker_key(task.shard)),
+            counts=done.counts,
+            metrics=done.metrics,
+            artifacts=done.artifacts,
+            promote=done.promote,
         )
         self.bus.publish(self.topics.events, task.shard.key, event)

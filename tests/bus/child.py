@@ -41,8 +41,15 @@ def sigterm_worker(args: dict) -> None:
         done.append(i)
         print(f"DONE {i}", flush=True)
 
-    worker = Worker(bus, [topic], group, StageTask, handle, dlq_topic=topic + ".dlq",
-                    settings=WorkerSettings(poll_timeout_s=0.2, max_records=n, retry=Backoff(max_attempts=1)))
+    worker = Worker(
+        bus,
+        [topic],
+        group,
+        StageTask,
+        handle,
+        dlq_topic=topic + ".dlq",
+        settings=WorkerSettings(poll_timeout_s=0.2, max_records=n, retry=Backoff(max_attempts=1)),
+    )
     stats = worker.run()
     committed = sum(bus.committed_offsets(group, topic).values())
     print("RESULT " + json.dumps({"done": done, "committed": committed, "processed": stats.processed}), flush=True)

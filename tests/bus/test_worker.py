@@ -166,7 +166,7 @@ def test_poison_records_and_raising_handlers_are_dead_lettered_and_the_next_reco
             assert letter.original == value[:MAX_DEAD_LETTER_ORIGINAL] and f"of {len(value)} bytes" in letter.detail
         else:
             assert letter.original == value
-    details = [letters[offset].detail for offset, _, _ in bad[-len(RAISES):]]
+    details = [letters[offset].detail for offset, _, _ in bad[-len(RAISES) :]]
     assert details[0].startswith("SystemExit") and details[1].startswith("RecursionError")
     assert details[2] == "Unprintable: <unprintable: RuntimeError>" and details[3] == "MemoryError: shard too big"
     assert bus.lag(group, topic) == 0  # committed past every one of them
@@ -196,7 +196,8 @@ def test_a_tombstone_and_a_key_that_is_not_utf8_reach_the_dead_letter_topic(kafk
     handled: list[int] = []
     try:
         stats = Worker(bus, [topic], group, StageTask, lambda m, r: handled.append(m.shard.shard), dlq_topic=dlq, settings=FAST).run(
-            max_messages=3, idle_timeout_s=60)
+            max_messages=3, idle_timeout_s=60
+        )
         assert handled == [0] and stats.dead_lettered[DeadLetterReason.UNDECODABLE] == 2
         letters = sorted(read_dead_letters(bus, dlq, 2, unique), key=lambda d: d.offset)
         assert [d.original for d in letters] == [b"", b"\x80junk"]

@@ -12,9 +12,24 @@ from vlgenrm.genrm.tiny import build_tiny_genrm
 
 def test_build_show_and_ladder(tmp_path: Path) -> None:
     config = tmp_path / "base.yaml"
-    config.write_text(yaml.safe_dump({"steps": 3, "scenes": 4, "simple_items": 2, "scaffold_scenes": 2, "vision_steps": 2, "vision_scenes": 4,
-                                              "eval_items": 2, "batch_size": 4, "warmup_steps": 1,
-                                      "marked_steps": 2, "marked_scenes": 2, "replay_scenes": 1}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "steps": 3,
+                "scenes": 4,
+                "simple_items": 2,
+                "scaffold_scenes": 2,
+                "vision_steps": 2,
+                "vision_scenes": 4,
+                "eval_items": 2,
+                "batch_size": 4,
+                "warmup_steps": 1,
+                "marked_steps": 2,
+                "marked_scenes": 2,
+                "replay_scenes": 1,
+            }
+        )
+    )
     cache = tmp_path / "cache"
     missing = invoke("base", "show", "--config", str(config), "--cache-dir", str(cache))
     assert missing.exit_code == 1 and "not built yet" in missing.output

@@ -24,8 +24,27 @@ def flat(output: str) -> str:
 
 
 def test_synth_writes_a_dataset_to_the_store_from_settings(tmp_path):
-    result = runner.invoke(app, ["--set", f"store.root={tmp_path}", "data", "synth", "--name", "cli", "--train", "12",
-                                 "--eval", "5", "--shard-size", "8", "--seed", "2", "--label-noise", "0.5"])
+    result = runner.invoke(
+        app,
+        [
+            "--set",
+            f"store.root={tmp_path}",
+            "data",
+            "synth",
+            "--name",
+            "cli",
+            "--train",
+            "12",
+            "--eval",
+            "5",
+            "--shard-size",
+            "8",
+            "--seed",
+            "2",
+            "--label-noise",
+            "0.5",
+        ],
+    )
     assert result.exit_code == 0, result.output
     manifest = load_manifest(LocalStore(tmp_path), "cli")
     assert manifest.splits["train"].count == 12 and len(manifest.splits["train"].shards) == 2
@@ -50,6 +69,12 @@ def test_invalid_options_exit_2(tmp_path):
 def test_cli_defaults_match_the_config_defaults():
     defaults = {p.name: p.default for p in inspect.signature(synth).parameters.values() if p.name != "ctx"}
     config = SynthConfig()
-    assert defaults == {"name": config.name, "train": config.n_train, "eval_": config.n_eval,
-                        "image_size": config.image_size, "label_noise": config.label_noise, "seed": config.seed,
-                        "shard_size": config.shard_size}
+    assert defaults == {
+        "name": config.name,
+        "train": config.n_train,
+        "eval_": config.n_eval,
+        "image_size": config.image_size,
+        "label_noise": config.label_noise,
+        "seed": config.seed,
+        "shard_size": config.shard_size,
+    }

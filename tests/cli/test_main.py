@@ -45,8 +45,17 @@ def test_doctor_on_the_embedded_default(tmp_path):
 
 def test_doctor_names_unreachable_servers():
     result = invoke(
-        "--set", "bus.kind=kafka", "--set", "bus.bootstrap_servers=127.0.0.1:1", "--set", "bus.connect_timeout_s=1",
-        "--set", "store.kind=s3", "--set", "store.endpoint=127.0.0.1:1", "doctor",
+        "--set",
+        "bus.kind=kafka",
+        "--set",
+        "bus.bootstrap_servers=127.0.0.1:1",
+        "--set",
+        "bus.connect_timeout_s=1",
+        "--set",
+        "store.kind=s3",
+        "--set",
+        "store.endpoint=127.0.0.1:1",
+        "doctor",
     )
     assert result.exit_code == 1
     assert "does not answer" in result.output and "unreachable" in result.output
@@ -56,10 +65,22 @@ def test_doctor_names_unreachable_servers():
 def test_doctor_against_real_kafka_and_s3(kafka_server, s3_server, unique):
     prefix, bucket = unique("doctor"), unique("bucket")
     args = [
-        "--set", "bus.kind=kafka", "--set", f"bus.bootstrap_servers={kafka_server.bootstrap_servers}",
-        "--set", f"bus.topic_prefix={prefix}", "--set", "store.kind=s3", "--set", f"store.endpoint={s3_server.endpoint}",
-        "--set", f"store.access_key={s3_server.access_key}", "--set", f"store.secret_key={s3_server.secret_key}",
-        "--set", f"store.bucket={bucket}",
+        "--set",
+        "bus.kind=kafka",
+        "--set",
+        f"bus.bootstrap_servers={kafka_server.bootstrap_servers}",
+        "--set",
+        f"bus.topic_prefix={prefix}",
+        "--set",
+        "store.kind=s3",
+        "--set",
+        f"store.endpoint={s3_server.endpoint}",
+        "--set",
+        f"store.access_key={s3_server.access_key}",
+        "--set",
+        f"store.secret_key={s3_server.secret_key}",
+        "--set",
+        f"store.bucket={bucket}",
     ]
     before = invoke(*args, "doctor")
     assert before.exit_code == 1, before.output  # the bucket is missing

@@ -77,10 +77,19 @@ def _serving(port: int) -> ServingConfig:
         ApiKey(name="limited", sha256=hash_key(LIMITED_KEY), rate_per_s=1, burst=1),
         ApiKey(name="rl", sha256=hash_key(REWARD_ONLY_KEY), scopes=["reward"], rate_per_s=1000, burst=1000),
     ]
-    security = SecuritySettings(api_keys=keys, max_request_bytes=512 << 10, max_image_bytes=100 << 10, allowed_hosts=["127.0.0.1"],
-                                image_fetch_timeout_s=5)
-    return ServingConfig(model=None, namespace=NAMESPACE, watch_promoted_s=0.5, port=port, host="127.0.0.1", max_batch_size=16,
-                         batch_wait_timeout_s=0.02, num_cpus=1, genrm=GenRMSettings(batch_size=16), security=security)
+    security = SecuritySettings(api_keys=keys, max_request_bytes=512 << 10, max_image_bytes=100 << 10, allowed_hosts=["127.0.0.1"], image_fetch_timeout_s=5)
+    return ServingConfig(
+        model=None,
+        namespace=NAMESPACE,
+        watch_promoted_s=0.5,
+        port=port,
+        host="127.0.0.1",
+        max_batch_size=16,
+        batch_wait_timeout_s=0.02,
+        num_cpus=1,
+        genrm=GenRMSettings(batch_size=16),
+        security=security,
+    )
 
 
 def _first_request(url: str, startup: Startup) -> None:

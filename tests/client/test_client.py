@@ -57,8 +57,12 @@ def test_every_route_sync_and_async_give_the_same_answers_as_plain_http(live: Li
 
     async def run_async():
         async with AsyncScorerClient(live.url, KEY) as client:
-            return await asyncio.gather(client.score(IMAGE, QUESTION, RESPONSES), client.compare(IMAGE, QUESTION, RESPONSES),
-                                        client.get_reward(queries, prompts, images=[IMAGE, IMAGE]), client.models())
+            return await asyncio.gather(
+                client.score(IMAGE, QUESTION, RESPONSES),
+                client.compare(IMAGE, QUESTION, RESPONSES),
+                client.get_reward(queries, prompts, images=[IMAGE, IMAGE]),
+                client.models(),
+            )
 
     a_score, a_compare, a_reward, a_models = asyncio.run(run_async())
     plain_score = live.post("/v1/score", {"image": B64, "question": QUESTION, "responses": RESPONSES}).json()
@@ -84,9 +88,16 @@ def test_images_from_bytes_paths_pil_data_urls_s3_and_allowed_urls_get_one_rewar
     [expected] = live.direct_rewards(B64, QUESTION, RESPONSES[:1])
     with serve_image(IMAGE) as base, live.client() as client:
         sources = {
-            "bytes": IMAGE, "bytearray": bytearray(IMAGE), "Path": image_file, "path string": str(image_file),
-            "file URL": image_file.as_uri(), "PIL": Image.open(image_file), "base64": B64, "data URL": "data:image/png;base64," + B64,
-            "s3 URI": s3_uri, "http URL": f"{base}/square.png",
+            "bytes": IMAGE,
+            "bytearray": bytearray(IMAGE),
+            "Path": image_file,
+            "path string": str(image_file),
+            "file URL": image_file.as_uri(),
+            "PIL": Image.open(image_file),
+            "base64": B64,
+            "data URL": "data:image/png;base64," + B64,
+            "s3 URI": s3_uri,
+            "http URL": f"{base}/square.png",
             "datasets Image feature": {"bytes": IMAGE, "path": None},
         }
         for name, source in sources.items():

@@ -31,8 +31,7 @@ SYSTEM = "You are a helpful assistant."
 def openrlhf_sample(live: LiveScorer, response: str) -> tuple[str, str]:
     """(query, prompt) as OpenRLHF builds them for a Qwen2-VL policy with one image."""
     processor = live.genrm.processor
-    messages = [{"role": "system", "content": SYSTEM},
-                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
+    messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     pil = Image.open(__import__("io").BytesIO(IMAGE)).convert("RGB")
     prompt_ids = processor(images=[pil], text=[prompt], return_tensors="pt")["input_ids"][0].tolist()  # image tokens expanded
@@ -93,9 +92,9 @@ def test_openrlhf_requests_the_scorer_cannot_serve_get_a_clear_4xx(live: LiveSco
     query, prompt = openrlhf_sample(live, RESPONSES[0])
     no_image = live.post("/get_reward", {"query": [query], "prompts": [prompt], "labels": ["red"]}, key=REWARD_ONLY_KEY)
     assert no_image.status_code == 422 and "labels[0]: no image" in no_image.json()["error"]["message"]
-    wrong_prompt = live.post("/get_reward", {"query": [query], "prompts": ["<|im_start|>user\nOther?<|im_end|>\n"],
-                                                    "labels": ["data:image/png;base64," + B64]},
-                             key=REWARD_ONLY_KEY)
+    wrong_prompt = live.post(
+        "/get_reward", {"query": [query], "prompts": ["<|im_start|>user\nOther?<|im_end|>\n"], "labels": ["data:image/png;base64," + B64]}, key=REWARD_ONLY_KEY
+    )
     assert wrong_prompt.status_code == 422 and "does not start with its prompt" in wrong_prompt.json()["error"]["message"]
     no_key = asyncio.run(_status(live.url + "/get_reward", {"query": [query], "prompts": [prompt], "labels": ["s3://x/y.png"]}))
     assert no_key == 401

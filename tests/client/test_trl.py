@@ -42,9 +42,19 @@ def policy():
 
     tokenizer = train_tokenizer(FAMILIES["qwen2_vl"], vocab_size=512)
     torch.manual_seed(0)
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                         num_key_value_heads=1, max_position_embeddings=256, tie_word_embeddings=True,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
     return Qwen2ForCausalLM(config), tokenizer
 
 
@@ -52,9 +62,25 @@ def grpo(policy, reward, dataset, out: Path, steps: int = 2):
     from trl import GRPOConfig, GRPOTrainer
 
     model, tokenizer = policy
-    args = GRPOConfig(output_dir=str(out), per_device_train_batch_size=G, num_generations=G, max_completion_length=6, max_steps=steps,
-                      logging_steps=1, report_to="none", use_cpu=True, save_strategy="no", seed=0, beta=0.0, learning_rate=1e-3,
-                      temperature=1.0, dataloader_num_workers=0, disable_tqdm=True, bf16=False, fp16=False)
+    args = GRPOConfig(
+        output_dir=str(out),
+        per_device_train_batch_size=G,
+        num_generations=G,
+        max_completion_length=6,
+        max_steps=steps,
+        logging_steps=1,
+        report_to="none",
+        use_cpu=True,
+        save_strategy="no",
+        seed=0,
+        beta=0.0,
+        learning_rate=1e-3,
+        temperature=1.0,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        bf16=False,
+        fp16=False,
+    )
     return GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=dataset, processing_class=tokenizer)
 
 
@@ -85,7 +111,8 @@ def test_grpo_trains_on_scorer_rewards_that_equal_direct_scorer_calls(live: Live
     last_prompts, last_completions, last_images, _ = reward.calls[-1]
     assert list(trainer._logs["completion"]) == last_completions
     assert list(trainer._logs["rewards"]["vlgenrm"]) == pytest.approx(
-        live.direct_rewards(last_images[0], prompt_question(last_prompts[0]), last_completions), abs=1e-5)
+        live.direct_rewards(last_images[0], prompt_question(last_prompts[0]), last_completions), abs=1e-5
+    )
 
 
 def test_a_scorer_error_stops_training_with_the_error_not_a_zero_reward(live: LiveScorer, policy, tmp_path):
@@ -101,8 +128,7 @@ def test_conversational_prompts_pil_images_pairwise_references_and_the_async_rew
     from PIL import Image
 
     pil = Image.open(__import__("io").BytesIO(IMAGE))
-    prompts = [[{"role": "system", "content": "Be brief."},
-                {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]] * 2
+    prompts = [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": QUESTION}]}]] * 2
     completions = [[{"role": "assistant", "content": "It is red."}], [{"role": "assistant", "content": "It is blue."}]]
     pointwise = VLGenRMReward(live.url, KEY)
     rewards = pointwise(prompts, completions, image=[pil, pil])

@@ -57,8 +57,9 @@ async def run_single(compute_score, data_source, response_str, ground_truth, ext
         result = await compute_score(data_source=data_source, solution_str=response_str, ground_truth=ground_truth, extra_info=extra_info)
     else:
         loop = asyncio.get_running_loop()
-        result = await loop.run_in_executor(None, lambda: compute_score(data_source=data_source, solution_str=response_str,
-                                                                       ground_truth=ground_truth, extra_info=extra_info))
+        result = await loop.run_in_executor(
+            None, lambda: compute_score(data_source=data_source, solution_str=response_str, ground_truth=ground_truth, extra_info=extra_info)
+        )
     reward_extra_info = {}
     if isinstance(result, dict):
         score = result["score"]
@@ -78,8 +79,9 @@ def test_compute_score_through_verls_reward_loop_equals_v1_score(live: LiveScore
     expected = live.direct_rewards(B64, QUESTION, RESPONSES)
 
     async def rollouts():  # the reward loop scores a batch's rollouts concurrently
-        return await asyncio.gather(*(run_single(compute_score, "vlgenrm/synth", r, "red", {"image": s3_uri, "question": QUESTION, "index": i})
-                                      for i, r in enumerate(RESPONSES)))
+        return await asyncio.gather(
+            *(run_single(compute_score, "vlgenrm/synth", r, "red", {"image": s3_uri, "question": QUESTION, "index": i}) for i, r in enumerate(RESPONSES))
+        )
 
     results = asyncio.run(rollouts())
     assert [r["reward_score"] for r in results] == pytest.approx(expected, abs=1e-5)
@@ -91,14 +93,11 @@ def test_compute_score_through_verls_reward_loop_equals_v1_score(live: LiveScore
 def test_compute_score_with_critique_and_samples_and_its_errors(live: LiveScorer, monkeypatch):
     monkeypatch.setenv("VLGENRM_API_KEY", KEY)
     info = {"images": [IMAGE], "prompt": QUESTION}  # the fallbacks: a one-image list, the prompt as question
-    result = vlgenrm.client.verl.compute_score("d", RESPONSES[0], None, info, scorer_url=live.url, with_critique=True,
-                                               samples=2, seed=3, max_critique_tokens=8)
+    result = vlgenrm.client.verl.compute_score("d", RESPONSES[0], None, info, scorer_url=live.url, with_critique=True, samples=2, seed=3, max_critique_tokens=8)
     assert set(result) == {"score", "verdict", "critique", "agreement"} and isinstance(result["critique"], str)
-    again = vlgenrm.client.verl.compute_score("d", RESPONSES[0], None, info, scorer_url=live.url, with_critique=True,
-                                              samples=2, seed=3, max_critique_tokens=8)
+    again = vlgenrm.client.verl.compute_score("d", RESPONSES[0], None, info, scorer_url=live.url, with_critique=True, samples=2, seed=3, max_critique_tokens=8)
     assert again == result
     with pytest.raises(InvalidRequestError, match="no image in extra_info"):
         vlgenrm.client.verl.compute_score("d", RESPONSES[0], None, {"question": QUESTION}, scorer_url=live.url)
     with pytest.raises(InvalidImageError):  # the scorer's 400 raises out of the reward loop, no 0 is made up
-        asyncio.run(vlgenrm.client.verl.compute_score_async("d", RESPONSES[0], None, {"image": b"not an image", "question": QUESTION},
-                                                            scorer_url=live.url))
+        asyncio.run(vlgenrm.client.verl.compute_score_async("d", RESPONSES[0], None, {"image": b"not an image", "question": QUESTION}, scorer_url=live.url))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from tests.conftest import REPO
 from vlgenrm.contracts import (
     CONTRACTS,
     Claim,
@@ -21,11 +22,19 @@ from vlgenrm.contracts import (
 )
 from vlgenrm.contracts.schemas import export_schemas, stale_schemas
 
-from tests.conftest import REPO
-
 REQUIRED = {
-    "Example", "Claim", "ExpertVerdict", "ExpertReport", "RefinedPair", "RationaleCandidate",
-    "ScoredCandidate", "TrainingRecord", "StageTask", "StageEvent", "DeadLetter", "IterationStatus",
+    "Example",
+    "Claim",
+    "ExpertVerdict",
+    "ExpertReport",
+    "RefinedPair",
+    "RationaleCandidate",
+    "ScoredCandidate",
+    "TrainingRecord",
+    "StageTask",
+    "StageEvent",
+    "DeadLetter",
+    "IterationStatus",
 }
 IMAGE = ImageRef(key="images/" + "a" * 64 + ".png", sha256="a" * 64)
 
@@ -42,8 +51,13 @@ def test_every_required_contract_exists_and_is_versioned():
 
 
 def test_round_trip_through_json_bytes():
-    task = StageTask(task_id="t", shard=ShardRef(namespace="ns", iteration="it", stage=Stage.EXPERTS, shard=7),
-                     shard_count=8, inputs=["s3://b/datasets/x/shards/00007.jsonl"], output_prefix="iterations/ns/it/experts/")
+    task = StageTask(
+        task_id="t",
+        shard=ShardRef(namespace="ns", iteration="it", stage=Stage.EXPERTS, shard=7),
+        shard_count=8,
+        inputs=["s3://b/datasets/x/shards/00007.jsonl"],
+        output_prefix="iterations/ns/it/experts/",
+    )
     assert StageTask.from_json_bytes(task.to_json_bytes()) == task
     assert task.shard.key == "ns/it/experts/00007"
 

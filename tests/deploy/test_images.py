@@ -582,7 +582,10 @@ def template_key(image: str) -> str:
 
 def test_effective_config_applies_patches():
     """The profile emulation: patches see a config without empty lists, like skaffold's."""
-    config = {"a": {"b": [], "c": {"d": 1}}, "profiles": [{"name": "p", "patches": [{"op": "replace", "path": "/a/c/d", "value": 2}, {"op": "add", "path": "/a/b", "value": ["x"]}]}]}
+    config = {
+        "a": {"b": [], "c": {"d": 1}},
+        "profiles": [{"name": "p", "patches": [{"op": "replace", "path": "/a/c/d", "value": 2}, {"op": "add", "path": "/a/b", "value": ["x"]}]}],
+    }
     assert effective_config(config, "p")["a"] == {"b": ["x"], "c": {"d": 2}}
     config["profiles"][0]["patches"] = [{"op": "add", "path": "/a/b/-", "value": "x"}]
     with pytest.raises(KeyError):
@@ -594,9 +597,7 @@ def test_skaffold_names_both_images_and_the_chart(skaffold):
     assert skaffold["apiVersion"] == "skaffold/v4beta13" and skaffold["kind"] == "Config"
     assert skaffold["metadata"]["name"] == "vlgenrm"
     build = skaffold["build"]
-    assert {a["image"]: a["docker"]["dockerfile"] for a in build["artifacts"]} == {
-        image: str(path.relative_to(REPO)) for image, path in DOCKERFILES.items()
-    }
+    assert {a["image"]: a["docker"]["dockerfile"] for a in build["artifacts"]} == {image: str(path.relative_to(REPO)) for image, path in DOCKERFILES.items()}
     assert "gitCommit" in build["tagPolicy"] and build["local"]["useBuildkit"] is True
     [release] = skaffold["deploy"]["helm"]["releases"]
     assert release["name"] == "vlgenrm" and release["chartPath"] == "charts/vlgenrm"

@@ -10,8 +10,7 @@ from tests.conftest import REPO
 from vlgenrm.deploy.values import CHART_DIR, CHART_OWNED, README_PATH, SCHEMA_PATH, VALUES_PATH, ChartValues, export, json_schema, stale_files
 from vlgenrm.iteration.spec import IterationSpec
 
-VALUES_FILES = [REPO / "examples" / "values-dev.yaml", REPO / "examples" / "values-gpu.yaml",
-                REPO / "tests" / "charts" / "values-everything.yaml"]
+VALUES_FILES = [REPO / "examples" / "values-dev.yaml", REPO / "examples" / "values-gpu.yaml", REPO / "tests" / "charts" / "values-everything.yaml"]
 
 
 def test_generated_chart_files_are_current():

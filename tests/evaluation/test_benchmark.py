@@ -45,8 +45,7 @@ RED, GREEN, BLUE = png("red"), png("green"), png("blue")
 def base_rows() -> list[dict[str, Any]]:
     """Three rows, one per image form and per category source (id prefix, query_source, explicit)."""
     return [
-        {"id": "RLAIF-V_001", "query": "What is shown?", "response": ["A red square.", "A red dog."],
-         "human_ranking": [0, 1], "hallucinated": [False, True]},
+        {"id": "RLAIF-V_001", "query": "What is shown?", "response": ["A red square.", "A red dog."], "human_ranking": [0, 1], "hallucinated": [False, True]},
         {"id": "q2", "query_source": "MathVerse", "query": "Area?", "response": ["3", "4"], "human_ranking": [1, 0]},
         {"id": "q3", "category": "ocr", "query": "Text?", "response": ["none", "hello"], "human_ranking": [0, 1]},
     ]
@@ -124,8 +123,7 @@ BAD_ROWS: list[tuple[str, Any, str]] = [
     ("tied ranking", GOOD | {"id": "x", "human_ranking": [0, 0]}, "permutation of"),
     ("1-based ranking", GOOD | {"id": "x", "human_ranking": [1, 2]}, "permutation of"),
     ("text ranking", GOOD | {"id": "x", "human_ranking": ["0", 1]}, "permutation of"),
-    ("image file missing", {k: v for k, v in GOOD.items() if k != "image_b64"} | {"id": "x", "image": "nope.png"},
-     "image file not found"),
+    ("image file missing", {k: v for k, v in GOOD.items() if k != "image_b64"} | {"id": "x", "image": "nope.png"}, "image file not found"),
     ("image not an image", GOOD | {"id": "x", "image_b64": b64(b"definitely not a png")}, "not decodable"),
     ("truncated png", GOOD | {"id": "x", "image_b64": b64(RED[:30])}, "not decodable"),
     ("bad base64", GOOD | {"id": "x", "image_b64": "***"}, "not valid base64"),
@@ -156,16 +154,17 @@ def test_images_larger_than_the_limit_are_rejected_in_every_form(tmp_path, jsonl
 
 
 def test_bad_parquet_rows_and_bad_files(tmp_path):
-    rows = [GOOD | {"image_b64": None, "image": {"bytes": RED, "path": None}},
-            GOOD | {"id": "y", "image_b64": None, "image": {"bytes": b"\x89PNG junk", "path": None}}]
+    rows = [
+        GOOD | {"image_b64": None, "image": {"bytes": RED, "path": None}},
+        GOOD | {"id": "y", "image_b64": None, "image": {"bytes": b"\x89PNG junk", "path": None}},
+    ]
     write_parquet(tmp_path / "b.parquet", rows)
     with pytest.raises(BenchmarkFormatError, match=r"b\.parquet: row 2: image is not decodable"):
         load_preference_benchmark(tmp_path / "b.parquet")
     (tmp_path / "junk.parquet").write_bytes(b"not parquet")
     (tmp_path / "empty.jsonl").write_text("\n")
     (tmp_path / "b.csv").write_text("id\n")
-    for name, problem in [("junk.parquet", "unreadable Parquet"), ("empty.jsonl", "no rows"),
-                          ("b.csv", "unknown suffix"), ("absent.jsonl", "file not found")]:
+    for name, problem in [("junk.parquet", "unreadable Parquet"), ("empty.jsonl", "no rows"), ("b.csv", "unknown suffix"), ("absent.jsonl", "file not found")]:
         with pytest.raises(BenchmarkFormatError, match=problem) as info:
             load_preference_benchmark(tmp_path / name)
         assert info.value.row is None and name in str(info.value)

@@ -9,7 +9,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from vlgenrm.evaluation.metrics import AccuracyReport, BestOfNGroup, COLLAPSE_THRESHOLD, ConfidenceReport, HallucinationPrediction, PairPrediction, best_of_n_accuracy, confidence_report, hallucination_detection, pairwise_accuracy, wilson_interval
+from vlgenrm.evaluation.metrics import (
+    COLLAPSE_THRESHOLD,
+    AccuracyReport,
+    BestOfNGroup,
+    ConfidenceReport,
+    HallucinationPrediction,
+    PairPrediction,
+    best_of_n_accuracy,
+    confidence_report,
+    hallucination_detection,
+    pairwise_accuracy,
+    wilson_interval,
+)
 from vlgenrm.evaluation.report import EvaluationReport
 
 
@@ -20,12 +32,18 @@ def pred(category: str, p_first: float, better: int, i: int = 0) -> PairPredicti
 def test_known_accuracies_overall_per_category_and_macro():
     preds = [
         # hallucination: 3 of 4 right -> 3/4
-        pred("hallucination", 0.9, 0), pred("hallucination", 0.2, 1), pred("hallucination", 0.6, 0),
+        pred("hallucination", 0.9, 0),
+        pred("hallucination", 0.2, 1),
+        pred("hallucination", 0.6, 0),
         pred("hallucination", 0.7, 1),
         # reasoning: 1 of 3 right -> 1/3
-        pred("reasoning", 0.1, 1), pred("reasoning", 0.4, 0), pred("reasoning", 0.51, 1),
+        pred("reasoning", 0.1, 1),
+        pred("reasoning", 0.4, 0),
+        pred("reasoning", 0.51, 1),
         # general: right, tie (half), wrong -> 1.5/3 = 1/2
-        pred("general", 0.8, 0), pred("general", 0.5, 1), pred("general", 0.3, 0),
+        pred("general", 0.8, 0),
+        pred("general", 0.5, 1),
+        pred("general", 0.3, 0),
     ]
     report = pairwise_accuracy(preds)
     # overall = (3 + 1 + 1.5) / 10 = 0.55; macro = (3/4 + 1/3 + 1/2) / 3 = 19/36 ≈ 0.5278 (differs)
@@ -248,8 +266,7 @@ def test_markdown_shows_intervals_confidence_and_the_collapse_line():
     assert "not distinguishable from a coin flip" in md  # 3 pairs: chance is inside the interval
     assert "accuracy is not signal" not in md
 
-    collapsed = EvaluationReport(model="m", dataset="d", accuracy=pairwise_accuracy(constant(0.51)),
-                                 confidence=confidence_report(constant(0.51)))
+    collapsed = EvaluationReport(model="m", dataset="d", accuracy=pairwise_accuracy(constant(0.51)), confidence=confidence_report(constant(0.51)))
     cmd = collapsed.to_markdown()
     assert "the model gives the same answer to everything: accuracy is not signal" in cmd
     assert cmd.index("accuracy is not signal") < cmd.index("## Pairwise accuracy")  # before any number

@@ -42,9 +42,16 @@ def test_decide_rejects_nan():
 
 
 def record(iteration: str, accuracy: float, at: int, namespace: str = "team-a") -> PromotionRecord:
-    return PromotionRecord(namespace=namespace, iteration=iteration, model=f"s3://b/checkpoints/{namespace}/{iteration}", model_version=f"v{at}",
-                           accuracy=accuracy, dataset="s3://b/datasets/synth/eval/vlrewardbench.jsonl", examples=24,
-                           promoted_at=datetime(2026, 11, at, tzinfo=UTC))
+    return PromotionRecord(
+        namespace=namespace,
+        iteration=iteration,
+        model=f"s3://b/checkpoints/{namespace}/{iteration}",
+        model_version=f"v{at}",
+        accuracy=accuracy,
+        dataset="s3://b/datasets/synth/eval/vlrewardbench.jsonl",
+        examples=24,
+        promoted_at=datetime(2026, 11, at, tzinfo=UTC),
+    )
 
 
 def test_pointer_round_trip_and_history(store: BlobStore, unique):
@@ -65,6 +72,16 @@ def test_contracts_validate():
         record("it-1", 1.5, 1)  # accuracy is a probability
     with pytest.raises(ValidationError):
         PromotionRecord.model_validate(record("it-1", 0.5, 1).model_dump() | {"namespace": "Not_K8s"})
-    decision = PromotionDecision(promote=False, candidate_uri="c", candidate_version="v1", candidate_accuracy=0.4, incumbent_uri="i",
-                                 incumbent_version="v0", incumbent_accuracy=0.5, min_gain=0.0, dataset="d", reason="worse")
+    decision = PromotionDecision(
+        promote=False,
+        candidate_uri="c",
+        candidate_version="v1",
+        candidate_accuracy=0.4,
+        incumbent_uri="i",
+        incumbent_version="v0",
+        incumbent_accuracy=0.5,
+        min_gain=0.0,
+        dataset="d",
+        reason="worse",
+    )
     assert PromotionDecision.from_json_bytes(decision.to_json_bytes()) == decision

@@ -8,10 +8,18 @@ from pathlib import Path
 import pytest
 
 from tests.genrm.conftest import load, png
-from vlgenrm.evaluation.config import EvaluationSettings
-from vlgenrm.evaluation.run import EvaluationPrediction, evaluate_genrm
 from vlgenrm.evaluation.benchmark import BenchmarkExample
-from vlgenrm.evaluation.metrics import BestOfNGroup, HallucinationPrediction, PairPrediction, best_of_n_accuracy, confidence_report, hallucination_detection, pairwise_accuracy
+from vlgenrm.evaluation.config import EvaluationSettings
+from vlgenrm.evaluation.metrics import (
+    BestOfNGroup,
+    HallucinationPrediction,
+    PairPrediction,
+    best_of_n_accuracy,
+    confidence_report,
+    hallucination_detection,
+    pairwise_accuracy,
+)
+from vlgenrm.evaluation.run import EvaluationPrediction, evaluate_genrm
 from vlgenrm.genrm.model import GenRM, PairwiseQuery, PointwiseQuery
 from vlgenrm.genrm.tiny import build_tiny_genrm
 
@@ -28,11 +36,17 @@ def examples(n: int = 18) -> list[BenchmarkExample]:
         better = i % 2
         right, wrong = f"A {NAMES[c]} square.", f"Two {NAMES[other]} circles and a star."
         responses = [right, wrong] if better == 0 else [wrong, right]
-        out.append(BenchmarkExample(
-            id=f"ex-{i}", query="What is in the image?", responses=responses, better=better,
-            category=["hallucination", "reasoning", "general"][i % 3], image=png(COLOURS[c]),
-            hallucinated=None if i % 3 == 2 else [better == 1, better == 0],
-        ))
+        out.append(
+            BenchmarkExample(
+                id=f"ex-{i}",
+                query="What is in the image?",
+                responses=responses,
+                better=better,
+                category=["hallucination", "reasoning", "general"][i % 3],
+                image=png(COLOURS[c]),
+                hallucinated=None if i % 3 == 2 else [better == 1, better == 0],
+            )
+        )
     return out
 
 
@@ -45,8 +59,9 @@ def genrm(tmp_path_factory: pytest.TempPathFactory) -> GenRM:
 def test_probabilities_equal_direct_calls_and_metrics_equal_the_harness(genrm: GenRM):
     exs = examples()
     calls: list[tuple[int, int]] = []
-    result = evaluate_genrm(genrm, exs, EvaluationSettings(), model="tiny", dataset="bench", created_at=STAMP,
-                            progress=lambda done, total: calls.append((done, total)))
+    result = evaluate_genrm(
+        genrm, exs, EvaluationSettings(), model="tiny", dataset="bench", created_at=STAMP, progress=lambda done, total: calls.append((done, total))
+    )
     assert calls == [(16, 18), (18, 18)]
     direct = genrm.pairwise_probs([PairwiseQuery(e.image, e.query, *e.responses) for e in exs])
     assert [p.p_first for p in result.predictions] == pytest.approx(direct, abs=1e-6)
@@ -58,8 +73,12 @@ def test_probabilities_equal_direct_calls_and_metrics_equal_the_harness(genrm: G
     assert result.report.accuracy == pairwise_accuracy(pairs)
     assert result.report.confidence == confidence_report(pairs)
     assert sum(p.correct for p in preds) / len(preds) == pytest.approx(result.report.accuracy.overall)
-    flags = [HallucinationPrediction(example_id=p.example_id, response=r, predicted=p.pointwise[r] < 0.5, actual=p.hallucinated[r])
-             for p in preds if p.hallucinated is not None for r in (0, 1)]
+    flags = [
+        HallucinationPrediction(example_id=p.example_id, response=r, predicted=p.pointwise[r] < 0.5, actual=p.hallucinated[r])
+        for p in preds
+        if p.hallucinated is not None
+        for r in (0, 1)
+    ]
     assert result.report.hallucination == hallucination_detection(flags)
     groups = [BestOfNGroup(group_id=p.example_id, scores=p.pointwise, best=p.better) for p in preds]
     assert result.report.best_of_n == best_of_n_accuracy(groups)
@@ -101,8 +120,9 @@ def test_max_examples_takes_the_first_n_and_empty_input_is_an_error(genrm: GenRM
 
 
 def test_prediction_round_trips_and_counts_an_exact_tie_as_half():
-    p = EvaluationPrediction(example_id="x", category="general", p_first=0.5, better=1, correct=0.5, pointwise=[0.2, 0.9],
-                             flagged=[True, False], hallucinated=[True, False])
+    p = EvaluationPrediction(
+        example_id="x", category="general", p_first=0.5, better=1, correct=0.5, pointwise=[0.2, 0.9], flagged=[True, False], hallucinated=[True, False]
+    )
     assert EvaluationPrediction.from_json_bytes(p.to_json_bytes()) == p
     from vlgenrm.evaluation.metrics import credit
 

@@ -12,8 +12,8 @@ import pytest
 
 from tests.genrm.conftest import png
 from vlgenrm.contracts import ShardRef, Stage, StageTask
-from vlgenrm.evaluation.stage import EvaluationStage
 from vlgenrm.evaluation.report import EvaluationReport
+from vlgenrm.evaluation.stage import EvaluationStage
 from vlgenrm.stages import stage_prefix
 from vlgenrm.store.local import LocalStore
 
@@ -50,8 +50,17 @@ class StubCache:
 
 def rows(n: int = 12) -> list[dict]:
     b64 = base64.b64encode(png((200, 10, 10))).decode()
-    return [{"id": f"e{i}", "query": "q", "response": ["a", "b"], "human_ranking": [0, 1] if i % 2 == 0 else [1, 0],
-             "category": ["object", "attribute", "count"][i % 3], "image_b64": b64} for i in range(n)]
+    return [
+        {
+            "id": f"e{i}",
+            "query": "q",
+            "response": ["a", "b"],
+            "human_ranking": [0, 1] if i % 2 == 0 else [1, 0],
+            "category": ["object", "attribute", "count"][i % 3],
+            "image_b64": b64,
+        }
+        for i in range(n)
+    ]
 
 
 def run_stage(tmp_path: Path, p: float | None) -> tuple[dict[str, float], EvaluationReport, str]:
@@ -62,8 +71,15 @@ def run_stage(tmp_path: Path, p: float | None) -> tuple[dict[str, float], Evalua
     model.mkdir(exist_ok=True)
     truth = [0 if r["human_ranking"] == [0, 1] else 1 for r in bench]
     ref = ShardRef(namespace="test", iteration="it-0", stage=Stage.EVALUATION, shard=0)
-    task = StageTask(task_id="t", shard=ref, shard_count=1, inputs=[store.uri(BENCH_KEY)], output_prefix=stage_prefix(ref) + "/",
-                     config={"model": str(model)}, created_at=datetime(2026, 11, 26, tzinfo=UTC))
+    task = StageTask(
+        task_id="t",
+        shard=ref,
+        shard_count=1,
+        inputs=[store.uri(BENCH_KEY)],
+        output_prefix=stage_prefix(ref) + "/",
+        config={"model": str(model)},
+        created_at=datetime(2026, 11, 26, tzinfo=UTC),
+    )
     result = EvaluationStage(store, StubCache(StubGenRM(p, truth))).process(task)  # type: ignore[arg-type]
     base = stage_prefix(ref)
     report = EvaluationReport.model_validate_json(result.objects[f"{base}/report/00000.json"])
@@ -84,7 +100,6 @@ def test_a_confident_correct_model_emits_flat_metrics_per_category(tmp_path):
     metrics, report, md = run_stage(tmp_path, None)
     assert metrics["collapsed"] == 0.0 and metrics["accuracy"] == 1.0
     assert (metrics["accuracy_low"], metrics["accuracy_high"]) == pytest.approx(report.accuracy.overall_ci)
-    assert {k: v for k, v in metrics.items() if k.startswith("accuracy.")} == {
-        "accuracy.attribute": 1.0, "accuracy.count": 1.0, "accuracy.object": 1.0}
+    assert {k: v for k, v in metrics.items() if k.startswith("accuracy.")} == {"accuracy.attribute": 1.0, "accuracy.count": 1.0, "accuracy.object": 1.0}
     assert all(isinstance(v, float) for v in metrics.values())
     assert "accuracy is not signal" not in md and "95 % CI" in md

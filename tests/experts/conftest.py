@@ -39,13 +39,19 @@ def shape_polygon(shape: str, cx: float, cy: float, size: float, angle: float) -
     diameter = size) centred on (cx, cy) and rotated by angle."""
     r = size / 2
     if shape == "square":
-        return [(cx + r * math.sqrt(2) * math.cos(angle + math.pi / 4 + k * math.pi / 2), cy + r * math.sqrt(2) * math.sin(angle + math.pi / 4 + k * math.pi / 2)) for k in range(4)]
+        return [
+            (cx + r * math.sqrt(2) * math.cos(angle + math.pi / 4 + k * math.pi / 2), cy + r * math.sqrt(2) * math.sin(angle + math.pi / 4 + k * math.pi / 2))
+            for k in range(4)
+        ]
     if shape == "triangle":
         return [(cx + r * math.cos(angle - math.pi / 2 + k * 2 * math.pi / 3), cy + r * math.sin(angle - math.pi / 2 + k * 2 * math.pi / 3)) for k in range(3)]
     if shape == "star":
         inner = 0.45
         return [
-            (cx + (r if k % 2 == 0 else r * inner) * math.cos(angle - math.pi / 2 + k * math.pi / 5), cy + (r if k % 2 == 0 else r * inner) * math.sin(angle - math.pi / 2 + k * math.pi / 5))
+            (
+                cx + (r if k % 2 == 0 else r * inner) * math.cos(angle - math.pi / 2 + k * math.pi / 5),
+                cy + (r if k % 2 == 0 else r * inner) * math.sin(angle - math.pi / 2 + k * math.pi / 5),
+            )
             for k in range(10)
         ]
     raise ValueError(shape)

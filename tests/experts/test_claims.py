@@ -22,14 +22,12 @@ def summary(text: str) -> list[tuple]:
         ("There is a red circle.", [(E, "circle", None, "red", None)]),
         ("I see an orange star", [(E, "star", None, "orange", None)]),
         ("There is a circle.", [(E, "circle", None, None, None)]),
-        ("There are two red circles and a blue square.",
-         [(C, "circle", 2, "red", None), (E, "square", None, "blue", None)]),
+        ("There are two red circles and a blue square.", [(C, "circle", 2, "red", None), (E, "square", None, "blue", None)]),
         ("There is one green star.", [(C, "star", 1, "green", None)]),
         ("I count 3 stars.", [(C, "star", 3, None, None)]),
         ("Red circles everywhere", [(E, "circle", None, "red", None)]),
         # synonyms
-        ("Two crimson discs, a navy box and 2 lime dots.",
-         [(C, "circle", 2, "red", None), (E, "square", None, "blue", None), (C, "circle", 2, "green", None)]),
+        ("Two crimson discs, a navy box and 2 lime dots.", [(C, "circle", 2, "red", None), (E, "square", None, "blue", None), (C, "circle", 2, "green", None)]),
         ("three violet rectangles", [(C, "square", 3, "purple", None)]),
         ("A gold disk", [(E, "circle", None, "yellow", None)]),
         # plurals of -x words, case
@@ -76,8 +74,13 @@ def test_ids_spans_and_response_are_deterministic():
 
 
 def test_extract_pair_prefixes_with_the_example_id():
-    example = Example(id="e1", image=ImageRef(key="images/x.png", sha256="0" * 64), question="Describe the image.",
-                      response_a="A red circle.", response_b="Two blue squares. The sign says OPEN.")
+    example = Example(
+        id="e1",
+        image=ImageRef(key="images/x.png", sha256="0" * 64),
+        question="Describe the image.",
+        response_a="A red circle.",
+        response_b="Two blue squares. The sign says OPEN.",
+    )
     claims = X.extract_pair(example)
     assert [c.id for c in claims] == ["e1-A-0", "e1-B-0", "e1-B-1"]
     assert isinstance(X, ClaimExtractor)
@@ -107,21 +110,32 @@ def photo(text: str) -> tuple[list[tuple], list[str]]:
 @pytest.mark.parametrize(
     ("text", "claims", "uncheckable"),
     [
-        ("A woman in a white space suit smiles; behind her is a space shuttle and an American flag.",
-         [(E, "person", None, None, None)], ["space suit", "space shuttle", "flag"]),
+        (
+            "A woman in a white space suit smiles; behind her is a space shuttle and an American flag.",
+            [(E, "person", None, None, None)],
+            ["space suit", "space shuttle", "flag"],
+        ),
         ("Two cats sit on a red sofa next to a dog.", [(C, "cat", 2, None, None)], ["couch", "dog"]),
         ("Two sleeping tabby cats lie on a rug.", [(C, "cat", 2, None, None)], ["rug"]),  # modifiers between number and noun
         ("Both women wear helmets.", [(C, "person", 2, None, None)], ["helmet"]),
-        ("An orange cat. The cat is bright orange. I see an orange.",
-         [(E, "cat", None, "orange", None), (E, "cat", None, "orange", None)], ["orange"]),  # colour word vs noun
+        (
+            "An orange cat. The cat is bright orange. I see an orange.",
+            [(E, "cat", None, "orange", None), (E, "cat", None, "orange", None)],
+            ["orange"],
+        ),  # colour word vs noun
         ("A baby elephant eats cat food.", [], ["elephant", "food"]),  # a noun before a noun modifies it
-        ("The cat's face fills the frame. A woman's face.",
-         [(E, "cat", None, None, None), (E, "person", None, None, None), (E, "face", None, None, None)], []),
-        ("A crowd of people watches the launch. A man faces the camera.",
-         [(E, "person", None, None, None), (E, "person", None, None, None), (E, "person", None, None, None)], ["camera"]),
+        ("The cat's face fills the frame. A woman's face.", [(E, "cat", None, None, None), (E, "person", None, None, None), (E, "face", None, None, None)], []),
+        (
+            "A crowd of people watches the launch. A man faces the camera.",
+            [(E, "person", None, None, None), (E, "person", None, None, None), (E, "person", None, None, None)],
+            ["camera"],
+        ),
         # negation, for any noun
-        ("I don't see cats. There is no dog, without a hat. None of the kittens.",
-         [(N, "cat", None, None, None), (N, "cat", None, None, None)], ["dog", "hat"]),
+        (
+            "I don't see cats. There is no dog, without a hat. None of the kittens.",
+            [(N, "cat", None, None, None), (N, "cat", None, None, None)],
+            ["dog", "hat"],
+        ),
         ("Neither a cat nor a person is visible.", [(N, "cat", None, None, None), (N, "person", None, None, None)], []),
         ("The woman is not wearing glasses.", [(E, "person", None, None, None)], ["eyeglasses"]),
         # visible text on any object: quoted, capitalised or after a text noun
@@ -179,8 +193,17 @@ def test_the_noun_list_ships_coco_and_lvis_names():
         for canon, synonyms in data[section].items():
             for word in (canon, *synonyms):
                 assert spellings.setdefault(word, canon) == canon, f"{word!r} names two nouns"
-    for word, canon in [("people", "person"), ("women", "person"), ("sofas", "couch"), ("mice", "mouse"), ("knives", "knife"),
-                        ("hot dogs", "hot dog"), ("t-shirts", "shirt"), ("strawberries", "strawberry"), ("teddy bears", "teddy bear")]:
+    for word, canon in [
+        ("people", "person"),
+        ("women", "person"),
+        ("sofas", "couch"),
+        ("mice", "mouse"),
+        ("knives", "knife"),
+        ("hot dogs", "hot dog"),
+        ("t-shirts", "shirt"),
+        ("strawberries", "strawberry"),
+        ("teddy bears", "teddy bear"),
+    ]:
         assert nouns.lookup(word) == canon, word
     assert nouns.lookup("image") is None and "background" in nouns.not_objects
 
@@ -189,8 +212,10 @@ def test_experts_package_does_not_import_the_synthetic_domain():
     import subprocess
     import sys
 
-    probe = ("import sys, vlgenrm.experts.claims, vlgenrm.experts.registry, vlgenrm.experts.colour_shape, vlgenrm.experts.pipeline, "
-             "vlgenrm.experts.ocr, vlgenrm.experts.opencv; print(sorted(m for m in sys.modules if m.startswith('vlgenrm.synth')))")
+    probe = (
+        "import sys, vlgenrm.experts.claims, vlgenrm.experts.registry, vlgenrm.experts.colour_shape, vlgenrm.experts.pipeline, "
+        "vlgenrm.experts.ocr, vlgenrm.experts.opencv; print(sorted(m for m in sys.modules if m.startswith('vlgenrm.synth')))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

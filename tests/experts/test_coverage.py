@@ -16,8 +16,9 @@ WHEN = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
 
 
 def _example(i: int, a: str, b: str) -> Example:
-    return Example(id=f"cov-{i}", image=ImageRef(key="images/x.png", sha256="0" * 64), question="Describe the image.",
-                   response_a=a, response_b=b, human_label="A")
+    return Example(
+        id=f"cov-{i}", image=ImageRef(key="images/x.png", sha256="0" * 64), question="Describe the image.", response_a=a, response_b=b, human_label="A"
+    )
 
 
 def test_reports_and_counts_say_what_could_be_checked():
@@ -49,8 +50,16 @@ def test_coverage_reaches_the_iteration_status_metrics():
         ref = ShardRef(namespace="ns", iteration="it", stage=Stage.EXPERTS, shard=shard)
         return ShardDone(task_id=f"t{shard}", shard=ref, outputs=[], counts=counts)
 
-    obs = Observation(namespace="ns", name="it", dataset_shards=[], eval_uri=None, uri=str, base_model=None, current_model=None,
-                      done={Stage.EXPERTS: {0: marker(0, kept=3, dropped=1, checkable_pairs=2), 1: marker(1, kept=4, checkable_pairs=4)}})
+    obs = Observation(
+        namespace="ns",
+        name="it",
+        dataset_shards=[],
+        eval_uri=None,
+        uri=str,
+        base_model=None,
+        current_model=None,
+        done={Stage.EXPERTS: {0: marker(0, kept=3, dropped=1, checkable_pairs=2), 1: marker(1, kept=4, checkable_pairs=4)}},
+    )
     status = IterationStatus()
     _aggregate_metrics(status, obs)
     assert status.metrics["experts.checkable_pairs"] == 6 and status.metrics["experts.coverage"] == 0.75
@@ -70,12 +79,18 @@ def test_the_experts_service_reports_coverage_per_shard(tmp_path):
     buf = io.BytesIO()
     Image.fromarray(render_scene(np.random.default_rng(4), objects=[("circle", "red")], sign=False).image).save(buf, format="PNG")
     ref = store.put_image(buf.getvalue(), "png")
-    examples = [_example(0, "A red circle.", "A dog.").model_copy(update={"image": ref}),
-                _example(1, "A sofa.", "A cat.").model_copy(update={"image": ref})]
+    examples = [_example(0, "A red circle.", "A dog.").model_copy(update={"image": ref}), _example(1, "A sofa.", "A cat.").model_copy(update={"image": ref})]
     store.put_bytes("datasets/x/shards/00000.jsonl", jsonl(examples))
     shard = ShardRef(namespace="ns", iteration="it", stage=Stage.EXPERTS, shard=0)
-    task = StageTask(task_id="t", shard=shard, shard_count=1, inputs=[store.uri("datasets/x/shards/00000.jsonl")],
-                     output_prefix="iterations/ns/it/experts/", config={"experts": {"ocr": {"enabled": False}}}, created_at=WHEN)
+    task = StageTask(
+        task_id="t",
+        shard=shard,
+        shard_count=1,
+        inputs=[store.uri("datasets/x/shards/00000.jsonl")],
+        output_prefix="iterations/ns/it/experts/",
+        config={"experts": {"ocr": {"enabled": False}}},
+        created_at=WHEN,
+    )
     result = ExpertsStage(store).process(task)
     assert (result.counts["checkable_pairs"], result.counts["uncheckable_words"]) == (1, 3)
     assert result.metrics == {"coverage": 0.5}

@@ -30,22 +30,37 @@ from vlgenrm.rationale.config import EngineSettings
 from vlgenrm.rationale.engines import DATA_BREAK, OpenAIEngine, RationaleEngine, TextPrompt, TransformersEngine, make_engine
 
 # Label spaces of the default registry (colour/shape + OCR) plus OpenCV's person/cat/face.
-SPACES = [*default_registry().label_spaces(), LabelSpace("opencv", frozenset({"person", "cat", "face"}), {"people": "person"},
-                                                          frozenset({ClaimType.EXISTENCE, ClaimType.COUNT, ClaimType.NEGATED_EXISTENCE}))]
+SPACES = [
+    *default_registry().label_spaces(),
+    LabelSpace(
+        "opencv", frozenset({"person", "cat", "face"}), {"people": "person"}, frozenset({ClaimType.EXISTENCE, ClaimType.COUNT, ClaimType.NEGATED_EXISTENCE})
+    ),
+]
 
 #: What the scripted model answers for each response (the response text -> its output).
 ANSWERS = {
-    "Two kittens sleep on a crimson sofa.": json.dumps({"claims": [
-        {"type": "count", "subject": "kittens", "count": 2, "span": "Two kittens"},
-        {"type": "existence", "subject": "sofa", "colour": "crimson", "span": "a crimson sofa"}]}),
-    "The sign says STOP and there is no dog.": "```json\n" + json.dumps({"claims": [
-        {"type": "text", "text": "stop", "span": "The sign says STOP"},
-        {"type": "negated_existence", "subject": "dog", "span": "no dog"}]}) + "\n```",
-    "A woman stands next to three red circles.": 'Here are the claims: ' + json.dumps([
-        {"type": "existence", "subject": "a woman"},
-        {"type": "count", "subject": "red circle", "count": "three"},
-        {"type": "opinion", "subject": "mood"},          # no claim type: dropped, counted
-        {"type": "existence", "subject": "women"}]),      # the same claim again: dropped
+    "Two kittens sleep on a crimson sofa.": json.dumps(
+        {
+            "claims": [
+                {"type": "count", "subject": "kittens", "count": 2, "span": "Two kittens"},
+                {"type": "existence", "subject": "sofa", "colour": "crimson", "span": "a crimson sofa"},
+            ]
+        }
+    ),
+    "The sign says STOP and there is no dog.": "```json\n"
+    + json.dumps(
+        {"claims": [{"type": "text", "text": "stop", "span": "The sign says STOP"}, {"type": "negated_existence", "subject": "dog", "span": "no dog"}]}
+    )
+    + "\n```",
+    "A woman stands next to three red circles.": "Here are the claims: "
+    + json.dumps(
+        [
+            {"type": "existence", "subject": "a woman"},
+            {"type": "count", "subject": "red circle", "count": "three"},
+            {"type": "opinion", "subject": "mood"},  # no claim type: dropped, counted
+            {"type": "existence", "subject": "women"},
+        ]
+    ),  # the same claim again: dropped
     "Nothing here.": json.dumps({"claims": []}),
 }
 GARBAGE = "Sure! The response mentions a cat {and a dog"
@@ -82,10 +97,19 @@ def test_answers_map_onto_the_claim_contract_through_the_label_spaces():
     assert [(c.type, c.subject, c.text) for c in sign.claims] == [(ClaimType.TEXT, "text", "STOP")] and sign.uncheckable == ["dog"]
     woman = ex.to_extraction(parse_items(ANSWERS["A woman stands next to three red circles."]), Choice.A, "e2")
     assert [(c.type, c.subject, c.count, c.attribute) for c in woman.claims] == [
-        (ClaimType.EXISTENCE, "person", None, None), (ClaimType.COUNT, "circle", 3, "red")]
+        (ClaimType.EXISTENCE, "person", None, None),
+        (ClaimType.COUNT, "circle", 3, "red"),
+    ]
     assert woman.invalid_claims == 1
-    zero = ex.to_extraction([{"type": "count", "subject": "stars", "count": 0}, {"type": "attribute", "subject": "square", "color": "Scarlet"},
-                             {"type": "count", "subject": "cat"}], Choice.A, "e3")
+    zero = ex.to_extraction(
+        [
+            {"type": "count", "subject": "stars", "count": 0},
+            {"type": "attribute", "subject": "square", "color": "Scarlet"},
+            {"type": "count", "subject": "cat"},
+        ],
+        Choice.A,
+        "e3",
+    )
     assert [(c.type, c.subject, c.attribute) for c in zero.claims] == [(ClaimType.NEGATED_EXISTENCE, "star", None), (ClaimType.ATTRIBUTE, "square", "red")]
     assert zero.invalid_claims == 1  # a count claim without a count
 
@@ -141,7 +165,12 @@ def test_openai_engine_request_schema_batching_and_parsed_claims(server):
     assert len(srv.bodies) == 4 and all(e.attempts == 1 and e.error is None for e in out)
     body = srv.bodies[0]
     assert {k: body[k] for k in ("model", "n", "temperature", "max_tokens", "seed")} == {
-        "model": "claims-model", "n": 1, "temperature": 0.0, "max_tokens": 300, "seed": 5}
+        "model": "claims-model",
+        "n": 1,
+        "temperature": 0.0,
+        "max_tokens": 300,
+        "seed": 5,
+    }
     [message] = body["messages"]
     assert message["role"] == "user" and message["content"].startswith(INSTRUCTION)
     assert sorted(last_line(b["messages"][0]["content"]) for b in srv.bodies) == sorted(texts)  # the response, as a JSON string
@@ -182,8 +211,16 @@ def test_the_annotator_counts_extraction_errors_and_keeps_the_batch(server):
     registry = ExpertRegistry([ColourShapeExpert()])
     ex = LLMClaimExtractor.for_registry(registry, engine, LLMExtractorSettings(max_attempts=2))
     annotator = Annotator(AnnotationSettings(), registry=registry, extractor=ex)
-    examples = [Example(id=f"x{i}", image=ImageRef(key=f"img/{i}.png", sha256="0" * 64), question="What is shown?",
-                        response_a="A red circle.", response_b="broken answer" if i == 0 else "A red circle too.") for i in range(2)]
+    examples = [
+        Example(
+            id=f"x{i}",
+            image=ImageRef(key=f"img/{i}.png", sha256="0" * 64),
+            question="What is shown?",
+            response_a="A red circle.",
+            response_b="broken answer" if i == 0 else "A red circle too.",
+        )
+        for i in range(2)
+    ]
     image = np.full((64, 64, 3), 235, np.uint8)
     out = annotator.annotate(examples, [image, image], created_at="2026-11-26T00:00:00Z")
     assert len(out.reports) == 2 and out.counts["claims"] == 3
@@ -304,19 +341,29 @@ def test_an_iteration_spec_selecting_llm_reaches_the_annotator(tmp_path):
     assert spec.experts.extractor == "llm" and spec.experts.llm.batch_size == 16
     assert IterationSpec.model_validate({"dataset": "d", "evalSet": "e", "baseModel": "/m"}).experts.extractor == "lexicon"
     ref = ShardRef(namespace="t", iteration="it", stage=Stage.EXPERTS, shard=0)
-    task = StageTask(task_id="it-experts-0", shard=ref, shard_count=1, inputs=[], output_prefix="iterations/t/it/experts/",
-                     config=spec.experts.model_dump(mode="json"), created_at="2026-11-26T00:00:00Z")
+    task = StageTask(
+        task_id="it-experts-0",
+        shard=ref,
+        shard_count=1,
+        inputs=[],
+        output_prefix="iterations/t/it/experts/",
+        config=spec.experts.model_dump(mode="json"),
+        created_at="2026-11-26T00:00:00Z",
+    )
     annotator = ExpertsStage(LocalStore(tmp_path)).annotator_for(task)
     assert isinstance(annotator.extractor, LLMClaimExtractor)
     assert annotator.extractor.engine.name == "openai:qwen2.5-7b" and annotator.extractor.settings.batch_size == 16
     assert isinstance(Annotator(AnnotationSettings(), registry=ExpertRegistry([ColourShapeExpert()])).extractor, LexiconClaimExtractor)
 
 
-@pytest.mark.parametrize("engine, message", [
-    ({"kind": "template"}, "needs a language model"),
-    ({"kind": "openai", "model": "m"}, "base_url"),
-    ({"kind": "transformers"}, "engine.model"),
-])
+@pytest.mark.parametrize(
+    "engine, message",
+    [
+        ({"kind": "template"}, "needs a language model"),
+        ({"kind": "openai", "model": "m"}, "base_url"),
+        ({"kind": "transformers"}, "engine.model"),
+    ],
+)
 def test_an_llm_extractor_without_a_model_is_rejected_by_the_spec(engine, message):
     with pytest.raises(ValueError, match=message):
         IterationSpec.model_validate({"dataset": "d", "evalSet": "e", "baseModel": "/m", "experts": {"extractor": "llm", "llm": {"engine": engine}}})

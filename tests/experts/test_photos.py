@@ -32,9 +32,8 @@ import pytest
 from PIL import Image
 
 from vlgenrm.contracts import Choice, Example, ImageRef, LabelSource, VerdictLabel
-from vlgenrm.experts.config import AnnotationSettings
+from vlgenrm.experts.config import AnnotationSettings, RefinementSettings
 from vlgenrm.experts.pipeline import Annotator, coverage
-from vlgenrm.experts.config import RefinementSettings
 from vlgenrm.experts.refine import refine
 from vlgenrm.experts.verify import claim_findings
 
@@ -130,8 +129,15 @@ def annotated(photos):
     """The 24 pairs through the experts stage once (OpenCV + rapidocr + colour/shape)."""
     settings = AnnotationSettings(experts={"opencv": {"enabled": True}, "ocr": {"engines": ["rapidocr"]}})
     examples = [
-        Example(id=f"photo-{i:02d}", image=ImageRef(key=f"images/{p.image}.png", sha256="0" * 64), question="Describe the image.",
-                response_a=p.a, response_b=p.b, human_label=p.human, category=p.image)
+        Example(
+            id=f"photo-{i:02d}",
+            image=ImageRef(key=f"images/{p.image}.png", sha256="0" * 64),
+            question="Describe the image.",
+            response_a=p.a,
+            response_b=p.b,
+            human_label=p.human,
+            category=p.image,
+        )
         for i, p in enumerate(PAIRS)
     ]
     out = Annotator(settings).annotate(examples, [photos[p.image] for p in PAIRS], WHEN)
@@ -216,8 +222,10 @@ def test_refinement_fixes_wrong_human_labels_where_the_experts_are_confident(ann
     human = sum(p.human == p.better for p in PAIRS) / len(PAIRS)
     overall, kept, among_kept = _label_accuracy(out.pairs)
     flips = [(q, p) for q, p in zip(PAIRS, out.pairs, strict=True) if p.source is LabelSource.EXPERT_OVERRIDE]
-    print(f"\nhuman labels right {human:.3f}; refined (defaults, flip_threshold 1.0): right {overall:.3f} of all, "
-          f"kept {kept:.3f}, right among kept {among_kept:.3f}; flips {len(flips)}")
+    print(
+        f"\nhuman labels right {human:.3f}; refined (defaults, flip_threshold 1.0): right {overall:.3f} of all, "
+        f"kept {kept:.3f}, right among kept {among_kept:.3f}; flips {len(flips)}"
+    )
     assert human == 0.5
     assert flips and all(p.label.value == q.better != q.human for q, p in flips)  # every flip fixes a wrong label
     assert {PAIRS.index(q) for q, _ in flips} >= {1, 9}  # "no person" on the astronaut; invented text on the coffee cup

@@ -25,7 +25,7 @@ TOL = 1e-4 if DEVICE == "cpu" else 1e-3
 def test_batched_equals_one_by_one(genrm: GenRM):
     genrm.settings = genrm.settings.model_copy(update={"batch_size": 8})
     batched_m = genrm.margins(QUERIES, TARGETS)
-    single_m = [genrm.margins([q], [t])[0] for q, t in zip(QUERIES, TARGETS)]
+    single_m = [genrm.margins([q], [t])[0] for q, t in zip(QUERIES, TARGETS, strict=True)]
     assert batched_m == pytest.approx(single_m, abs=TOL)
     batched_p = genrm.pairwise_probs(QUERIES)
     single_p = [genrm.pairwise_probs([q])[0] for q in QUERIES]
@@ -52,10 +52,13 @@ def test_prefix_cache_path_equals_the_reference_path(genrm: GenRM, restate: bool
         genrm.settings = genrm.settings.model_copy(update={"prefix_cache": prefix_cache, "restate": restate, "batch_size": 8})
         batched = (genrm.pairwise_probs(queries), genrm.margins(queries, targets), genrm.pointwise_probs(points))
         genrm.settings = genrm.settings.model_copy(update={"batch_size": 1})
-        single = ([genrm.pairwise_probs([q])[0] for q in queries], [genrm.margins([q], [t])[0] for q, t in zip(queries, targets)],
-                  [genrm.pointwise_probs([p])[0] for p in points])
+        single = (
+            [genrm.pairwise_probs([q])[0] for q in queries],
+            [genrm.margins([q], [t])[0] for q, t in zip(queries, targets, strict=True)],
+            [genrm.pointwise_probs([p])[0] for p in points],
+        )
         results[prefix_cache] = (batched, single)
-    for reference, cached in zip(results[False], results[True]):
+    for reference, cached in zip(results[False], results[True], strict=True):
         (p_ref, m_ref, pt_ref), (p_new, m_new, pt_new) = reference, cached
         assert p_new == pytest.approx(p_ref, abs=1e-5 if DEVICE == "cpu" else TOL)
         assert pt_new == pytest.approx(pt_ref, abs=1e-5 if DEVICE == "cpu" else TOL)

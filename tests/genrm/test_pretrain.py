@@ -27,8 +27,21 @@ from vlgenrm.store import LocalStore
 from vlgenrm.synth.vqa import LADDER, SCAFFOLDS, VQAKind, vqa_items
 
 #: A build small enough for a test: the same code as the default's, 4 + 20 + 4 steps.
-SMALL = PretrainConfig(steps=20, scenes=12, simple_items=8, scaffold_scenes=6, answer_scenes=6, vision_steps=4, vision_scenes=8, eval_items=6, batch_size=8,
-                       warmup_steps=5, marked_steps=4, marked_scenes=6, replay_scenes=2)
+SMALL = PretrainConfig(
+    steps=20,
+    scenes=12,
+    simple_items=8,
+    scaffold_scenes=6,
+    answer_scenes=6,
+    vision_steps=4,
+    vision_scenes=8,
+    eval_items=6,
+    batch_size=8,
+    warmup_steps=5,
+    marked_steps=4,
+    marked_scenes=6,
+    replay_scenes=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +80,7 @@ def test_the_base_loads_like_any_checkpoint_and_travels_through_the_store(tmp_pa
 def test_report_lists_every_rung_before_and_after(built: tuple[Path, Path]) -> None:
     report = load_report(built[0])
     kinds = [r.kind for r in report.after]
-    assert kinds == [VQAKind.WHOLE_COLOUR, VQAKind.SHAPE_COLOUR, VQAKind.EXISTS, VQAKind.BINDING, VQAKind.COUNT, VQAKind.SIGN, VQAKind.CLAIM,
-                     VQAKind.VERIFY]
+    assert kinds == [VQAKind.WHOLE_COLOUR, VQAKind.SHAPE_COLOUR, VQAKind.EXISTS, VQAKind.BINDING, VQAKind.COUNT, VQAKind.SIGN, VQAKind.CLAIM, VQAKind.VERIFY]
     assert not set(SCAFFOLDS) & set(LADDER)  # open answers: trained, never scored
     assert report.vision is not None and 0.0 <= report.vision.empty <= 1.0
     for rung in report.after:

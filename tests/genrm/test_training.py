@@ -10,6 +10,7 @@ import torch
 
 from tests.genrm.conftest import load, png
 from vlgenrm.contracts import Choice
+from vlgenrm.genrm.config import LossAverage
 from vlgenrm.genrm.model import GenRM, PairwiseQuery
 from vlgenrm.genrm.prompts import target_text
 from vlgenrm.genrm.training import (
@@ -28,7 +29,6 @@ from vlgenrm.genrm.training import (
     sft_loss,
     train_step,
 )
-from vlgenrm.genrm.config import LossAverage
 from vlgenrm.genrm.verdicts import Mode
 
 QUESTION = "What colour is the square?"
@@ -76,7 +76,12 @@ def test_sequence_average_weighs_a_bare_verdict_like_a_critique(qwen: GenRM):
     per-token loss gives for a row alone); with a long critique and a bare verdict in one batch
     the two averages differ."""
     image = colour_set(1)[0][0]
-    long = SFTExample(image, QUESTION, RESPONSES, target_text("Response A names the colour of the square, and response B names another colour that the image does not show at all.", "A"))
+    long = SFTExample(
+        image,
+        QUESTION,
+        RESPONSES,
+        target_text("Response A names the colour of the square, and response B names another colour that the image does not show at all.", "A"),
+    )
     bare = SFTExample(image, QUESTION, RESPONSES, target_text("", "A"))
     collator = SFTCollator(qwen)
     with torch.no_grad():
@@ -172,7 +177,13 @@ def test_alternatives_are_the_bare_verdicts_other_option(qwen: GenRM):
 def test_sft_plus_dpo_step_starts_at_log2_against_itself(tiny_dirs):
     policy, reference = load(tiny_dirs["qwen2_vl"]), load(tiny_dirs["qwen2_vl"])
     exs = [
-        SFTExample(image, QUESTION, RESPONSES, target_text("Response A is right.", y.value), rejected=target_text("Response B is right.", ("B" if y is Choice.A else "A")))
+        SFTExample(
+            image,
+            QUESTION,
+            RESPONSES,
+            target_text("Response A is right.", y.value),
+            rejected=target_text("Response B is right.", ("B" if y is Choice.A else "A")),
+        )
         for image, y in colour_set(4)
     ]
     batch = make_batch(SFTCollator(policy), exs, reference=reference.model)
@@ -239,7 +250,7 @@ def colour_trained(tiny_dirs) -> tuple[GenRM, list[tuple[bytes, Choice]], list[f
 
 def accuracy(margins_for_a: list[float], data) -> float:
     """A verdict is right when the margin towards A is positive exactly for the red squares."""
-    return sum((m > 0) == (y is Choice.A) for m, (_, y) in zip(margins_for_a, data)) / len(data)
+    return sum((m > 0) == (y is Choice.A) for m, (_, y) in zip(margins_for_a, data, strict=True)) / len(data)
 
 
 @pytest.mark.slow
@@ -278,5 +289,7 @@ def test_a_restating_model_learns_from_the_image_in_both_orders(tiny_dirs):
     unseen = colour_set(16, seed=7)
     shown = genrm.pairwise_probs([PairwiseQuery(image, QUESTION, *RESPONSES) for image, _ in unseen])
     swapped = genrm.pairwise_probs([PairwiseQuery(image, QUESTION, *RESPONSES[::-1]) for image, _ in unseen])
-    right = sum((p > 0.5) == (y is Choice.A) for p, (_, y) in zip(shown, unseen, strict=True)) + sum((p > 0.5) == (y is Choice.B) for p, (_, y) in zip(swapped, unseen, strict=True))
+    right = sum((p > 0.5) == (y is Choice.A) for p, (_, y) in zip(shown, unseen, strict=True)) + sum(
+        (p > 0.5) == (y is Choice.B) for p, (_, y) in zip(swapped, unseen, strict=True)
+    )
     assert right / 32 >= 0.95

@@ -113,8 +113,12 @@ def test_vllm_backend_scores_equal_the_transformers_backend(fake_vllm, tiny_dirs
     queries = [*QUERIES, PairwiseQuery(QUERIES[0].image, "What is shown?", "A red circle and a blue star.", "A red circle and a green star.")]
     targets = [*TARGETS, TARGETS[0]]
     for genrm in (reference, served):
-        genrm.numbers = (genrm.pairwise_probs(queries), genrm.margins(queries, targets), genrm.pointwise_probs(points),
-                         [genrm.margins([q], [t])[0] for q, t in zip(queries, targets, strict=True)])
+        genrm.numbers = (
+            genrm.pairwise_probs(queries),
+            genrm.margins(queries, targets),
+            genrm.pointwise_probs(points),
+            [genrm.margins([q], [t])[0] for q, t in zip(queries, targets, strict=True)],
+        )
     for ref, got in zip(reference.numbers, served.numbers, strict=True):
         assert got == pytest.approx(ref, abs=TOL, rel=1e-5)
     probs = served.numbers[0]
@@ -130,8 +134,14 @@ def test_engine_arguments_and_overrides(fake_vllm, tiny_dirs):
     GenRM.load(tiny_dirs["qwen2_vl"], _settings(max_length=2048, vllm_args={"gpu_memory_utilization": 0.5, "seed": 7}))
     model, kwargs = fake_vllm.inits[0]
     assert model == str(tiny_dirs["qwen2_vl"])
-    assert kwargs == {"enable_prefix_caching": True, "limit_mm_per_prompt": {"image": 1}, "max_model_len": 2048, "dtype": "float32",
-                      "seed": 7, "gpu_memory_utilization": 0.5}
+    assert kwargs == {
+        "enable_prefix_caching": True,
+        "limit_mm_per_prompt": {"image": 1},
+        "max_model_len": 2048,
+        "dtype": "float32",
+        "seed": 7,
+        "gpu_memory_utilization": 0.5,
+    }
 
 
 def test_generation_goes_through_vllm_with_our_sampling(fake_vllm, tiny_dirs):
@@ -149,7 +159,9 @@ def test_a_prompt_over_max_model_len_is_a_context_error(fake_vllm, tiny_dirs):
     q = QUERIES[1]
     probe = GenRM.load(tiny_dirs["qwen2_vl"], _settings())
     prompt = probe.prompt(Mode.PAIRWISE, q.question, (q.response_a, q.response_b))
-    text_tokens = len(probe.tokenizer(prompt)["input_ids"]) + max(len(probe.token_ids(probe.continuation(Mode.PAIRWISE, "", o, (q.response_a, q.response_b)))) for o in "AB")
+    text_tokens = len(probe.tokenizer(prompt)["input_ids"]) + max(
+        len(probe.token_ids(probe.continuation(Mode.PAIRWISE, "", o, (q.response_a, q.response_b)))) for o in "AB"
+    )
     # Fits as text, not once vLLM expands the image: the engine's own error, typed.
     served = GenRM.load(tiny_dirs["qwen2_vl"], _settings(max_length=text_tokens + 1))
     with pytest.raises(ContextTooLongError, match="maximum model length"):

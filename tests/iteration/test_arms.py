@@ -17,11 +17,11 @@ from vlgenrm.genrm.model import upload_checkpoint
 from vlgenrm.iteration.arms import Arm, arm_overrides
 from vlgenrm.iteration.demo import RunConfig, merge, variants
 from vlgenrm.iteration.local import LocalDriver, LocalServices
-from vlgenrm.services import stage_workers
 from vlgenrm.iteration.machine import make_task
 from vlgenrm.iteration.observe import MarkerCache, observe
 from vlgenrm.iteration.spec import IterationSpec
 from vlgenrm.rationale.config import TeacherView
+from vlgenrm.services import stage_workers
 from vlgenrm.services.experts.service import ExpertsStage
 from vlgenrm.services.rationale.service import RationaleStage
 from vlgenrm.services.sampler.service import SamplerStage
@@ -94,8 +94,11 @@ class Models:
 def run_arm(store: LocalStore, arm: Arm) -> IterationSpec:
     """experts -> rationale -> sampling for every shard, on the tasks the machine makes."""
     spec = spec_of(arm)
-    processes = {Stage.EXPERTS: ExpertsStage(store).process, Stage.RATIONALE: RationaleStage(store).process,
-                 Stage.SAMPLING: SamplerStage(store, Models()).process}
+    processes = {
+        Stage.EXPERTS: ExpertsStage(store).process,
+        Stage.RATIONALE: RationaleStage(store).process,
+        Stage.SAMPLING: SamplerStage(store, Models()).process,
+    }
     for stage, process in processes.items():
         obs = observe(store, spec, NS, arm.value, failures=[], markers=MarkerCache())
         for shard in range(len(obs.dataset_shards)):
@@ -107,8 +110,12 @@ def run_arm(store: LocalStore, arm: Arm) -> IterationSpec:
 
 def read(store: LocalStore, arm: Arm | str, stage: Stage, model, ns: str = NS):
     prefix = f"iterations/{ns}/{arm}/{stage.value}/"
-    return [model.model_validate_json(line) for o in store.list(prefix) if "/" not in o.key[len(prefix):] and o.key.endswith(".jsonl")
-            for line in store.get_bytes(o.key).splitlines()]
+    return [
+        model.model_validate_json(line)
+        for o in store.list(prefix)
+        if "/" not in o.key[len(prefix) :] and o.key.endswith(".jsonl")
+        for line in store.get_bytes(o.key).splitlines()
+    ]
 
 
 def original_verdict(record: TrainingRecord) -> Choice:
@@ -138,8 +145,10 @@ def test_the_no_experts_arm_trains_on_the_human_labels_errors(arms):
     noise = sum(t.label_flipped for t in truth.values()) / len(truth)
     no_experts, n_none = wrong_share(store, Arm.NO_EXPERTS, truth)
     experts, n_full = wrong_share(store, Arm.EXPERTS, truth)
-    print(f"\ntraining records against the truth: no-experts {1 - no_experts:.3f} right ({n_none} records), "
-          f"experts {1 - experts:.3f} right ({n_full} records); human labels flipped: {noise:.3f}")
+    print(
+        f"\ntraining records against the truth: no-experts {1 - no_experts:.3f} right ({n_none} records), "
+        f"experts {1 - experts:.3f} right ({n_full} records); human labels flipped: {noise:.3f}"
+    )
     # The teacher rationalises every human label and the margins are constant: every pair gives
     # a record, and its verdict is the human label, right or wrong.
     assert n_none == len(truth) and no_experts == pytest.approx(noise)
@@ -172,27 +181,35 @@ def test_whole_iterations_of_both_arms_on_the_local_driver(local_ray, tmp_path, 
     the tiny GenRM, training, evaluation): the same honesty, end to end."""
     root = tmp_path / "store"
     store = LocalStore(root)
-    settings = Settings(bus=BusSettings(topic_prefix="arms"), store=StoreSettings(kind=StoreKind.LOCAL, root=root),
-                        worker=WorkerSettings(poll_timeout_s=0.1))
+    settings = Settings(bus=BusSettings(topic_prefix="arms"), store=StoreSettings(kind=StoreKind.LOCAL, root=root), worker=WorkerSettings(poll_timeout_s=0.1))
     generate_dataset(SynthConfig(name="arms", n_train=64, n_eval=8, image_size=192, shard_size=32, seed=5), store)
     truth = load_truth(store, "arms", "train")
-    common = merge(BASE, {"baseModel": upload_checkpoint(tiny_start, store, "checkpoints/local/base/model"),
-                          # The tiny random GenRM's margins sum over the restated responses' tokens: keep every right verdict.
-                          "sampling": {"tau0": -1e6},
-                          "training": {"batch_size": 4, "max_steps": 2, "learning_rate": 1e-4, "checkpoint_every": 2},
-                          "evaluation": {"pointwise": False}})
+    common = merge(
+        BASE,
+        {
+            "baseModel": upload_checkpoint(tiny_start, store, "checkpoints/local/base/model"),
+            # The tiny random GenRM's margins sum over the restated responses' tokens: keep every right verdict.
+            "sampling": {"tau0": -1e6},
+            "training": {"batch_size": 4, "max_steps": 2, "learning_rate": 1e-4, "checkpoint_every": 2},
+            "evaluation": {"pointwise": False},
+        },
+    )
     bus = MemoryBus()
     driver = LocalDriver(settings, bus, store, "local")
     shares = {}
     with LocalServices(settings, bus, store, stage_workers()):
         for variant, overrides in variants(RunConfig(ablate_experts=True)).items():
-            status = driver.run(variant, IterationSpec.model_validate(merge(common, overrides)), timeout_s=2400)  # ~90 s each alone; generous for a loaded machine
+            status = driver.run(
+                variant, IterationSpec.model_validate(merge(common, overrides)), timeout_s=2400
+            )  # ~90 s each alone; generous for a loaded machine
             assert status.phase is Phase.SUCCEEDED, status.message
             shares[variant] = wrong_share(store, variant, truth, "local")
     bus.close()
     noise = sum(t.label_flipped for t in truth.values()) / len(truth)
-    print(f"\nwhole Iterations, training records right: no-experts {1 - shares['no-experts'][0]:.3f} "
-          f"({shares['no-experts'][1]} records), experts {1 - shares['experts'][0]:.3f} ({shares['experts'][1]} records); flipped {noise:.3f}")
+    print(
+        f"\nwhole Iterations, training records right: no-experts {1 - shares['no-experts'][0]:.3f} "
+        f"({shares['no-experts'][1]} records), experts {1 - shares['experts'][0]:.3f} ({shares['experts'][1]} records); flipped {noise:.3f}"
+    )
     assert shares["no-experts"][0] == pytest.approx(noise) and shares["no-experts"][0] > 0.15
     assert shares["experts"][0] < 0.05
     assert not list(store.list("iterations/local/no-experts/experts/reports/"))

@@ -31,8 +31,12 @@ def namespace(crd) -> str:
 
 
 def iteration(name: str, **spec) -> str:
-    body = {"apiVersion": "vlgenrm.io/v1alpha1", "kind": "Iteration", "metadata": {"name": name},
-            "spec": {"dataset": "synth", "evalSet": "synth", "baseModel": "s3://vlgenrm/checkpoints/base"} | spec}
+    body = {
+        "apiVersion": "vlgenrm.io/v1alpha1",
+        "kind": "Iteration",
+        "metadata": {"name": name},
+        "spec": {"dataset": "synth", "evalSet": "synth", "baseModel": "s3://vlgenrm/checkpoints/base"} | spec,
+    }
     return yaml.safe_dump(body)
 
 
@@ -50,16 +54,19 @@ def test_valid_iterations_are_accepted_with_typed_stage_configs(crd, namespace):
     assert no_experts.returncode == 0, no_experts.stderr
 
 
-@pytest.mark.parametrize("spec, message", [
-    ({"backoffLimit": -1}, "should be greater than or equal to 0"),
-    ({"training": {"batch_size": 6, "workers": 4}}, "must be a multiple of training.workers x training.accumulation"),
-    ({"training": {"objective": "ppo"}}, 'Unsupported value: "ppo"'),
-    ({"baseModel": None, "previousIteration": None}, "set baseModel or previousIteration"),
-    ({"previousIteration": "it-0", "index": 0}, "index >= 1"),
-    ({"sampling": {"top_n": 0}}, "should be greater than or equal to 1"),
-    ({"previousIteration": "Not_A_Name", "index": 1}, "should match"),
-    ({"experts": {"enabled": False}}, "set rationale.teacher_sees=label"),  # the no-experts arm's teacher must not expect a report
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ({"backoffLimit": -1}, "should be greater than or equal to 0"),
+        ({"training": {"batch_size": 6, "workers": 4}}, "must be a multiple of training.workers x training.accumulation"),
+        ({"training": {"objective": "ppo"}}, 'Unsupported value: "ppo"'),
+        ({"baseModel": None, "previousIteration": None}, "set baseModel or previousIteration"),
+        ({"previousIteration": "it-0", "index": 0}, "index >= 1"),
+        ({"sampling": {"top_n": 0}}, "should be greater than or equal to 1"),
+        ({"previousIteration": "Not_A_Name", "index": 1}, "should match"),
+        ({"experts": {"enabled": False}}, "set rationale.teacher_sees=label"),  # the no-experts arm's teacher must not expect a report
+    ],
+)
 def test_invalid_iterations_are_rejected_with_the_schemas_message(crd, namespace, spec, message):
     manifest = iteration("bad", **spec)
     if spec.get("baseModel", "") is None:

@@ -10,8 +10,8 @@ from vlgenrm.contracts import ConditionType, Phase, Stage
 from vlgenrm.evaluation.promotion import read_promoted
 from vlgenrm.genrm.model import upload_checkpoint
 from vlgenrm.iteration.local import LocalDriver, LocalServices
-from vlgenrm.services import stage_workers
 from vlgenrm.iteration.spec import IterationSpec
+from vlgenrm.services import stage_workers
 from vlgenrm.settings import BusSettings, Settings, StoreKind, StoreSettings, WorkerSettings
 from vlgenrm.store import LocalStore
 from vlgenrm.synth.dataset import SynthConfig, generate_dataset
@@ -21,12 +21,19 @@ pytestmark = pytest.mark.slow
 
 def test_two_chained_iterations_run_to_success_and_promote(local_ray, tmp_path, tiny_start):
     store = LocalStore(tmp_path / "store")
-    settings = Settings(bus=BusSettings(topic_prefix="drv"), store=StoreSettings(kind=StoreKind.LOCAL, root=tmp_path / "store"),
-                        worker=WorkerSettings(poll_timeout_s=0.1))
+    settings = Settings(
+        bus=BusSettings(topic_prefix="drv"), store=StoreSettings(kind=StoreKind.LOCAL, root=tmp_path / "store"), worker=WorkerSettings(poll_timeout_s=0.1)
+    )
     generate_dataset(SynthConfig(name="tiny", n_train=12, n_eval=8, image_size=192, shard_size=6), store)
     base = upload_checkpoint(tiny_start, store, "checkpoints/local/base/model")
-    common = {"dataset": "tiny", "evalSet": "tiny", "rationale": {"k": 2, "both_orders": True}, "sampling": {"tau0": -50.0},
-              "training": {"batch_size": 4, "max_steps": 3, "learning_rate": 1e-4, "checkpoint_every": 3}, "evaluation": {"pointwise": False}}
+    common = {
+        "dataset": "tiny",
+        "evalSet": "tiny",
+        "rationale": {"k": 2, "both_orders": True},
+        "sampling": {"tau0": -50.0},
+        "training": {"batch_size": 4, "max_steps": 3, "learning_rate": 1e-4, "checkpoint_every": 3},
+        "evaluation": {"pointwise": False},
+    }
     bus = MemoryBus()
     driver, seen = LocalDriver(settings, bus, store), []
     with LocalServices(settings, bus, store, stage_workers()):
@@ -38,7 +45,12 @@ def test_two_chained_iterations_run_to_success_and_promote(local_ray, tmp_path, 
     assert phases[-1] is Phase.SUCCEEDED and phases.index(Phase.ANNOTATING) < phases.index(Phase.TRAINING) < phases.index(Phase.SUCCEEDED)
     for status in (first, second):
         assert {s: (p.shards_done, p.shards_total) for s, p in status.stages.items()} == {
-            Stage.EXPERTS: (2, 2), Stage.RATIONALE: (2, 2), Stage.SAMPLING: (2, 2), Stage.TRAINING: (1, 1), Stage.EVALUATION: (1, 1)}
+            Stage.EXPERTS: (2, 2),
+            Stage.RATIONALE: (2, 2),
+            Stage.SAMPLING: (2, 2),
+            Stage.TRAINING: (1, 1),
+            Stage.EVALUATION: (1, 1),
+        }
         assert 0.0 <= status.metrics["accuracy"] <= 1.0 and status.metrics["training.steps"] == 3
         assert {c.type for c in status.conditions} == set(ConditionType)
     assert first.checkpoint_uri == store.uri("checkpoints/local/it-0/model")

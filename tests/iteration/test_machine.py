@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -30,7 +30,7 @@ from vlgenrm.contracts import (
 from vlgenrm.iteration.machine import Announce, Observation, Promote, chain_cycle, reconcile
 from vlgenrm.iteration.spec import IterationSpec
 
-T0 = datetime(2026, 11, 26, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 26, tzinfo=UTC)
 STAGES = list(Stage)  # in pipeline order
 
 
@@ -55,9 +55,15 @@ class World:
 
     def observation(self) -> Observation:
         return Observation(
-            namespace="ns", name="it", dataset_shards=[f"file:///data/{i:05d}.jsonl" for i in range(self.shards)],
-            eval_uri="file:///eval.jsonl", uri=lambda key: f"file:///store/{key}", base_model="file:///base", current_model="file:///base",
-            done={s: dict(m) for s, m in self.done.items()}, failures=list(self.failures),
+            namespace="ns",
+            name="it",
+            dataset_shards=[f"file:///data/{i:05d}.jsonl" for i in range(self.shards)],
+            eval_uri="file:///eval.jsonl",
+            uri=lambda key: f"file:///store/{key}",
+            base_model="file:///base",
+            current_model="file:///base",
+            done={s: dict(m) for s, m in self.done.items()},
+            failures=list(self.failures),
         )
 
     def take(self, tasks: list[StageTask]) -> None:
@@ -68,19 +74,35 @@ class World:
         key = (task.shard.stage, task.shard.shard)
         if self.fail_plan.get(key, 0) > 0:
             self.fail_plan[key] -= 1
-            self.failures.append(StageEvent(event_id=f"{task.task_id}/f", task_id=task.task_id, shard=task.shard, attempt=task.attempt,
-                                            type=EventType.SHARD_FAILED, reason=FailureReason.TRANSIENT, message="boom"))
+            self.failures.append(
+                StageEvent(
+                    event_id=f"{task.task_id}/f",
+                    task_id=task.task_id,
+                    shard=task.shard,
+                    attempt=task.attempt,
+                    type=EventType.SHARD_FAILED,
+                    reason=FailureReason.TRANSIENT,
+                    message="boom",
+                )
+            )
             return
         evaluation = task.shard.stage is Stage.EVALUATION
         metrics = {"accuracy": 0.75} if evaluation else {}
         artifacts = {"checkpoint": "file:///store/checkpoints/ns/it/model"} if task.shard.stage is Stage.TRAINING else {}
         self.done.setdefault(task.shard.stage, {})[task.shard.shard] = ShardDone(
-            task_id=task.task_id, shard=task.shard, outputs=[], counts={"items": 2}, metrics=metrics, artifacts=artifacts,
-            promote=self.promote if evaluation else None)
+            task_id=task.task_id,
+            shard=task.shard,
+            outputs=[],
+            counts={"items": 2},
+            metrics=metrics,
+            artifacts=artifacts,
+            promote=self.promote if evaluation else None,
+        )
 
 
-def run(world: World, sp: IterationSpec, rng: random.Random, *, max_steps: int = 400, restarts: bool = False,
-        chaos: bool = True) -> tuple[IterationStatus, list[Phase], list]:
+def run(
+    world: World, sp: IterationSpec, rng: random.Random, *, max_steps: int = 400, restarts: bool = False, chaos: bool = True
+) -> tuple[IterationStatus, list[Phase], list]:
     status, now, phases, actions = IterationStatus(), T0, [], []
     for _ in range(max_steps):
         r = reconcile(sp, status, world.observation(), now)
@@ -118,8 +140,12 @@ def assert_monotonic(phases: list[Phase]) -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
-@given(shards=st.integers(1, 4), seed=st.integers(0, 10_000), failures=st.dictionaries(
-    st.tuples(st.sampled_from(STAGES), st.integers(0, 3)), st.integers(1, 2), max_size=4), restarts=st.booleans())
+@given(
+    shards=st.integers(1, 4),
+    seed=st.integers(0, 10_000),
+    failures=st.dictionaries(st.tuples(st.sampled_from(STAGES), st.integers(0, 3)), st.integers(1, 2), max_size=4),
+    restarts=st.booleans(),
+)
 def test_random_worlds_succeed_in_stage_order_with_every_shard_done(shards, seed, failures, restarts):
     world = World(shards, fail_plan={k: v for k, v in failures.items() if k[1] < shards})
     status, phases, actions = run(world, spec(backoffLimit=2), random.Random(seed), restarts=restarts)
@@ -214,7 +240,10 @@ def test_tasks_carry_the_previous_outputs_and_the_typed_config():
     status, _, _ = run(world, sp, random.Random(2))
     by_stage = {t.shard.stage: t for t in world.published if t.shard.shard == 1 or t.shard.stage in (Stage.TRAINING, Stage.EVALUATION)}
     assert by_stage[Stage.EXPERTS].inputs == ["file:///data/00001.jsonl"]
-    assert by_stage[Stage.RATIONALE].inputs == ["file:///store/iterations/ns/it/experts/00001.jsonl", "file:///store/iterations/ns/it/experts/reports/00001.jsonl"]
+    assert by_stage[Stage.RATIONALE].inputs == [
+        "file:///store/iterations/ns/it/experts/00001.jsonl",
+        "file:///store/iterations/ns/it/experts/reports/00001.jsonl",
+    ]
     assert by_stage[Stage.SAMPLING].config["model"] == "file:///base" and by_stage[Stage.SAMPLING].config["sampler"]["tau0"] == 0.5
     assert by_stage[Stage.SAMPLING].iteration_index == 1
     training = by_stage[Stage.TRAINING]

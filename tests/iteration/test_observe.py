@@ -10,8 +10,9 @@ from vlgenrm.iteration.observe import FailureLog
 
 def _report(topics: Topics, iteration: str, n: int) -> Record:
     shard = ShardRef(namespace="ns", iteration=iteration, stage=Stage.EXPERTS, shard=0)
-    event = StageEvent(event_id=f"{iteration}-{n}", task_id=f"{iteration}-task", shard=shard, type=EventType.SHARD_FAILED,
-                       reason=FailureReason.TRANSIENT, message="boom")
+    event = StageEvent(
+        event_id=f"{iteration}-{n}", task_id=f"{iteration}-task", shard=shard, type=EventType.SHARD_FAILED, reason=FailureReason.TRANSIENT, message="boom"
+    )
     return Record(topics.events, 0, n, "k", event.to_json_bytes(), 0)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import ast
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -16,12 +16,20 @@ from vlgenrm.iteration.registry import STAGES
 from vlgenrm.iteration.spec import IterationSpec
 from vlgenrm.services import stage_workers
 
-NOW = datetime(2026, 1, 1, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def observation(**fields) -> Observation:
-    return Observation(namespace="ns", name="it", dataset_shards=["s3://b/d/0.jsonl", "s3://b/d/1.jsonl"], eval_uri="s3://b/eval.jsonl",
-                       uri=lambda key: f"s3://b/{key}", base_model="s3://b/base", current_model="s3://b/base", **fields)
+    return Observation(
+        namespace="ns",
+        name="it",
+        dataset_shards=["s3://b/d/0.jsonl", "s3://b/d/1.jsonl"],
+        eval_uri="s3://b/eval.jsonl",
+        uri=lambda key: f"s3://b/{key}",
+        base_model="s3://b/base",
+        current_model="s3://b/base",
+        **fields,
+    )
 
 
 def test_every_stage_has_one_definition_and_one_phase():
@@ -77,8 +85,9 @@ def test_markers_become_status_metrics_as_each_stage_defines():
         ref = ShardRef(namespace="ns", iteration="it", stage=stage, shard=shard)
         return ShardDone(task_id=f"t{shard}", shard=ref, outputs=[], counts=counts, metrics=metrics or {})
 
-    experts = STAGES[Stage.EXPERTS].metrics({0: marker(Stage.EXPERTS, 0, {"kept": 3, "dropped": 1, "checkable_pairs": 2}),
-                                             1: marker(Stage.EXPERTS, 1, {"kept": 4, "checkable_pairs": 4})})
+    experts = STAGES[Stage.EXPERTS].metrics(
+        {0: marker(Stage.EXPERTS, 0, {"kept": 3, "dropped": 1, "checkable_pairs": 2}), 1: marker(Stage.EXPERTS, 1, {"kept": 4, "checkable_pairs": 4})}
+    )
     assert experts == {"experts.kept": 7, "experts.dropped": 1, "experts.checkable_pairs": 6, "experts.coverage": 0.75}
     training = STAGES[Stage.TRAINING].metrics({0: marker(Stage.TRAINING, 0, {"records": 5}, {"loss": 0.5})})
     assert training == {"training.records": 5, "training.loss": 0.5}
@@ -93,15 +102,20 @@ PHASE_NAMES = {p.value for p in Phase}
 def phase_literals(path) -> list[str]:
     """String constants in ``path`` that are a phase's name (docstrings and f-string text aside)."""
     tree = ast.parse(path.read_text())
-    docstrings = {id(n.body[0].value) for n in ast.walk(tree) if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-                  and n.body and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
     return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in PHASE_NAMES and id(n) not in docstrings]
 
 
 def test_no_phase_name_is_spelt_outside_the_contracts():
     roots = [REPO / "shared" / "vlgenrm", REPO / "services", REPO / "operators"]
-    found = {str(p.relative_to(REPO)): hits for root in roots for p in sorted(root.rglob("*.py"))
-             if "contracts" not in p.parts and (hits := phase_literals(p))}
+    found = {str(p.relative_to(REPO)): hits for root in roots for p in sorted(root.rglob("*.py")) if "contracts" not in p.parts and (hits := phase_literals(p))}
     assert found == {}
 
 

@@ -24,31 +24,60 @@ class _Truth:
 
 def _record(i: int, order: Order, verdict: Choice) -> TrainingRecord:
     image = ImageRef(key="images/" + "0" * 64 + ".png", sha256="0" * 64, width=1, height=1)
-    return TrainingRecord(id=f"r{i}", example_id=f"e{i}", pair_id=f"p{i}", candidate_id=f"c{i}", image=image, question="q",
-                          response_a="a", response_b="b", order=order, target=f"x\nVerdict: [[{verdict.value}]]", verdict=verdict)
+    return TrainingRecord(
+        id=f"r{i}",
+        example_id=f"e{i}",
+        pair_id=f"p{i}",
+        candidate_id=f"c{i}",
+        image=image,
+        question="q",
+        response_a="a",
+        response_b="b",
+        order=order,
+        target=f"x\nVerdict: [[{verdict.value}]]",
+        verdict=verdict,
+    )
 
 
 def test_training_label_accuracy_reads_verdicts_in_the_order_shown(tmp_path: Path) -> None:
     store = LocalStore(tmp_path)
     truth = {f"e{i}": _Truth(Choice.A) for i in range(4)}
-    records = [_record(0, Order.AB, Choice.A), _record(1, Order.BA, Choice.B),  # both right: B shown first is the true A
-               _record(2, Order.AB, Choice.B), _record(3, Order.BA, Choice.A)]  # both wrong
+    records = [
+        _record(0, Order.AB, Choice.A),
+        _record(1, Order.BA, Choice.B),  # both right: B shown first is the true A
+        _record(2, Order.AB, Choice.B),
+        _record(3, Order.BA, Choice.A),
+    ]  # both wrong
     store.put_bytes("iterations/ns/it/sampling/00000.jsonl", jsonl(records))
     store.put_bytes("iterations/ns/it/sampling/hard/00000.jsonl", b"not a record\n")  # other kinds are not read
     assert training_label_accuracy(store, "ns", "it", truth) == (4, 0.5)
 
 
 def _result(variant: str, seed: int, index: int, accuracy: float, *, records_right: float) -> IterationResult:
-    status = IterationStatus(phase=Phase.SUCCEEDED, reason=IterationReason.PROMOTED, metrics={
-        "accuracy": accuracy, "accuracy.wrong_colour": accuracy, "sampling.hard": 2, "sampling.pairs": 10, "rationale.pairs_hard": 1})
-    return IterationResult(variant, index, f"demo-{variant}-s{seed}-{index}", status, 10.0, seed=seed, training_records=8,
-                           training_label_accuracy=records_right, tau=0.5 * index,
-                           critique_probe=CritiqueProbe(candidates=4, mean_lift=-0.25, helped=0.25, rescued=0, sunk=1))
+    status = IterationStatus(
+        phase=Phase.SUCCEEDED,
+        reason=IterationReason.PROMOTED,
+        metrics={"accuracy": accuracy, "accuracy.wrong_colour": accuracy, "sampling.hard": 2, "sampling.pairs": 10, "rationale.pairs_hard": 1},
+    )
+    return IterationResult(
+        variant,
+        index,
+        f"demo-{variant}-s{seed}-{index}",
+        status,
+        10.0,
+        seed=seed,
+        training_records=8,
+        training_label_accuracy=records_right,
+        tau=0.5 * index,
+        critique_probe=CritiqueProbe(candidates=4, mean_lift=-0.25, helped=0.25, rescued=0, sunk=1),
+    )
 
 
 def _predictions(store: LocalStore, namespace: str, name: str, ps: list[float]) -> None:
-    preds = [EvaluationPrediction(example_id=f"x{i}", category="wrong_colour", p_first=p, better=0, correct=float(p > 0.5) if p != 0.5 else 0.5)
-             for i, p in enumerate(ps)]
+    preds = [
+        EvaluationPrediction(example_id=f"x{i}", category="wrong_colour", p_first=p, better=0, correct=float(p > 0.5) if p != 0.5 else 0.5)
+        for i, p in enumerate(ps)
+    ]
     store.put_bytes(f"iterations/{namespace}/{name}/evaluation/00000.jsonl", jsonl(preds))
 
 
@@ -66,8 +95,9 @@ def test_report_and_summary(tmp_path: Path) -> None:
     from vlgenrm.synth.vqa import VQAKind
 
     rung = Rung(kind=VQAKind.EXISTS, n=200, accuracy=0.98, low=0.95, high=0.99, chance=0.5)
-    base = BaseReport(config=PretrainConfig(), digest="d", version="v", vision=CellAccuracy(shape=0.99, colour=1.0, word=0.8, empty=1.0),
-                      before=[rung], after=[rung])
+    base = BaseReport(
+        config=PretrainConfig(), digest="d", version="v", vision=CellAccuracy(shape=0.99, colour=1.0, word=0.8, empty=1.0), before=[rung], after=[rung]
+    )
     path = write_report(results, config, tmp_path / "report", 120.0, store=store, base_report=base)
     text = path.read_text()
     assert "| exists | 0.50 |" in text and "Vision stage, held-out cells: shape 0.990" in text
@@ -94,10 +124,23 @@ def test_report_and_summary(tmp_path: Path) -> None:
 def test_sampling_summary_pools_the_shards_reports(tmp_path: Path) -> None:
     store = LocalStore(tmp_path / "store")
     for shard, (n, lift, kept) in enumerate(((3, 1.0, 0.5), (1, -1.0, 1.0))):
-        stats = SamplingStats(iteration=1, tau=0.5, model_version="m", pairs=2, candidates=4, unparseable=0, scored=4, accepted=2, kept=2,
-                              hard=0, dpo_pairs=0, acceptance_rate=0.5, pair_acceptance_rate=1.0,
-                              kept_ratio_by_threshold=[ThresholdPoint(tau=0.0, kept_ratio=kept)],
-                              critique_probe=CritiqueProbe(candidates=n, mean_lift=lift, helped=float(lift > 0), rescued=n, sunk=0))
+        stats = SamplingStats(
+            iteration=1,
+            tau=0.5,
+            model_version="m",
+            pairs=2,
+            candidates=4,
+            unparseable=0,
+            scored=4,
+            accepted=2,
+            kept=2,
+            hard=0,
+            dpo_pairs=0,
+            acceptance_rate=0.5,
+            pair_acceptance_rate=1.0,
+            kept_ratio_by_threshold=[ThresholdPoint(tau=0.0, kept_ratio=kept)],
+            critique_probe=CritiqueProbe(candidates=n, mean_lift=lift, helped=float(lift > 0), rescued=n, sunk=0),
+        )
         store.put_bytes(f"iterations/ns/it/sampling/report/{shard:05d}.json", stats.model_dump_json().encode())
     curve, tau, probe = sampling_summary(store, "ns", "it")
     assert curve == [(0.0, 0.75)] and tau == 0.5
@@ -105,8 +148,10 @@ def test_sampling_summary_pools_the_shards_reports(tmp_path: Path) -> None:
 
 
 def test_ablation_rows_mean_std_and_pooled_interval() -> None:
-    rows = [IterationSummary(variant="experts", seed=s, index=0, name=f"n{s}", phase="Succeeded", accuracy=a, n_eval=100, mean_confidence=0.3)
-            for s, a in enumerate([0.8, 0.9, 1.0])]
+    rows = [
+        IterationSummary(variant="experts", seed=s, index=0, name=f"n{s}", phase="Succeeded", accuracy=a, n_eval=100, mean_confidence=0.3)
+        for s, a in enumerate([0.8, 0.9, 1.0])
+    ]
     (row,) = ablation_rows(rows)
     assert row.seeds == 3 and row.accuracy_mean == pytest.approx(0.9) and row.accuracy_std == pytest.approx(0.1)
     assert row.accuracy_low < 0.9 < row.accuracy_high and row.accuracy_high - row.accuracy_low < 0.08  # 300 verdicts pooled

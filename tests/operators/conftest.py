@@ -35,8 +35,7 @@ class Procs:
 
     def start(self, name: str, *args: str) -> None:
         out = open(self.logs / f"{name}.log", "a")  # noqa: SIM115 - closed with the process
-        self.procs[name] = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+        self.procs[name] = subprocess.Popen([sys.executable, "-m", *args], cwd=REPO, env=self.env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
     def kill(self, name: str) -> None:
         proc = self.procs.pop(name)
@@ -87,9 +86,21 @@ def cluster_setup(request, kube_server, tmp_path_factory) -> Iterator[tuple]:
 
 
 def manifest(name: str, base: str, **spec) -> str:
-    body = {"apiVersion": "vlgenrm.io/v1alpha1", "kind": "Iteration", "metadata": {"name": name}, "spec": {
-        "dataset": "tiny", "evalSet": "tiny", "baseModel": base, "rationale": {"k": 1}, "sampling": {"tau0": -50.0},
-        "training": {"batch_size": 4, "max_steps": 2, "checkpoint_every": 2}, "evaluation": {"pointwise": False}} | spec}
+    body = {
+        "apiVersion": "vlgenrm.io/v1alpha1",
+        "kind": "Iteration",
+        "metadata": {"name": name},
+        "spec": {
+            "dataset": "tiny",
+            "evalSet": "tiny",
+            "baseModel": base,
+            "rationale": {"k": 1},
+            "sampling": {"tau0": -50.0},
+            "training": {"batch_size": 4, "max_steps": 2, "checkpoint_every": 2},
+            "evaluation": {"pointwise": False},
+        }
+        | spec,
+    }
     return yaml.safe_dump(body)
 
 

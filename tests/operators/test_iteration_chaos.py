@@ -72,8 +72,10 @@ def run(kube, namespace, name, base, procs, fault) -> dict:
     started = time.monotonic()
     fault()
     body = wait_for(kube, namespace, name, lambda b: b.get("status", {}).get("phase") in DONE, procs, timeout_s=600)
-    print(f"\n{name}: {body['status']['phase']} {time.monotonic() - started:.0f} s after the fault; attempts "
-          f"{ {s: v.get('attempts') for s, v in body['status'].get('stages', {}).items()} }")
+    print(
+        f"\n{name}: {body['status']['phase']} {time.monotonic() - started:.0f} s after the fault; attempts "
+        f"{ {s: v.get('attempts') for s, v in body['status'].get('stages', {}).items()} }"
+    )
     assert body["status"]["phase"] == "Succeeded", body["status"]
     return body["status"]
 

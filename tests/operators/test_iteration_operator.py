@@ -30,7 +30,12 @@ def test_an_iteration_succeeds_even_with_the_operator_killed_mid_run(cluster_set
     assert status["phase"] == "Succeeded", status
     assert status["stages"]["experts"]["attempts"] == 1, "the restarted operator redid a finished stage"
     assert {s: (v["shardsDone"], v["shardsTotal"]) for s, v in status["stages"].items()} == {
-        "experts": (1, 1), "rationale": (1, 1), "sampling": (1, 1), "training": (1, 1), "evaluation": (1, 1)}
+        "experts": (1, 1),
+        "rationale": (1, 1),
+        "sampling": (1, 1),
+        "training": (1, 1),
+        "evaluation": (1, 1),
+    }
     assert 0 <= status["metrics"]["accuracy"] <= 1 and status["checkpointUri"].endswith(f"checkpoints/{namespace}/it-0/model")
     conditions = {c["type"]: c for c in status["conditions"]}
     assert conditions["Ready"]["status"] == "True" and conditions["Progressing"]["status"] == "False"
@@ -70,8 +75,9 @@ def test_a_deleted_iteration_is_cleaned_up_and_its_queued_tasks_are_skipped(clus
 
 def test_a_stage_service_killed_mid_shard_is_retried_and_the_iteration_succeeds(cluster_setup):
     kube, platform, namespace, base, procs = cluster_setup
-    kube.run_kubectl("apply", "-n", namespace, "-f", "-", input=manifest(
-        "it-kill", base, training={"batch_size": 4, "max_steps": 40, "checkpoint_every": 5, "log_every": 5}))
+    kube.run_kubectl(
+        "apply", "-n", namespace, "-f", "-", input=manifest("it-kill", base, training={"batch_size": 4, "max_steps": 40, "checkpoint_every": 5, "log_every": 5})
+    )
     trainer_log = procs.logs / "trainer.log"
     deadline = time.monotonic() + 300
     while "it-kill/training/00000: step 10/40" not in trainer_log.read_text() and time.monotonic() < deadline:
@@ -104,7 +110,9 @@ def test_two_operator_replicas_with_peering_one_active(cluster_setup, tmp_path):
     kube.run_kubectl("apply", "--server-side", "-f", str(REPO / "charts/vlgenrm/crds/kopf.dev_peerings.yaml"))
     for crd in ("kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"):
         kube.wait_crd_established(crd)
-    kube.run_kubectl("apply", "-n", other, "-f", "-", input=yaml.safe_dump({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "vlgenrm"}}))
+    kube.run_kubectl(
+        "apply", "-n", other, "-f", "-", input=yaml.safe_dump({"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "vlgenrm"}})
+    )
     replicas = Procs(procs.env, tmp_path)
 
     def wait_log(name: str, text: str, timeout_s: float = 90) -> None:

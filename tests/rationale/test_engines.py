@@ -24,8 +24,6 @@ from vlgenrm.retry import Backoff
 IMG = png((200, 30, 30))
 
 
-
-
 def request(rep=None, swapped: bool = False, question: str = "What is shown?") -> RationaleRequest:
     return RationaleRequest(image=IMG, question=question, response_a="A red square.", response_b="A dog.", evidence=None, report=rep, swapped=swapped)
 
@@ -45,7 +43,7 @@ def test_template_maps_the_original_order_when_swapped():
     [texts] = TemplateEngine().generate([request(rep, swapped=True)], SamplingParams(n=3, seed=1))
     # original A (shown as B) wins; original B's contradicted claim is attributed to shown A
     assert {parse_verdict(t).option for t in texts} == {"B"}
-    assert all('Response A claims "a contradicted dog in B"' in t or "Response A's statement" in t or 'Response A says' in t for t in texts)
+    assert all('Response A claims "a contradicted dog in B"' in t or "Response A's statement" in t or "Response A says" in t for t in texts)
 
 
 def test_template_ties_go_to_support_and_wording_varies_with_seed():
@@ -152,14 +150,6 @@ def test_vllm_missing_is_a_config_error(monkeypatch):
         VLLMEngine("/ckpt")
 
 
-
-
-
-
-
-
-
-
 @pytest.fixture
 def serve() -> Iterator[Callable[..., tuple[Server, OpenAIEngine]]]:
     made: list = []
@@ -183,7 +173,13 @@ def test_openai_normal_request_schema_and_order(serve):
     assert out == [[f"Question: q{i}? #{j}\nVerdict: [[A]]" for j in range(2)] for i in range(5)]
     body = server.bodies[0]
     assert {k: body[k] for k in ("model", "n", "temperature", "top_p", "max_tokens", "seed")} == {
-        "model": "test-model", "n": 2, "temperature": 0.5, "top_p": 0.8, "max_tokens": 64, "seed": 9}
+        "model": "test-model",
+        "n": 2,
+        "temperature": 0.5,
+        "top_p": 0.8,
+        "max_tokens": 64,
+        "seed": 9,
+    }
     image_part, text_part = body["messages"][0]["content"]
     assert image_part["type"] == "image_url" and image_part["image_url"]["url"].startswith("data:image/png;base64,iVBOR")
     assert text_part["type"] == "text" and "Response B: A dog." in text_part["text"]

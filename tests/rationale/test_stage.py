@@ -5,8 +5,8 @@ from __future__ import annotations
 from tests.genrm.conftest import png
 from vlgenrm.contracts import Choice, Example, ImageRef, LabelSource, Order, RefinedPair
 from vlgenrm.genrm.config import SamplingParams
-from vlgenrm.rationale.engines import RationaleEngine
 from vlgenrm.rationale.config import RationaleSettings
+from vlgenrm.rationale.engines import RationaleEngine
 from vlgenrm.rationale.stage import generate_candidates
 
 IMAGE = png((200, 10, 10))

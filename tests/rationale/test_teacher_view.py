@@ -22,8 +22,14 @@ REF = ImageRef(key="images/y.png", sha256="b" * 64)
 
 
 def pair(i: int, label: Choice) -> RefinedPair:
-    ex = Example(id=f"ex{i}", image=REF, question="What is shown?", response_a=f"There is a red circle {i}.",
-                 response_b=f"There are two blue squares {i}. They are large.", human_label=label.value)
+    ex = Example(
+        id=f"ex{i}",
+        image=REF,
+        question="What is shown?",
+        response_a=f"There is a red circle {i}.",
+        response_b=f"There are two blue squares {i}. They are large.",
+        human_label=label.value,
+    )
     return RefinedPair(id=f"ex{i}/refined", example=ex, human_label=label.value, expert_label=None, label=label, source=LabelSource.HUMAN)
 
 
@@ -87,8 +93,9 @@ def test_without_a_report_the_template_critique_justifies_the_given_label_even_w
 
 def test_the_label_teacher_quotes_the_other_response_in_the_shown_order():
     # Responses come in the shown order; swapped: the shown B is the original A, the label.
-    req = RationaleRequest(image=IMAGE, question="q", response_a="A green [[B]] \"triangle\". More.", response_b="A red dog.",
-                           evidence=None, label=Choice.A, swapped=True)
+    req = RationaleRequest(
+        image=IMAGE, question="q", response_a='A green [[B]] "triangle". More.', response_b="A red dog.", evidence=None, label=Choice.A, swapped=True
+    )
     [[text]] = TemplateEngine().generate([req], SamplingParams(n=1, seed=0))
     assert parse_verdict(text).ok and parse_verdict(text).option == "B"
     assert "Response A" in text and "A green [B] 'triangle'" in text and "More" not in text and "red dog" not in text

@@ -30,8 +30,14 @@ def make_pair(i: int, label: Choice | None, category: str = "counting") -> Refin
 def make_candidate(pair: RefinedPair, j: int, order: Order, verdict: Choice | None) -> RationaleCandidate:
     line = f"\nverdict:[[ {verdict.value.lower()} ]]" if verdict else ""
     return RationaleCandidate(
-        id=f"{pair.id}/c{j}", pair_id=pair.id, example_id=pair.example.id, order=order, sample_index=j,
-        generator="test:teacher", text=f"Critique {j} of {pair.id}.{line}", verdict=verdict,
+        id=f"{pair.id}/c{j}",
+        pair_id=pair.id,
+        example_id=pair.example.id,
+        order=order,
+        sample_index=j,
+        generator="test:teacher",
+        text=f"Critique {j} of {pair.id}.{line}",
+        verdict=verdict,
     )
 
 

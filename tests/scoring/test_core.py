@@ -52,16 +52,18 @@ def test_self_consistency_is_seeded_batch_independent_and_samples_1_is_greedy(sc
     assert alone.sample_critiques == batched.sample_critiques and all(len(c) == 3 for c in alone.sample_critiques)
     for value, samples, critiques, share in zip(alone.values, alone.samples, alone.sample_critiques, alone.agreement, strict=True):
         assert value == pytest.approx(sum(samples) / 3, abs=1e-12) and 0.5 <= share <= 1 and share == agreement(samples)
-        direct = scorer.genrm.pointwise_probs([PointwiseQuery(image, "What colour?", job.responses[alone.samples.index(samples)], critique=c)
-                                               for c in critiques])
+        direct = scorer.genrm.pointwise_probs(
+            [PointwiseQuery(image, "What colour?", job.responses[alone.samples.index(samples)], critique=c) for c in critiques]
+        )
         assert samples == pytest.approx(direct, abs=1e-5)
     other_seed = scorer.score([PointJob(image, "What colour?", ("Red.", "Blue."), sampling=Sampling(n=3, seed=6, max_tokens=6))])[0]
     assert other_seed.sample_critiques != alone.sample_critiques  # seeded, so this holds or fails every run
     # pairwise: the critique is scored in both orders (swapped for the second), then averaged over samples
     pair = scorer.compare([PairJob(image, "What colour?", ("Red.", "Blue."), sampling=sampling)])[0]
     [critiques] = pair.sample_critiques
-    assert pair.values[0] == pytest.approx(sum(scorer.genrm.pairwise_probs([PairwiseQuery(image, "What colour?", "Red.", "Blue.", critique=c)
-                                                                            for c in critiques])) / 3, abs=1e-5)
+    assert pair.values[0] == pytest.approx(
+        sum(scorer.genrm.pairwise_probs([PairwiseQuery(image, "What colour?", "Red.", "Blue.", critique=c) for c in critiques])) / 3, abs=1e-5
+    )
     # no sampling: exactly the one greedy critique (with_critique) or direct scoring, agreement absent
     greedy = scorer.score([PointJob(image, "What colour?", ("Red.",), critique_tokens=6)])[0]
     assert greedy.samples is None and greedy.agreement is None and len(greedy.critiques) == 1

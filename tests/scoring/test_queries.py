@@ -8,8 +8,10 @@ import pytest
 
 from vlgenrm.scoring.queries import collapse_image_runs, image_from_label, parse_query
 
-QWEN = ("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
-        "<|vision_start|><|image_pad|><|vision_end|>What colour is the square?<|im_end|>\n<|im_start|>assistant\n")
+QWEN = (
+    "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+    "<|vision_start|><|image_pad|><|vision_end|>What colour is the square?<|im_end|>\n<|im_start|>assistant\n"
+)
 
 
 def test_a_qwen2_vl_query_as_openrlhf_decodes_it():
@@ -26,9 +28,11 @@ def test_special_tokens_inside_a_response_stay_as_data():
 
 
 def test_other_templates_and_multi_turn_prompts():
-    llama = ("<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
-             "<|start_header_id|>user<|end_header_id|>\n\n<|image|>What is written?<|eot_id|>"
-             "<|start_header_id|>assistant<|end_header_id|>\n\n")
+    llama = (
+        "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|>"
+        "<|start_header_id|>user<|end_header_id|>\n\n<|image|>What is written?<|eot_id|>"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n"
+    )
     assert parse_query(llama + "STOP.<|eot_id|>", llama) == ("What is written?", "STOP.")
     gemma = "<bos><start_of_turn>user\n<start_of_image><image_soft_token><end_of_image>How many stars?<end_of_turn>\n<start_of_turn>model\n"
     assert parse_query(gemma.replace("<image_soft_token>", "<image_soft_token>" * 8) + "Three.<end_of_turn>", gemma) == ("How many stars?", "Three.")

@@ -39,8 +39,15 @@ def benchmark(platform: Platform) -> str:
 
 def eval_task(platform: Platform, inputs: list[str], config: dict, iteration: str = "eval-0", stage: Stage = Stage.EVALUATION) -> StageTask:
     ref = ShardRef(namespace="test", iteration=iteration, stage=stage, shard=0)
-    return StageTask(task_id=f"{iteration}-{stage.value}-0", shard=ref, shard_count=1, inputs=inputs,
-                     output_prefix=stage_prefix(ref) + "/", config=config, created_at=CREATED)
+    return StageTask(
+        task_id=f"{iteration}-{stage.value}-0",
+        shard=ref,
+        shard_count=1,
+        inputs=inputs,
+        output_prefix=stage_prefix(ref) + "/",
+        config=config,
+        created_at=CREATED,
+    )
 
 
 def run(platform: Platform, task: StageTask, topic_stage: Stage = Stage.EVALUATION) -> None:
@@ -84,8 +91,18 @@ def test_evaluation_reports_decides_and_respects_the_promoted_pointer(platform: 
     assert decision.candidate_accuracy == report.accuracy.overall and decision.decided_at == first.created_at
 
     # A promoted model that scored 1.0 on this very benchmark: its recorded accuracy is reused.
-    promote(platform.store, PromotionRecord(namespace="test", iteration="it-0", model="s3://elsewhere/checkpoints/it-0",
-                                            model_version="0123456789ab", accuracy=1.0, dataset=bench, examples=N_EVAL))
+    promote(
+        platform.store,
+        PromotionRecord(
+            namespace="test",
+            iteration="it-0",
+            model="s3://elsewhere/checkpoints/it-0",
+            model_version="0123456789ab",
+            accuracy=1.0,
+            dataset=bench,
+            examples=N_EVAL,
+        ),
+    )
     second = eval_task(platform, [bench], {"model": model, "genrm": {"batch_size": 8}}, iteration="eval-1")
     run(platform, second)
     decision = decision_of(platform, second)
@@ -100,8 +117,10 @@ def test_the_incumbent_is_scored_when_its_accuracy_is_for_another_benchmark(plat
     bench = benchmark(platform)
     model = upload_checkpoint(tiny_models["candidate"], platform.store, "checkpoints/test/it-2")
     other = upload_checkpoint(tiny_models["other"], platform.store, "checkpoints/test/it-1")
-    promote(platform.store, PromotionRecord(namespace="test", iteration="it-1", model=other, model_version="whatever",
-                                            accuracy=0.99, dataset="s3://other/bench.jsonl"))
+    promote(
+        platform.store,
+        PromotionRecord(namespace="test", iteration="it-1", model=other, model_version="whatever", accuracy=0.99, dataset="s3://other/bench.jsonl"),
+    )
     config = {"model": model, "evaluation": {"max_examples": 12, "pointwise": False}}
     task = eval_task(platform, [bench], config)
     run(platform, task)
@@ -114,8 +133,9 @@ def test_the_incumbent_is_scored_when_its_accuracy_is_for_another_benchmark(plat
     assert len(platform.store.get_bytes(output_key(task.shard, "incumbent")).splitlines()) == 12
 
     # An explicit incumbent that is the candidate itself: promoting it again is a no-op, never a demotion.
-    same = eval_task(platform, [bench], config | {"incumbent": model, "evaluation": {"max_examples": 4, "pointwise": False, "min_gain": 0.5}},
-                     iteration="eval-same")
+    same = eval_task(
+        platform, [bench], config | {"incumbent": model, "evaluation": {"max_examples": 4, "pointwise": False, "min_gain": 0.5}}, iteration="eval-same"
+    )
     run(platform, same)
     decision = decision_of(platform, same)
     assert decision.promote and "is the incumbent" in decision.reason and decision.incumbent_uri == model

@@ -15,16 +15,14 @@ from vlgenrm.stages import marker_key, output_key
 def make_task(platform: Platform, shard_key: str, iteration: str = "it-0", shard: int = 0, config: dict | None = None) -> StageTask:
     ref = ShardRef(namespace="test", iteration=iteration, stage=Stage.EXPERTS, shard=shard)
     return StageTask(
-        task_id=f"{iteration}-experts-{shard}", shard=ref, shard_count=1, inputs=[platform.store.uri(shard_key)],
-        output_prefix=f"iterations/test/{iteration}/experts/", config=config or {},
+        task_id=f"{iteration}-experts-{shard}",
+        shard=ref,
+        shard_count=1,
+        inputs=[platform.store.uri(shard_key)],
+        output_prefix=f"iterations/test/{iteration}/experts/",
+        config=config or {},
         created_at="2026-11-26T00:00:00Z",
     )
-
-
-
-
-
-
 
 
 def test_a_shard_task_produces_reports_pairs_marker_and_event(platform: Platform):

@@ -69,8 +69,17 @@ def serving_config(model: str, port: int) -> ServingConfig:
         ApiKey(name="rl", sha256=hash_key(REWARD_ONLY_KEY), scopes=["reward"], rate_per_s=1000, burst=1000),
     ]
     security = SecuritySettings(api_keys=keys, max_request_bytes=512 << 10, max_image_bytes=100 << 10, allowed_hosts=["127.0.0.1"], image_fetch_timeout_s=2)
-    return ServingConfig(model=model, port=port, host="127.0.0.1", max_batch_size=16, batch_wait_timeout_s=0.05, num_cpus=1,
-                         watch_promoted_s=0.5, genrm=GenRMSettings(batch_size=16), security=security)
+    return ServingConfig(
+        model=model,
+        port=port,
+        host="127.0.0.1",
+        max_batch_size=16,
+        batch_wait_timeout_s=0.05,
+        num_cpus=1,
+        watch_promoted_s=0.5,
+        genrm=GenRMSettings(batch_size=16),
+        security=security,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -209,8 +218,9 @@ class Load:
         with httpx.Client(timeout=60) as client:
             while not self.stop.is_set():
                 try:
-                    r = client.post(self.scorer.url + "/v1/score", json={"image": B64, "question": QUESTION, "responses": RESPONSES[:2]},
-                                    headers=self.scorer.headers())
+                    r = client.post(
+                        self.scorer.url + "/v1/score", json={"image": B64, "question": QUESTION, "responses": RESPONSES[:2]}, headers=self.scorer.headers()
+                    )
                     self.results.append((r.status_code, r.json().get("model_version") if r.status_code == 200 else r.text))
                 except httpx.HTTPError as exc:
                     self.results.append((0, str(exc)))
@@ -246,8 +256,7 @@ def test_hot_swap_under_sustained_load_fails_no_request(scorer: Scorer):
 def test_a_new_promotion_is_picked_up_under_load(scorer: Scorer):
     """With no fixed model the scorer follows the namespace's promotion pointer."""
     a = scorer.direct["a"].version
-    promote(scorer.store, PromotionRecord(namespace="default", iteration="it-1", model=scorer.models["a"], model_version=a,
-                                          accuracy=0.9, dataset="eval"))
+    promote(scorer.store, PromotionRecord(namespace="default", iteration="it-1", model=scorer.models["a"], model_version=a, accuracy=0.9, dataset="eval"))
     with Load(scorer) as load:
         scorer.redeploy(model=None)
         wait_for_version(scorer, a)
@@ -278,8 +287,11 @@ def test_size_limits(scorer: Scorer):
     big_image = base64.b64encode(b"\x89PNG" + bytes(150 << 10)).decode()
     r = scorer.post("/v1/score", {"image": big_image, "question": QUESTION, "responses": ["a"]})
     assert r.status_code == 413
-    chunked = httpx.post(scorer.url + "/v1/score", content=iter([b'{"image": "' + b"A" * (300 << 10), b"A" * (300 << 10) + b'"}']),
-                         headers=scorer.headers() | {"Content-Type": "application/json"})
+    chunked = httpx.post(
+        scorer.url + "/v1/score",
+        content=iter([b'{"image": "' + b"A" * (300 << 10), b"A" * (300 << 10) + b'"}']),
+        headers=scorer.headers() | {"Content-Type": "application/json"},
+    )
     assert chunked.status_code == 413, chunked.text
 
 
@@ -301,7 +313,9 @@ def test_images_from_an_allowed_host(scorer: Scorer, tmp_path: Path):
     with serve_image(IMAGE) as base:
         r = scorer.post("/v1/score", {"image": f"{base}/cat.png", "question": QUESTION, "responses": [RESPONSES[0]]})
         assert r.status_code == 200, r.text
-        assert r.json()["scores"][0]["reward"] == pytest.approx(scorer.direct[_serving(scorer)].pointwise_probs([PointwiseQuery(IMAGE, QUESTION, RESPONSES[0])])[0], abs=1e-5)
+        assert r.json()["scores"][0]["reward"] == pytest.approx(
+            scorer.direct[_serving(scorer)].pointwise_probs([PointwiseQuery(IMAGE, QUESTION, RESPONSES[0])])[0], abs=1e-5
+        )
 
 
 def _serving(scorer: Scorer) -> str:

@@ -96,7 +96,9 @@ def test_a_shard_gives_extra_samples_only_to_the_hard_pairs_it_holds(platform: P
     elsewhere = pairs[0].model_copy(update={"id": "another-shard/refined"})
     hard = [HardPoolEntry(id=f"{p.id}/hard/0", pair=p, iteration=0, extra_samples=3, reason="none accepted") for p in (pairs[1], elsewhere)]
     platform.store.put_bytes("iterations/test/prev/sampling/hard/00000.jsonl", jsonl(hard))
-    rationale = task(platform, Stage.RATIONALE, [pairs_key, reports_key], {"k": 1, "hard_pool": [platform.store.uri("iterations/test/prev/sampling/hard/00000.jsonl")]})
+    rationale = task(
+        platform, Stage.RATIONALE, [pairs_key, reports_key], {"k": 1, "hard_pool": [platform.store.uri("iterations/test/prev/sampling/hard/00000.jsonl")]}
+    )
     run_stage(platform, rationale)
     done = platform.store.get_model(marker_key(rationale.shard), ShardDone)
     candidates = read_jsonl(platform.store, platform.store.uri(output_key(rationale.shard)), RationaleCandidate)

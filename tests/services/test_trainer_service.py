@@ -103,8 +103,15 @@ def test_sigkill_mid_training_then_restart_resumes_from_the_last_checkpoint(clus
 
     def start() -> subprocess.Popen[str]:
         # Its own session, so the kill takes the service's local Ray (raylet, workers) with it.
-        return subprocess.Popen([sys.executable, "-m", "vlgenrm.services.trainer"], cwd=REPO, env=service_env(platform),
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", "vlgenrm.services.trainer"],
+            cwd=REPO,
+            env=service_env(platform),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
 
     first, seen = start(), []
     assert first.stdout is not None

@@ -57,10 +57,16 @@ def service_env(platform: Platform) -> dict[str, str]:
     s = platform.settings
     return os.environ | {
         "PYTHONUNBUFFERED": "1",
-        "VLGENRM_BUS__KIND": "kafka", "VLGENRM_BUS__BOOTSTRAP_SERVERS": s.bus.bootstrap_servers,
-        "VLGENRM_BUS__TOPIC_PREFIX": s.bus.topic_prefix, "VLGENRM_BUS__SESSION_TIMEOUT_S": "6", "VLGENRM_BUS__HEARTBEAT_INTERVAL_S": "1",
-        "VLGENRM_STORE__KIND": "s3", "VLGENRM_STORE__ENDPOINT": s.store.endpoint, "VLGENRM_STORE__ACCESS_KEY": s.store.access_key,
-        "VLGENRM_STORE__SECRET_KEY": s.store.secret_key.get_secret_value(), "VLGENRM_STORE__BUCKET": s.store.bucket,
+        "VLGENRM_BUS__KIND": "kafka",
+        "VLGENRM_BUS__BOOTSTRAP_SERVERS": s.bus.bootstrap_servers,
+        "VLGENRM_BUS__TOPIC_PREFIX": s.bus.topic_prefix,
+        "VLGENRM_BUS__SESSION_TIMEOUT_S": "6",
+        "VLGENRM_BUS__HEARTBEAT_INTERVAL_S": "1",
+        "VLGENRM_STORE__KIND": "s3",
+        "VLGENRM_STORE__ENDPOINT": s.store.endpoint,
+        "VLGENRM_STORE__ACCESS_KEY": s.store.access_key,
+        "VLGENRM_STORE__SECRET_KEY": s.store.secret_key.get_secret_value(),
+        "VLGENRM_STORE__BUCKET": s.store.bucket,
     }
 
 
@@ -69,7 +75,9 @@ def kill_mid_shard_then_restart(platform: Platform, module: str, progress: str, 
     ``marker`` exists), start it again, wait for the marker, then stop it with SIGTERM."""
 
     def start() -> subprocess.Popen[str]:
-        return subprocess.Popen([sys.executable, "-m", module], cwd=REPO, env=service_env(platform), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return subprocess.Popen(
+            [sys.executable, "-m", module], cwd=REPO, env=service_env(platform), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
 
     first, seen = start(), []
     assert first.stdout is not None

@@ -28,7 +28,12 @@ def events(platform: Platform, n: int, group: str) -> list[StageEvent]:
 def task(platform: Platform, stage: Stage, inputs: list[str], config: dict, t: int = 0) -> StageTask:
     ref = ShardRef(namespace="test", iteration="e2e", stage=stage, shard=0)
     return StageTask(
-        task_id=f"e2e-{stage.value}-0", shard=ref, shard_count=1, iteration_index=t,
-        inputs=[platform.store.uri(k) for k in inputs], output_prefix=stage_prefix(ref) + "/", config=config,
+        task_id=f"e2e-{stage.value}-0",
+        shard=ref,
+        shard_count=1,
+        iteration_index=t,
+        inputs=[platform.store.uri(k) for k in inputs],
+        output_prefix=stage_prefix(ref) + "/",
+        config=config,
         created_at="2026-11-26T00:00:00Z",
     )

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from vlgenrm.contracts import Choice, HumanLabel
-from vlgenrm.experts.claims import LexiconClaimExtractor
 from vlgenrm.evaluation.benchmark import load_preference_benchmark
+from vlgenrm.experts.claims import LexiconClaimExtractor
 from vlgenrm.store import LocalStore
 from vlgenrm.synth.dataset import (
     DatasetManifest,
@@ -50,8 +50,7 @@ def test_layout(big):
     assert train.truth_shards[-1] == "datasets/big/truth/train/00015.jsonl"
     assert manifest.eval_export == "datasets/big/eval/vlrewardbench.jsonl"
     keys = {i.key for i in store.list("datasets/big/")}
-    assert keys == {*train.shards, *train.truth_shards, *eval_.shards, *eval_.truth_shards,
-                    manifest.eval_export, "datasets/big/manifest.json"}
+    assert keys == {*train.shards, *train.truth_shards, *eval_.shards, *eval_.truth_shards, manifest.eval_export, "datasets/big/manifest.json"}
     examples = load_shard(store, train.shards[0])
     assert len(examples) == 64 and examples[0].id == "big-train-000000"
     # Images are content-addressed, present and decodable.

@@ -92,17 +92,20 @@ def test_a_biased_config_round_trips_in_the_manifest():
     assert again.config == config and again.config.labeler.fooled[H.WRONG_COLOUR] == 0.8
 
 
-@pytest.mark.parametrize("fields", [
-    {"kind": "uniform", "fooled": {"wrong_colour": 0.8}},  # bias fields without kind=biased
-    {"kind": "uniform", "prefers_longer": 0.5},
-    {"kind": "uniform", "base_rate": 0.2},
-    {"kind": "biased", "fooled": {"wrong_colour": 1.5}},  # not a probability
-    {"kind": "biased", "fooled": {"wrong_size": 0.5}},  # no such hallucination type
-    {"kind": "biased", "base_rate": -0.1},
-    {"kind": "biased", "prefers_longer": 2},
-    {"kind": "sometimes"},
-    {"kind": "biased", "fooledd": {}},  # typo: extra fields are rejected
-])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"kind": "uniform", "fooled": {"wrong_colour": 0.8}},  # bias fields without kind=biased
+        {"kind": "uniform", "prefers_longer": 0.5},
+        {"kind": "uniform", "base_rate": 0.2},
+        {"kind": "biased", "fooled": {"wrong_colour": 1.5}},  # not a probability
+        {"kind": "biased", "fooled": {"wrong_size": 0.5}},  # no such hallucination type
+        {"kind": "biased", "base_rate": -0.1},
+        {"kind": "biased", "prefers_longer": 2},
+        {"kind": "sometimes"},
+        {"kind": "biased", "fooledd": {}},  # typo: extra fields are rejected
+    ],
+)
 def test_labeler_config_validation(fields):
     with pytest.raises(ValidationError):
         LabelerConfig(**fields)

@@ -67,8 +67,20 @@ def test_four_hundred_pairs_parse_and_match_the_truth():
     assert len(texts) == 800 and seen_kinds == set(HallucinationType)
     corpus = " ".join(texts)
     # The writers really vary their phrasing.
-    for needle in ("There are", "I can see", "The image shows", " a ", " an ", "two", "2 ", "There is no",
-                   "sign says", "text reads", '"', "No text is visible"):
+    for needle in (
+        "There are",
+        "I can see",
+        "The image shows",
+        " a ",
+        " an ",
+        "two",
+        "2 ",
+        "There is no",
+        "sign says",
+        "text reads",
+        '"',
+        "No text is visible",
+    ):
         assert needle in corpus, needle
     assert re.search(r"\b(crimson|scarlet|navy|violet|gold|lime)\b", corpus)
     assert re.search(r"\b(discs?|disks?|dots?|box(es)?|rectangles?)\b", corpus)

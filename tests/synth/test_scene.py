@@ -43,7 +43,7 @@ def test_scene_truth_is_well_formed(seed):
             assert x1 - x0 + 1 >= MIN_SHAPE_PX and y1 - y0 + 1 >= MIN_SHAPE_PX
     for i, a in enumerate(boxes):
         assert 0 <= a[0] and 0 <= a[1] and a[2] < scene.size and a[3] < scene.size
-        assert not any(overlap(a, b) for b in boxes[i + 1:]), "shapes must not overlap"
+        assert not any(overlap(a, b) for b in boxes[i + 1 :]), "shapes must not overlap"
     assert scene.sign is None or scene.sign in TEXT_WORDS
 
 
@@ -57,10 +57,10 @@ def test_shapes_are_painted_in_their_exact_colours(seed):
     for obj in scene.objects:
         mask = np.all(image == COLOURS[obj.colour], axis=-1)
         for x0, y0, x1, y1 in obj.boxes:
-            inside = mask[y0:y1 + 1, x0:x1 + 1].sum()
+            inside = mask[y0 : y1 + 1, x0 : x1 + 1].sum()
             # Even a star fills over a quarter of its box; nothing of this colour leaks outside boxes.
             assert inside >= 0.25 * (x1 - x0 + 1) * (y1 - y0 + 1)
-        assert mask.sum() == sum(mask[y0:y1 + 1, x0:x1 + 1].sum() for x0, y0, x1, y1 in obj.boxes)
+        assert mask.sum() == sum(mask[y0 : y1 + 1, x0 : x1 + 1].sum() for x0, y0, x1, y1 in obj.boxes)
     for colour in set(COLOURS) - present:
         assert not np.all(image == COLOURS[colour], axis=-1).any()
 
@@ -70,7 +70,7 @@ def test_sign_text_is_dark_large_and_inside_the_sign():
         assert scene.sign is not None and scene.sign_box is not None
         image = pixels(render(scene)).astype(int)
         x0, y0, x1, y1 = scene.sign_box
-        inner = image[y0 + 3:y1 - 2, x0 + 3:x1 - 2]
+        inner = image[y0 + 3 : y1 - 2, x0 + 3 : x1 - 2]
         ink = np.all(np.abs(inner - SIGN_INK) < 40, axis=-1)
         rows = np.flatnonzero(ink.any(axis=1))
         assert rows.size and rows[-1] - rows[0] + 1 >= 28, "letters must be at least 28 px high"
@@ -88,8 +88,7 @@ def test_bad_arguments_are_rejected():
     with pytest.raises(ValueError):
         random_scene(random.Random(0), max_kinds=len(SHAPES))
     with pytest.raises(ValueError):
-        Scene(size=224, objects=[SceneObject(shape="circle", colour="red", count=1),
-                                 SceneObject(shape="circle", colour="blue", count=1)])
+        Scene(size=224, objects=[SceneObject(shape="circle", colour="red", count=1), SceneObject(shape="circle", colour="blue", count=1)])
     with pytest.raises(ValueError):
         SceneObject(shape="hexagon", colour="red", count=1)
 

@@ -13,8 +13,7 @@ def test_word_counts_count_what_they_name() -> None:
 
 def test_the_text_alone_is_at_chance_on_the_generator() -> None:
     baseline = text_only_baseline(SynthConfig(name="t", n_train=600, n_eval=400, image_size=192, label_noise=0.0))
-    assert isinstance(baseline, TextBaseline) and baseline.n == 400 and set(baseline.per_type) == {
-        "wrong_colour", "wrong_count", "wrong_object", "wrong_text"}
+    assert isinstance(baseline, TextBaseline) and baseline.n == 400 and set(baseline.per_type) == {"wrong_colour", "wrong_count", "wrong_object", "wrong_text"}
     assert baseline.low <= 0.5 <= baseline.high, baseline  # the response's wording does not give the answer away
     assert "text alone" in baseline.line()
 

@@ -109,7 +109,12 @@ def test_answers_ask_the_preference_questions_and_count_right() -> None:
     """Free-form answers in the responses' grammar: every kind of the preference data's
     questions, the same item for the same index, and counts that match the scene."""
     items = answer_items(120)
-    asked = {kind for it in items for kind, templates in _QUESTIONS.items() if any(it.question == t.split("{")[0] or it.question.startswith(t.split("{")[0]) for t in templates)}
+    asked = {
+        kind
+        for it in items
+        for kind, templates in _QUESTIONS.items()
+        if any(it.question == t.split("{")[0] or it.question.startswith(t.split("{")[0]) for t in templates)
+    }
     assert asked == set(_QUESTIONS)
     assert [it.answer for it in answer_items(5)] == [it.answer for it in items[:5]]
     assert {it.image for it in answer_items(20, split="eval")}.isdisjoint({it.image for it in items})

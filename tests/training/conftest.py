@@ -24,11 +24,21 @@ def records_from_truth(store: BlobStore, name: str, split: str = "train") -> lis
             shown_a, shown_b = (ex.response_a, ex.response_b) if order is Order.AB else (ex.response_b, ex.response_a)
             y = better if order is Order.AB else (Choice.B if better is Choice.A else Choice.A)
             critique = f"Response {y.value} is more faithful to the image.\n{verdict_line(y.value)}"
-            out.append(TrainingRecord(
-                id=f"{ex.id}/{order.value}", example_id=ex.id, pair_id=ex.id, candidate_id=f"{ex.id}/{order.value}/0",
-                image=ex.image, question=ex.question, response_a=shown_a, response_b=shown_b, order=order,
-                target=critique, verdict=y,
-            ))
+            out.append(
+                TrainingRecord(
+                    id=f"{ex.id}/{order.value}",
+                    example_id=ex.id,
+                    pair_id=ex.id,
+                    candidate_id=f"{ex.id}/{order.value}/0",
+                    image=ex.image,
+                    question=ex.question,
+                    response_a=shown_a,
+                    response_b=shown_b,
+                    order=order,
+                    target=critique,
+                    verdict=y,
+                )
+            )
     random.Random(0).shuffle(out)
     return out
 
@@ -77,9 +87,18 @@ def colour_records(store: BlobStore, n: int, seed: int, red_is: Choice = Choice.
         buf = io.BytesIO()
         Image.new("RGB", (56, 56), colour).save(buf, "PNG")
         y = red_is if red else (Choice.B if red_is is Choice.A else Choice.A)
-        out.append(TrainingRecord(
-            id=f"colour-{seed}-{i}", example_id=f"colour-{seed}-{i}", pair_id=f"colour-{seed}-{i}", candidate_id=f"colour-{seed}-{i}/0",
-            image=store.put_image(buf.getvalue(), "png"), question=COLOUR_QUESTION, response_a=COLOUR_RESPONSES[0],
-            response_b=COLOUR_RESPONSES[1], target=f"Response {y.value} names the colour of the square.\n{verdict_line(y.value)}", verdict=y,
-        ))
+        out.append(
+            TrainingRecord(
+                id=f"colour-{seed}-{i}",
+                example_id=f"colour-{seed}-{i}",
+                pair_id=f"colour-{seed}-{i}",
+                candidate_id=f"colour-{seed}-{i}/0",
+                image=store.put_image(buf.getvalue(), "png"),
+                question=COLOUR_QUESTION,
+                response_a=COLOUR_RESPONSES[0],
+                response_b=COLOUR_RESPONSES[1],
+                target=f"Response {y.value} names the colour of the square.\n{verdict_line(y.value)}",
+                verdict=y,
+            )
+        )
     return out

@@ -74,7 +74,15 @@ def test_bad_records_are_counted_and_skipped(store):
     data = synth(store, "bad", n_train=8, n_eval=0)
     good = data.records[:10]
     missing = data.records[10].model_copy(update={"id": "gone", "image": data.records[10].image.model_copy(update={"key": "images/" + "0" * 64 + ".png"})})
-    lines = b"".join(r.to_json_bytes() + b"\n" for r in good) + b"{not json\n" + b'{"schema_version": 1, "id": "x"}\n' + good[0].to_json_bytes() + b"\n" + missing.to_json_bytes() + b"\n"
+    lines = (
+        b"".join(r.to_json_bytes() + b"\n" for r in good)
+        + b"{not json\n"
+        + b'{"schema_version": 1, "id": "x"}\n'
+        + good[0].to_json_bytes()
+        + b"\n"
+        + missing.to_json_bytes()
+        + b"\n"
+    )
     store.put_bytes("iterations/test/bad/sampling/00009.jsonl", lines)
     records, report = load_training_set(store, [store.uri("iterations/test/bad/sampling/00009.jsonl")])
     assert [r.id for r in records] == [r.id for r in good]
@@ -141,7 +149,9 @@ def test_length_buckets_give_the_unsplit_steps_loss_and_gradient(tmp_path, avera
         optimizer = torch.optim.SGD(genrm.model.parameters(), lr=0.0)  # gradients only, weights stay
         grads = []
         original = optimizer.step
-        optimizer.step = lambda: grads.extend(p.grad.clone() for p in genrm.model.parameters() if p.grad is not None) or original()
+        optimizer.step = lambda grads=grads, original=original: (
+            grads.extend(p.grad.clone() for p in genrm.model.parameters() if p.grad is not None) or original()
+        )
         metrics = train_step(genrm.model, optimizer, batches, StepSettings(loss_average=average, verdict_weight=verdict_weight))
         assert ("verdict_loss" in metrics) is (verdict_weight > 0) and all(b.alternative_rows is not None for b in batches) is (verdict_weight > 0)
         results.append((metrics["loss"], grads))

@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, free_ports
+from tests.support.ray import RAY_CLIENT_HEAD_ENV
 from tests.training.conftest import colour_records
 from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.model import GenRM
 from vlgenrm.store import LocalStore
 from vlgenrm.training.data import write_training_set
-from tests.support.ray import RAY_CLIENT_HEAD_ENV
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 RAY = Path(sys.executable).with_name("ray")
@@ -36,11 +36,31 @@ def ray_head(tmp_path):
     temp = Path(tempfile.mkdtemp(prefix="rc-", dir="/tmp"))  # Ray's unix sockets need a short path
     log = open(tmp_path / "ray-head.log", "w")  # noqa: SIM115 - closed below
     head = subprocess.Popen(
-        [str(RAY), "start", "--head", "--block", f"--port={gcs}", f"--ray-client-server-port={client}", "--node-ip-address=127.0.0.1",
-         "--num-cpus=2", "--object-store-memory=268435456", "--include-dashboard=false", "--disable-usage-stats",
-         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}", f"--metrics-export-port={metrics}",
-         f"--runtime-env-agent-port={runtime_env}", "--min-worker-port=31000", "--max-worker-port=31999", f"--temp-dir={temp}"],
-        env=os.environ | {"RAY_AUTH_MODE": "disabled", **RAY_CLIENT_HEAD_ENV}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        [
+            str(RAY),
+            "start",
+            "--head",
+            "--block",
+            f"--port={gcs}",
+            f"--ray-client-server-port={client}",
+            "--node-ip-address=127.0.0.1",
+            "--num-cpus=2",
+            "--object-store-memory=268435456",
+            "--include-dashboard=false",
+            "--disable-usage-stats",
+            f"--dashboard-agent-listen-port={agent}",
+            f"--dashboard-agent-grpc-port={agent_grpc}",
+            f"--metrics-export-port={metrics}",
+            f"--runtime-env-agent-port={runtime_env}",
+            "--min-worker-port=31000",
+            "--max-worker-port=31999",
+            f"--temp-dir={temp}",
+        ],
+        env=os.environ | {"RAY_AUTH_MODE": "disabled", **RAY_CLIENT_HEAD_ENV},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -82,9 +102,14 @@ def test_the_trainer_drives_a_separate_ray_cluster_through_ray_client(ray_head, 
     address, temp = ray_head
     store = LocalStore(tmp_path / "store")
     key = write_training_set(store, "sets/colour.jsonl", colour_records(store, 16, seed=0))
-    driver = subprocess.run([sys.executable, "-c", DRIVER, str(tmp_path / "store"), str(tiny_start), key], cwd=REPO,
-                            env=os.environ | {"VLGENRM_RAY__ADDRESS": address, "RAY_AUTH_MODE": "disabled"},
-                            capture_output=True, text=True, timeout=300)
+    driver = subprocess.run(
+        [sys.executable, "-c", DRIVER, str(tmp_path / "store"), str(tiny_start), key],
+        cwd=REPO,
+        env=os.environ | {"VLGENRM_RAY__ADDRESS": address, "RAY_AUTH_MODE": "disabled"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     server_logs = "".join(f"--- {log.name}\n{log.read_text()[-2000:]}" for log in sorted(temp.glob("session_latest/logs/ray_client_server*")))
     assert driver.returncode == 0, driver.stderr[-3000:] + server_logs
     assert f"connecting to the Ray cluster at {address}" in driver.stderr, "the driver started its own Ray"

@@ -1,7 +1,7 @@
 """Message transport: the Bus interface, its Kafka and in-memory implementations, the worker loop."""
 
 from vlgenrm.bus.base import Bus, BusUnavailableError, CommitFailedError, Consumer, Record, TopicError, Topics
-from vlgenrm.bus.codec import DecodeFailure, Decoded, decode, encode
+from vlgenrm.bus.codec import Decoded, DecodeFailure, decode, encode
 from vlgenrm.bus.memory import MemoryBus
 from vlgenrm.bus.worker import Interrupted, Worker, WorkerStats
 from vlgenrm.settings import BusKind, BusSettings

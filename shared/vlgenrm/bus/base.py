@@ -102,7 +102,7 @@ class Bus(abc.ABC):
         committed = self.committed_offsets(group, topic)
         return sum(end - committed.get(p, 0) for p, end in self.end_offsets(topic).items())
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: buses without connections need no close
         """Release connections. The bus must not be used afterwards."""
 
     def __enter__(self) -> Bus:

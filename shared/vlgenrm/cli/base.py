@@ -40,11 +40,16 @@ def build(
     from vlgenrm.quiet import quiet_run
 
     pretrain_config = _config(config)
-    with quiet_run(verbose), Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"),
-                                      TimeElapsedColumn(), console=console) as bar:
+    with (
+        quiet_run(verbose),
+        Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[loss]}"), TimeElapsedColumn(), console=console
+        ) as bar,
+    ):
         task = bar.add_task(f"pretraining {pretrain_config.family} {pretrain_config.digest()}", total=pretrain_config.total_steps, loss="")
-        directory, report = cached_base(pretrain_config, cache_dir,
-                                        progress=lambda step, total, loss: bar.update(task, completed=step, loss=f"loss {loss:.3f}"))
+        directory, report = cached_base(
+            pretrain_config, cache_dir, progress=lambda step, total, loss: bar.update(task, completed=step, loss=f"loss {loss:.3f}")
+        )
     console.print(report.table())
     if report.vision is not None:
         console.print(report.vision.line())

@@ -36,15 +36,13 @@ def synth(
 
     settings: Settings = ctx.obj["settings"]
     try:
-        config = SynthConfig(name=name, n_train=train, n_eval=eval_, image_size=image_size,
-                             label_noise=label_noise, seed=seed, shard_size=shard_size)
+        config = SynthConfig(name=name, n_train=train, n_eval=eval_, image_size=image_size, label_noise=label_noise, seed=seed, shard_size=shard_size)
     except ValidationError as exc:
         console.print(f"[red]invalid options:[/red] {exc}")
         raise typer.Exit(2) from exc
     store = make_store(settings.store)
     try:
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      console=console, transient=False) as bar:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=console, transient=False) as bar:
             tasks = {split: bar.add_task(f"{split:>5}", total=config.count(split)) for split in ("train", "eval")}
             manifest = generate_dataset(config, store, lambda split, done, total: bar.update(tasks[split], completed=done))
         table = Table(title=f"dataset {manifest.name}")

@@ -43,6 +43,8 @@ def _register_subcommands() -> None:
 
     app.add_typer(data_app, name="data")
     app.add_typer(base_app, name="base")
+
+
 console = Console()
 _register_subcommands()
 
@@ -105,8 +107,10 @@ def config_show(ctx: typer.Context) -> None:
 
 
 @crd_app.command("export")
-def crd_export(out: Annotated[Path | None, typer.Option(help="File to write (default: the Helm chart's crds/ file under --root).")] = None,
-               root: Annotated[Path, typer.Option(help="Repository root.")] = Path(".")) -> None:
+def crd_export(
+    out: Annotated[Path | None, typer.Option(help="File to write (default: the Helm chart's crds/ file under --root).")] = None,
+    root: Annotated[Path, typer.Option(help="Repository root.")] = Path("."),
+) -> None:
     """Write the CRD YAML (into the chart by default)."""
     from vlgenrm.iteration.crd import CRD_PATH, render
 
@@ -117,8 +121,10 @@ def crd_export(out: Annotated[Path | None, typer.Option(help="File to write (def
 
 
 @crd_app.command("check")
-def crd_check(path: Annotated[Path | None, typer.Option(help="File to compare (default: the Helm chart's crds/ file under --root).")] = None,
-              root: Annotated[Path, typer.Option(help="Repository root.")] = Path(".")) -> None:
+def crd_check(
+    path: Annotated[Path | None, typer.Option(help="File to compare (default: the Helm chart's crds/ file under --root).")] = None,
+    root: Annotated[Path, typer.Option(help="Repository root.")] = Path("."),
+) -> None:
     """Fail when the CRD file differs from what the code generates."""
     from vlgenrm.iteration.crd import CRD_PATH, is_stale
 
@@ -177,7 +183,10 @@ def run(
     config: Annotated[Path | None, typer.Option("--config", help="YAML file of RunConfig fields (data, arms, seeds, iterations, spec, ...).")] = None,
     iterations: Annotated[int | None, typer.Option(min=1, help="Chained Iterations per arm and seed (default 2).")] = None,
     ablate_experts: Annotated[bool, typer.Option(help="Also run the no-experts control arm (human labels, no expert anywhere).")] = False,
-    ablations: Annotated[bool, typer.Option(help="The ablation study: full method, no experts, no evidence in rationales, no margin filter, no verdict loss; 2 iterations x 3 seeds.")] = False,
+    ablations: Annotated[
+        bool,
+        typer.Option(help="The ablation study: full method, no experts, no evidence in rationales, no margin filter, no verdict loss; 2 iterations x 3 seeds."),
+    ] = False,
     uniform_labeler: Annotated[bool, typer.Option(help="Human labels flipped uniformly at random (label_noise) instead of the biased labeler.")] = False,
     report: Annotated[Path | None, typer.Option(help="Folder for report.md, summary.json and the plots (default vlgenrm-report).")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show the services', Ray's and transformers' own logs.")] = False,
@@ -193,9 +202,9 @@ def run(
 
     from vlgenrm.contracts import Phase, Stage
     from vlgenrm.iteration.demo import RunConfig, base_report, run_demo
-    from vlgenrm.services import stage_workers
     from vlgenrm.iteration.report import write_report
     from vlgenrm.quiet import quiet_run
+    from vlgenrm.services import stage_workers
     from vlgenrm.settings import BusKind
     from vlgenrm.synth.dataset import LabelerConfig
 
@@ -213,15 +222,19 @@ def run(
         raise typer.Exit(2) from exc
     settings = _settings(ctx)
     # The stage services run as threads of this process: they share an in-memory bus.
-    settings = settings.model_copy(update={
-        "bus": settings.bus.model_copy(update={"kind": BusKind.MEMORY}),
-        "ray": settings.ray.model_copy(update={"log_to_driver": verbose}),  # Ray workers' chatter stays in their log files
-    })
+    settings = settings.model_copy(
+        update={
+            "bus": settings.bus.model_copy(update={"kind": BusKind.MEMORY}),
+            "ray": settings.ray.model_copy(update={"log_to_driver": verbose}),  # Ray workers' chatter stays in their log files
+        }
+    )
     started = time.monotonic()
     arms, seeds = ", ".join(a.value for a in run_config.arms), ", ".join(map(str, run_config.seeds))
     console.print(f"vlgenrm run: arms {arms}; seeds {seeds}; {run_config.iterations} iteration(s) each; report in {run_config.report_dir}")
-    with quiet_run(verbose), Progress(TextColumn("{task.description:<34}"), BarColumn(), TextColumn("{task.fields[detail]}"),
-                                      TimeElapsedColumn(), console=console) as bars:
+    with (
+        quiet_run(verbose),
+        Progress(TextColumn("{task.description:<34}"), BarColumn(), TextColumn("{task.fields[detail]}"), TimeElapsedColumn(), console=console) as bars,
+    ):
         tasks: dict[str, int] = {}
 
         def on_base(step: int, total: int, loss: float) -> None:
@@ -239,8 +252,7 @@ def run(
 
     store = make_store(settings.store)
     try:
-        path = write_report(results, run_config, run_config.report_dir, time.monotonic() - started, store=store,
-                            base_report=base_report(run_config, store))
+        path = write_report(results, run_config, run_config.report_dir, time.monotonic() - started, store=store, base_report=base_report(run_config, store))
     finally:
         store.close()
     from vlgenrm.iteration.report import load_summary
@@ -252,18 +264,31 @@ def run(
     for r in summary.iterations:
         acc = "-" if r.accuracy is None else f"{r.accuracy:.3f}" + (" collapsed" if r.collapsed else "")
         ci = "-" if r.accuracy_low is None else f"{r.accuracy_low:.2f}-{r.accuracy_high:.2f}"
-        table.add_row(r.variant, str(r.seed), str(r.index), acc, ci, "-" if r.mean_confidence is None else f"{r.mean_confidence:.3f}",
-                      str(r.training_records), "-" if r.training_label_accuracy is None else f"{r.training_label_accuracy:.3f}",
-                      "yes" if r.promoted else "no")
+        table.add_row(
+            r.variant,
+            str(r.seed),
+            str(r.index),
+            acc,
+            ci,
+            "-" if r.mean_confidence is None else f"{r.mean_confidence:.3f}",
+            str(r.training_records),
+            "-" if r.training_label_accuracy is None else f"{r.training_label_accuracy:.3f}",
+            "yes" if r.promoted else "no",
+        )
     console.print(table)
     if len(run_config.seeds) > 1:
         arms_table = Table(title="arms over seeds")
         for column in ("arm", "t", "seeds", "accuracy mean ± std", "pooled 95 % CI", "records right"):
             arms_table.add_column(column)
         for a in sorted(summary.ablations, key=lambda a: (a.variant, a.index)):
-            arms_table.add_row(a.variant, str(a.index), str(a.seeds), f"{a.accuracy_mean:.3f} ± {a.accuracy_std:.3f}",
-                               f"{a.accuracy_low:.3f}-{a.accuracy_high:.3f}",
-                               "-" if a.training_label_accuracy is None else f"{a.training_label_accuracy:.3f}")
+            arms_table.add_row(
+                a.variant,
+                str(a.index),
+                str(a.seeds),
+                f"{a.accuracy_mean:.3f} ± {a.accuracy_std:.3f}",
+                f"{a.accuracy_low:.3f}-{a.accuracy_high:.3f}",
+                "-" if a.training_label_accuracy is None else f"{a.training_label_accuracy:.3f}",
+            )
         console.print(arms_table)
     console.print(f"report: {path}  (summary.json beside it)")
     if any(r.status.phase is not Phase.SUCCEEDED for r in results):

@@ -21,8 +21,9 @@ from vlgenrm.scoring.protocol import ErrorResponse
 class ScorerError(Exception):
     """Anything that kept the scorer from answering a request with numbers."""
 
-    def __init__(self, message: str, *, status: int | None = None, code: str = "error", retry_after: float | None = None,
-                 attempts: int = 1, url: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, status: int | None = None, code: str = "error", retry_after: float | None = None, attempts: int = 1, url: str | None = None
+    ) -> None:
         super().__init__(message)
         self.message, self.status, self.code, self.retry_after, self.attempts, self.url = message, status, code, retry_after, attempts, url
 
@@ -124,8 +125,14 @@ BY_CODE: dict[str, type[ScorerHTTPError]] = {
     "not_ready": UnavailableError,
 }
 BY_STATUS: dict[int, type[ScorerHTTPError]] = {
-    400: InvalidRequestError, 401: AuthenticationError, 403: PermissionDeniedError, 404: NotFoundError, 413: TooLargeError,
-    422: InvalidRequestError, 429: RateLimitedError, 503: UnavailableError,
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    413: TooLargeError,
+    422: InvalidRequestError,
+    429: RateLimitedError,
+    503: UnavailableError,
 }
 
 
@@ -154,5 +161,11 @@ def from_response(response: httpx.Response, attempts: int = 1) -> ScorerHTTPErro
     except (ValidationError, ValueError):
         message = response.text[:500] or response.reason_phrase
     cls = BY_CODE.get(code or "") or BY_STATUS.get(response.status_code) or (ServerError if response.status_code >= 500 else ScorerHTTPError)
-    return cls(message or "", status=response.status_code, code=code or f"http_{response.status_code}",
-               retry_after=retry_after(response), attempts=attempts, url=str(response.request.url))
+    return cls(
+        message or "",
+        status=response.status_code,
+        code=code or f"http_{response.status_code}",
+        retry_after=retry_after(response),
+        attempts=attempts,
+        url=str(response.request.url),
+    )

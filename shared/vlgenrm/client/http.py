@@ -145,8 +145,9 @@ def _parse(response: httpx.Response, model: type[M], attempts: int) -> M:
     try:
         return model.model_validate_json(response.content)
     except ValidationError as exc:
-        raise ScorerResponseError(f"the answer is not a {model.__name__}: {exc}", status=response.status_code, code="bad_response",
-                                  attempts=attempts, url=str(response.request.url)) from exc
+        raise ScorerResponseError(
+            f"the answer is not a {model.__name__}: {exc}", status=response.status_code, code="bad_response", attempts=attempts, url=str(response.request.url)
+        ) from exc
 
 
 def _body(model: type[BaseModel], **fields: Any) -> dict[str, Any]:
@@ -191,9 +192,19 @@ def _aligned(name: str, values: Sequence[Any], n: int) -> None:
 class _Common:
     """Configuration both clients share."""
 
-    def __init__(self, base_url: str | None = None, api_key: str | None = None, *, timeout: float = 60.0, connect_timeout: float = 10.0,
-                 retry: RetryPolicy | None = None, max_connections: int = 32, concurrency: int = 16,
-                 headers: dict[str, str] | None = None, **httpx_options: Any) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        *,
+        timeout: float = 60.0,
+        connect_timeout: float = 10.0,
+        retry: RetryPolicy | None = None,
+        max_connections: int = 32,
+        concurrency: int = 16,
+        headers: dict[str, str] | None = None,
+        **httpx_options: Any,
+    ) -> None:
         base_url = base_url or os.environ.get(URL_ENV)
         if not base_url:
             raise ValueError(f"no scorer URL: pass base_url or set ${URL_ENV}")
@@ -218,8 +229,9 @@ class _Common:
         return f"{type(self).__name__}({self.base_url!r})"
 
     @staticmethod
-    def _score_fields(question: str, with_critique: bool, max_critique_tokens: int | None, samples: int,
-                      temperature: float | None, seed: int | None) -> dict[str, Any]:
+    def _score_fields(
+        question: str, with_critique: bool, max_critique_tokens: int | None, samples: int, temperature: float | None, seed: int | None
+    ) -> dict[str, Any]:
         fields: dict[str, Any] = {"question": question, "with_critique": with_critique, "samples": samples}
         for name, value in (("max_critique_tokens", max_critique_tokens), ("temperature", temperature), ("seed", seed)):
             if value is not None:
@@ -284,9 +296,19 @@ class ScorerClient(_Common):
         return list(self._pool.map(fn, items))
 
     # -- routes ------------------------------------------------------------------------------
-    def score(self, image: ImageLike, question: str, responses: Sequence[str], *, with_critique: bool = False,
-              max_critique_tokens: int | None = None, samples: int = 1, temperature: float | None = None, seed: int | None = None,
-              retry: RetryPolicy | None = None) -> ScoreResponse:
+    def score(
+        self,
+        image: ImageLike,
+        question: str,
+        responses: Sequence[str],
+        *,
+        with_critique: bool = False,
+        max_critique_tokens: int | None = None,
+        samples: int = 1,
+        temperature: float | None = None,
+        seed: int | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> ScoreResponse:
         """``POST /v1/score``: P("Yes") per response; more responses than one request takes are
         split over several (sent concurrently) and answered as one."""
         fields = self._score_fields(question, with_critique, max_critique_tokens, samples, temperature, seed)
@@ -294,20 +316,42 @@ class ScorerClient(_Common):
         bodies = [_body(ScoreRequest, image=source, responses=list(chunk), **fields) for chunk in _chunks(list(responses), MAX_SCORE_RESPONSES)]
         return _merge_scores(self._map(lambda body: self.request("POST", "/v1/score", ScoreResponse, body, retry=retry), bodies))
 
-    def compare(self, image: ImageLike, question: str, responses: Sequence[str], *, samples: int = 1, max_critique_tokens: int | None = None,
-                temperature: float | None = None, seed: int | None = None, retry: RetryPolicy | None = None) -> CompareResponse:
+    def compare(
+        self,
+        image: ImageLike,
+        question: str,
+        responses: Sequence[str],
+        *,
+        samples: int = 1,
+        max_critique_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> CompareResponse:
         """``POST /v1/compare``: every pair's P(first better), win rates and the ranking."""
         fields = {k: v for k, v in (("max_critique_tokens", max_critique_tokens), ("temperature", temperature), ("seed", seed)) if v is not None}
         body = _body(CompareRequest, image=image_source(image), question=question, responses=list(responses), samples=samples, **fields)
         return self.request("POST", "/v1/compare", CompareResponse, body, retry=retry)
 
-    def get_reward(self, query: Sequence[str], prompts: Sequence[str] | None = None, labels: Sequence[Any] | None = None,
-                   images: Sequence[ImageLike] | None = None, *, retry: RetryPolicy | None = None) -> RewardResponse:
+    def get_reward(
+        self,
+        query: Sequence[str],
+        prompts: Sequence[str] | None = None,
+        labels: Sequence[Any] | None = None,
+        images: Sequence[ImageLike] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> RewardResponse:
         """``POST /get_reward``, OpenRLHF's protocol: the image of each query in ``images``, or
         in ``labels`` (an s3:// URI or data URL)."""
         cache = SourceCache()
-        body = _body(RewardRequest, query=list(query), prompts=list(prompts) if prompts is not None else None,
-                     labels=list(labels) if labels is not None else None, images=[cache(i) for i in images] if images is not None else None)
+        body = _body(
+            RewardRequest,
+            query=list(query),
+            prompts=list(prompts) if prompts is not None else None,
+            labels=list(labels) if labels is not None else None,
+            images=[cache(i) for i in images] if images is not None else None,
+        )
         return self.request("POST", "/get_reward", RewardResponse, body, retry=retry)
 
     def models(self, *, retry: RetryPolicy | None = None) -> ModelList:
@@ -334,8 +378,9 @@ class ScorerClient(_Common):
         """One :meth:`score` per item, ``concurrency`` at a time, answers in item order."""
         return self._map(lambda item: self.score(item.image, item.question, item.responses, **options), list(items))
 
-    def score_completions(self, images: Sequence[ImageLike], questions: Sequence[str], completions: Sequence[str], *,
-                          batch: bool = True, **options: Any) -> list[ResponseScore]:
+    def score_completions(
+        self, images: Sequence[ImageLike], questions: Sequence[str], completions: Sequence[str], *, batch: bool = True, **options: Any
+    ) -> list[ResponseScore]:
         """The score of each completion of flat, aligned lists (one image and question per
         completion, as trainers pass them). ``batch``: one request per (image, question) group;
         otherwise one request per completion. ``options`` are :meth:`score`'s."""
@@ -352,13 +397,13 @@ class ScorerClient(_Common):
                 out[i] = score
         return out  # type: ignore[return-value]
 
-    def rewards(self, images: Sequence[ImageLike], questions: Sequence[str], completions: Sequence[str], *, batch: bool = True,
-                **options: Any) -> list[float]:
+    def rewards(self, images: Sequence[ImageLike], questions: Sequence[str], completions: Sequence[str], *, batch: bool = True, **options: Any) -> list[float]:
         """:meth:`score_completions`, rewards only."""
         return [s.reward for s in self.score_completions(images, questions, completions, batch=batch, **options)]
 
-    def preferences(self, images: Sequence[ImageLike], questions: Sequence[str], completions: Sequence[str], references: Sequence[str],
-                    **options: Any) -> list[float]:
+    def preferences(
+        self, images: Sequence[ImageLike], questions: Sequence[str], completions: Sequence[str], references: Sequence[str], **options: Any
+    ) -> list[float]:
         """P(completion better than its reference) per completion: one /v1/compare each, concurrently."""
         n = len(completions)
         for name, values in (("images", images), ("questions", questions), ("references", references)):
@@ -420,25 +465,57 @@ class AsyncScorerClient(_Common):
                 task.cancel()
             raise
 
-    async def score(self, image: ImageLike, question: str, responses: Sequence[str], *, with_critique: bool = False,
-                    max_critique_tokens: int | None = None, samples: int = 1, temperature: float | None = None, seed: int | None = None,
-                    retry: RetryPolicy | None = None) -> ScoreResponse:
+    async def score(
+        self,
+        image: ImageLike,
+        question: str,
+        responses: Sequence[str],
+        *,
+        with_critique: bool = False,
+        max_critique_tokens: int | None = None,
+        samples: int = 1,
+        temperature: float | None = None,
+        seed: int | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> ScoreResponse:
         fields = self._score_fields(question, with_critique, max_critique_tokens, samples, temperature, seed)
         source = image_source(image)
         bodies = [_body(ScoreRequest, image=source, responses=list(chunk), **fields) for chunk in _chunks(list(responses), MAX_SCORE_RESPONSES)]
         return _merge_scores(await self._map(lambda body: self.request("POST", "/v1/score", ScoreResponse, body, retry=retry), bodies))
 
-    async def compare(self, image: ImageLike, question: str, responses: Sequence[str], *, samples: int = 1, max_critique_tokens: int | None = None,
-                      temperature: float | None = None, seed: int | None = None, retry: RetryPolicy | None = None) -> CompareResponse:
+    async def compare(
+        self,
+        image: ImageLike,
+        question: str,
+        responses: Sequence[str],
+        *,
+        samples: int = 1,
+        max_critique_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> CompareResponse:
         fields = {k: v for k, v in (("max_critique_tokens", max_critique_tokens), ("temperature", temperature), ("seed", seed)) if v is not None}
         body = _body(CompareRequest, image=image_source(image), question=question, responses=list(responses), samples=samples, **fields)
         return await self.request("POST", "/v1/compare", CompareResponse, body, retry=retry)
 
-    async def get_reward(self, query: Sequence[str], prompts: Sequence[str] | None = None, labels: Sequence[Any] | None = None,
-                         images: Sequence[ImageLike] | None = None, *, retry: RetryPolicy | None = None) -> RewardResponse:
+    async def get_reward(
+        self,
+        query: Sequence[str],
+        prompts: Sequence[str] | None = None,
+        labels: Sequence[Any] | None = None,
+        images: Sequence[ImageLike] | None = None,
+        *,
+        retry: RetryPolicy | None = None,
+    ) -> RewardResponse:
         cache = SourceCache()
-        body = _body(RewardRequest, query=list(query), prompts=list(prompts) if prompts is not None else None,
-                     labels=list(labels) if labels is not None else None, images=[cache(i) for i in images] if images is not None else None)
+        body = _body(
+            RewardRequest,
+            query=list(query),
+            prompts=list(prompts) if prompts is not None else None,
+            labels=list(labels) if labels is not None else None,
+            images=[cache(i) for i in images] if images is not None else None,
+        )
         return await self.request("POST", "/get_reward", RewardResponse, body, retry=retry)
 
     async def models(self, *, retry: RetryPolicy | None = None) -> ModelList:
@@ -460,8 +537,9 @@ class AsyncScorerClient(_Common):
     async def score_many(self, items: Sequence[ScoreItem], **options: Any) -> list[ScoreResponse]:
         return await self._map(lambda item: self.score(item.image, item.question, item.responses, **options), list(items))
 
-    async def score_completions(self, images: Sequence[ImageLike], questions: Sequence[str], completions: Sequence[str], *,
-                                batch: bool = True, **options: Any) -> list[ResponseScore]:
+    async def score_completions(
+        self, images: Sequence[ImageLike], questions: Sequence[str], completions: Sequence[str], *, batch: bool = True, **options: Any
+    ) -> list[ResponseScore]:
         n = len(completions)
         _aligned("images", images, n)
         _aligned("questions", questions, n)
@@ -475,12 +553,14 @@ class AsyncScorerClient(_Common):
                 out[i] = score
         return out  # type: ignore[return-value]
 
-    async def rewards(self, images: Sequence[ImageLike], questions: Sequence[str], completions: Sequence[str], *, batch: bool = True,
-                      **options: Any) -> list[float]:
+    async def rewards(
+        self, images: Sequence[ImageLike], questions: Sequence[str], completions: Sequence[str], *, batch: bool = True, **options: Any
+    ) -> list[float]:
         return [s.reward for s in await self.score_completions(images, questions, completions, batch=batch, **options)]
 
-    async def preferences(self, images: Sequence[ImageLike], questions: Sequence[str], completions: Sequence[str], references: Sequence[str],
-                          **options: Any) -> list[float]:
+    async def preferences(
+        self, images: Sequence[ImageLike], questions: Sequence[str], completions: Sequence[str], references: Sequence[str], **options: Any
+    ) -> list[float]:
         n = len(completions)
         for name, values in (("images", images), ("questions", questions), ("references", references)):
             _aligned(name, values, n)

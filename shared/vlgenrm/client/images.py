@@ -24,10 +24,10 @@ import io
 import os
 import re
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 from urllib.parse import unquote, urlparse
 
-ImageLike = Union[str, bytes, bytearray, os.PathLike, Any]  # Any: a PIL image (PIL is optional for the client)
+ImageLike = str | bytes | bytearray | os.PathLike | Any  # Any: a PIL image (PIL is optional for the client)
 PASSED_THROUGH = ("s3://", "http://", "https://", "data:")
 _BASE64 = re.compile(r"[A-Za-z0-9+/=\s]+")
 

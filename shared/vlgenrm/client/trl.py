@@ -76,8 +76,18 @@ def _one_image(value: Any, i: int, column: str) -> Any:
 
 
 class _Reward:
-    def __init__(self, *, image_column: str, question_column: str | None, reference_column: str, mode: Mode,
-                 with_critique: bool, samples: int, seed: int | None, name: str) -> None:
+    def __init__(
+        self,
+        *,
+        image_column: str,
+        question_column: str | None,
+        reference_column: str,
+        mode: Mode,
+        with_critique: bool,
+        samples: int,
+        seed: int | None,
+        name: str,
+    ) -> None:
         self.image_column, self.question_column, self.reference_column = image_column, question_column, reference_column
         self.mode, self.with_critique, self.samples, self.seed = mode, with_critique, samples, seed
         self.__name__ = name  # TRL logs rewards/<name>/mean
@@ -124,12 +134,32 @@ class VLGenRMReward(_Reward):
     ``with_critique``/``samples``/``seed``: the scorer's critique and self-consistency options.
     """
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, *, client: ScorerClient | None = None,
-                 image_column: str = "image", question_column: str | None = None, reference_column: str = "reference",
-                 mode: Mode = "auto", with_critique: bool = False, samples: int = 1, seed: int | None = None,
-                 name: str = "vlgenrm", **client_options: Any) -> None:
-        super().__init__(image_column=image_column, question_column=question_column, reference_column=reference_column, mode=mode,
-                         with_critique=with_critique, samples=samples, seed=seed, name=name)
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        client: ScorerClient | None = None,
+        image_column: str = "image",
+        question_column: str | None = None,
+        reference_column: str = "reference",
+        mode: Mode = "auto",
+        with_critique: bool = False,
+        samples: int = 1,
+        seed: int | None = None,
+        name: str = "vlgenrm",
+        **client_options: Any,
+    ) -> None:
+        super().__init__(
+            image_column=image_column,
+            question_column=question_column,
+            reference_column=reference_column,
+            mode=mode,
+            with_critique=with_critique,
+            samples=samples,
+            seed=seed,
+            name=name,
+        )
         self.client = client or ScorerClient(url, api_key, **client_options)
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
@@ -148,12 +178,32 @@ class AsyncVLGenRMReward(_Reward):
     """The same reward as an ``async`` callable: TRL awaits it on its own event loop, beside
     its other async reward functions."""
 
-    def __init__(self, url: str | None = None, api_key: str | None = None, *, client: AsyncScorerClient | None = None,
-                 image_column: str = "image", question_column: str | None = None, reference_column: str = "reference",
-                 mode: Mode = "auto", with_critique: bool = False, samples: int = 1, seed: int | None = None,
-                 name: str = "vlgenrm", **client_options: Any) -> None:
-        super().__init__(image_column=image_column, question_column=question_column, reference_column=reference_column, mode=mode,
-                         with_critique=with_critique, samples=samples, seed=seed, name=name)
+    def __init__(
+        self,
+        url: str | None = None,
+        api_key: str | None = None,
+        *,
+        client: AsyncScorerClient | None = None,
+        image_column: str = "image",
+        question_column: str | None = None,
+        reference_column: str = "reference",
+        mode: Mode = "auto",
+        with_critique: bool = False,
+        samples: int = 1,
+        seed: int | None = None,
+        name: str = "vlgenrm",
+        **client_options: Any,
+    ) -> None:
+        super().__init__(
+            image_column=image_column,
+            question_column=question_column,
+            reference_column=reference_column,
+            mode=mode,
+            with_critique=with_critique,
+            samples=samples,
+            seed=seed,
+            name=name,
+        )
         self._client, self._client_options, self._url, self._key = client, client_options, url, api_key
 
     @property

@@ -81,29 +81,55 @@ def _async_client(url: str | None, api_key: str | None, options: dict[str, Any])
         return client
 
 
-def compute_score(data_source: Any, solution_str: str, ground_truth: Any, extra_info: dict[str, Any] | None = None, *,
-                  scorer_url: str | None = None, api_key: str | None = None, image_key: str = "image", question_key: str = "question",
-                  with_critique: bool = False, samples: int = 1, seed: int | None = None, max_critique_tokens: int | None = None,
-                  timeout: float = 120.0, **_verl: Any) -> dict[str, Any]:
+def compute_score(
+    data_source: Any,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: dict[str, Any] | None = None,
+    *,
+    scorer_url: str | None = None,
+    api_key: str | None = None,
+    image_key: str = "image",
+    question_key: str = "question",
+    with_critique: bool = False,
+    samples: int = 1,
+    seed: int | None = None,
+    max_critique_tokens: int | None = None,
+    timeout: float = 120.0,
+    **_verl: Any,
+) -> dict[str, Any]:
     """The GenRM's reward of ``solution_str`` for the image and question in ``extra_info``.
     ``data_source`` and ``ground_truth`` are accepted as verl passes them (a generative RM
     needs no reference answer); other keyword arguments verl adds are ignored."""
     image = _field(extra_info, image_key, IMAGE_FALLBACKS, "image")
     question = str(_field(extra_info, question_key, QUESTION_FALLBACKS, "question"))
     client = _sync_client(scorer_url, api_key, {"timeout": timeout})
-    answer = client.score(image, question, [solution_str], with_critique=with_critique, samples=samples, seed=seed,
-                                max_critique_tokens=max_critique_tokens)
+    answer = client.score(image, question, [solution_str], with_critique=with_critique, samples=samples, seed=seed, max_critique_tokens=max_critique_tokens)
     return _result(answer.scores[0], samples)
 
 
-async def compute_score_async(data_source: Any, solution_str: str, ground_truth: Any, extra_info: dict[str, Any] | None = None, *,
-                              scorer_url: str | None = None, api_key: str | None = None, image_key: str = "image",
-                              question_key: str = "question", with_critique: bool = False, samples: int = 1, seed: int | None = None,
-                              max_critique_tokens: int | None = None, timeout: float = 120.0, **_verl: Any) -> dict[str, Any]:
+async def compute_score_async(
+    data_source: Any,
+    solution_str: str,
+    ground_truth: Any,
+    extra_info: dict[str, Any] | None = None,
+    *,
+    scorer_url: str | None = None,
+    api_key: str | None = None,
+    image_key: str = "image",
+    question_key: str = "question",
+    with_critique: bool = False,
+    samples: int = 1,
+    seed: int | None = None,
+    max_critique_tokens: int | None = None,
+    timeout: float = 120.0,
+    **_verl: Any,
+) -> dict[str, Any]:
     """:func:`compute_score`, awaited on verl's reward-loop event loop."""
     image = _field(extra_info, image_key, IMAGE_FALLBACKS, "image")
     question = str(_field(extra_info, question_key, QUESTION_FALLBACKS, "question"))
     client = _async_client(scorer_url, api_key, {"timeout": timeout})
-    answer = await client.score(image, question, [solution_str], with_critique=with_critique, samples=samples, seed=seed,
-                                max_critique_tokens=max_critique_tokens)
+    answer = await client.score(
+        image, question, [solution_str], with_critique=with_critique, samples=samples, seed=seed, max_critique_tokens=max_critique_tokens
+    )
     return _result(answer.scores[0], samples)

@@ -95,7 +95,9 @@ class ResponseCoverage(Contract):
     claims: int = Field(0, ge=0, description="Claims extracted from the response.")
     covered: int = Field(0, ge=0, description="Claims at least one registered expert covers (checkable claims).")
     judged: int = Field(0, ge=0, description="Claims whose merged verdict is supported or contradicted.")
-    uncheckable: list[str] = Field(default_factory=list, description="Object words of the response that no registered expert covers (canonical nouns, reading order).")
+    uncheckable: list[str] = Field(
+        default_factory=list, description="Object words of the response that no registered expert covers (canonical nouns, reading order)."
+    )
 
 
 class ExpertReport(Contract):
@@ -109,7 +111,9 @@ class ExpertReport(Contract):
     support: dict[Choice, float] = Field(description="s(r): summed confidence of supported claims.")
     expert_preference: Choice | None = Field(None, description="y_e, or None within the margin delta.")
     experts: list[str] = Field(default_factory=list, description="Experts consulted.")
-    coverage: dict[Choice, ResponseCoverage] = Field(default_factory=dict, description="Per response: claims found, checkable, judged, and the uncheckable object words (empty when not measured).")
+    coverage: dict[Choice, ResponseCoverage] = Field(
+        default_factory=dict, description="Per response: claims found, checkable, judged, and the uncheckable object words (empty when not measured)."
+    )
     created_at: datetime = Field(default_factory=utcnow)
 
 

@@ -190,4 +190,3 @@ _STAGE_PHASE: dict[Stage, Phase] = {
 _PHASE_STAGE: dict[Phase, Stage] = {phase: stage for stage, phase in _STAGE_PHASE.items()}
 #: The phases an Iteration passes through when nothing fails: the stages in declaration order.
 PHASE_ORDER: tuple[Phase, ...] = (Phase.PENDING, *(stage.phase for stage in Stage), Phase.PROMOTING, Phase.SUCCEEDED)
-

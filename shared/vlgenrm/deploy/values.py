@@ -32,8 +32,17 @@ HOST_PORTS = f"^{_HOST_PORT}(,{_HOST_PORT})*$"
 SECRET_NAME = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$"
 #: Fields of ``config`` the chart owns: connections come from ``kafka``/``s3``, secrets from Secrets.
 CHART_OWNED = {
-    "bus": {"kind", "bootstrap_servers", "topic_prefix", "partitions", "replication_factor", "security_protocol", "sasl_mechanism",
-            "sasl_username", "sasl_password"},
+    "bus": {
+        "kind",
+        "bootstrap_servers",
+        "topic_prefix",
+        "partitions",
+        "replication_factor",
+        "security_protocol",
+        "sasl_mechanism",
+        "sasl_username",
+        "sasl_password",
+    },
     "store": {"kind", "root", "endpoint", "bucket", "access_key", "secret_key", "secure", "region", "create_bucket"},
     "ray": {"address"},
 }
@@ -141,8 +150,11 @@ class Operator(Values):
     enabled: bool = Field(True, description="Deploy the operator.")
     replicas: int = Field(2, ge=0, description="Replicas; they peer, one is active, the others stand by.")
     watch_namespaces: list[str] = Field(default_factory=list, description="Namespaces to watch (Roles there); empty = the whole cluster (a ClusterRole).")
-    peering: str = Field("", pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
-                         description="kopf peering name shared by the replicas; empty = the release's full name (releases never peer).")
+    peering: str = Field(
+        "",
+        pattern=r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?)?$",
+        description="kopf peering name shared by the replicas; empty = the release's full name (releases never peer).",
+    )
     log_format: Literal["json", "plain"] = Field("json", description="json: one structured object per line.")
     liveness_port: int = Field(8080, ge=1, le=65535, description="Port of kopf's liveness endpoint.")
     resources: Resources = Field(default_factory=lambda: _res("100m", "256Mi", memory_limit="512Mi"))
@@ -219,10 +231,12 @@ class NetworkPolicies(Values):
     scorer_from: list[dict[str, Any]] = Field(default_factory=list, description="NetworkPolicyPeers that may call the scorer; empty = anyone.")
     kuberay_from: list[dict[str, Any]] = Field(
         default_factory=lambda: [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}}],
-        description="NetworkPolicyPeers of the KubeRay operator (dashboard, Serve config and health checks of the Ray heads).")
+        description="NetworkPolicyPeers of the KubeRay operator (dashboard, Serve config and health checks of the Ray heads).",
+    )
     metrics_from: list[dict[str, Any]] = Field(
         default_factory=lambda: [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
-        description="NetworkPolicyPeers that may scrape metrics ports.")
+        description="NetworkPolicyPeers that may scrape metrics ports.",
+    )
 
 
 class ServiceAccount(Values):
@@ -241,24 +255,30 @@ class ChartValues(Values):
     gpu_resource: str = Field("nvidia.com/gpu", min_length=1, description="Extended resource name of a GPU.")
     ray_version: str = Field("2.60.0", pattern=r"^\d+\.\d+\.\d+$", description="Ray version inside the images (KubeRay's rayVersion).")
     operator: Operator = Field(default_factory=Operator, description="The kopf operator that advances Iterations.")
-    experts: StageService = Field(default_factory=lambda: StageService(resources=_res("1", "4Gi", memory_limit="8Gi")),
-                                  description="The vision experts service (detector, OCR, attributes): verifies claims.")
-    rationale: StageService = Field(default_factory=lambda: StageService(image="gpu", gpus=1, resources=_res("2", "16Gi", memory_limit="32Gi")),
-                                    description="The rationale service: expert-grounded critiques (vLLM, transformers or an OpenAI-compatible engine).")
-    sampler: StageService = Field(default_factory=lambda: StageService(resources=_res("1", "4Gi", memory_limit="8Gi")),
-                                  description="The sampler service: margin-based rejection sampling, and the evaluation stage.")
+    experts: StageService = Field(
+        default_factory=lambda: StageService(resources=_res("1", "4Gi", memory_limit="8Gi")),
+        description="The vision experts service (detector, OCR, attributes): verifies claims.",
+    )
+    rationale: StageService = Field(
+        default_factory=lambda: StageService(image="gpu", gpus=1, resources=_res("2", "16Gi", memory_limit="32Gi")),
+        description="The rationale service: expert-grounded critiques (vLLM, transformers or an OpenAI-compatible engine).",
+    )
+    sampler: StageService = Field(
+        default_factory=lambda: StageService(resources=_res("1", "4Gi", memory_limit="8Gi")),
+        description="The sampler service: margin-based rejection sampling, and the evaluation stage.",
+    )
     trainer: Trainer = Field(default_factory=Trainer, description="The trainer: consumes training tasks, runs Ray Train on a RayCluster.")
     scorer: Scorer = Field(default_factory=Scorer, description="The scoring endpoint (Ray Serve on a KubeRay RayService).")
     network_policy: NetworkPolicies = Field(default_factory=NetworkPolicies)
     service_account: ServiceAccount = Field(default_factory=ServiceAccount)
     pod_security_context: dict[str, Any] = Field(
-        default_factory=lambda: {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000,
-                                 "seccompProfile": {"type": "RuntimeDefault"}},
-        description="Pod securityContext of every pod.")
+        default_factory=lambda: {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000, "fsGroup": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+        description="Pod securityContext of every pod.",
+    )
     security_context: dict[str, Any] = Field(
-        default_factory=lambda: {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
-                                 "capabilities": {"drop": ["ALL"]}},
-        description="Container securityContext of every container.")
+        default_factory=lambda: {"runAsNonRoot": True, "allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}},
+        description="Container securityContext of every container.",
+    )
     tmp_size_limit: str = Field("8Gi", description="Size of the emptyDir mounted at /tmp (the root filesystem is read-only).")
     shm_size_limit: str = Field("4Gi", description="Memory-backed emptyDir at /dev/shm for the stage services and Ray pods (Ray's object store, NCCL, vLLM).")
 
@@ -315,9 +335,12 @@ def _yaml_lines(model: BaseModel, indent: int = 0) -> list[str]:
 
 def render_values() -> str:
     """``values.yaml``: every default, each with its field's description as a comment."""
-    header = ["# Values of the vlgenrm chart. Generated by `vlgenrm chart export` from vlgenrm.deploy.values;",
-              "# values.schema.json (same source) validates what you set. Kafka and S3 are external: point",
-              "# kafka.bootstrapServers and s3.endpoint at yours.", ""]
+    header = [
+        "# Values of the vlgenrm chart. Generated by `vlgenrm chart export` from vlgenrm.deploy.values;",
+        "# values.schema.json (same source) validates what you set. Kafka and S3 are external: point",
+        "# kafka.bootstrapServers and s3.endpoint at yours.",
+        "",
+    ]
     return "\n".join(header + _yaml_lines(ChartValues())) + "\n"
 
 

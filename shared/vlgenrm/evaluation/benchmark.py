@@ -33,6 +33,7 @@ DEFAULT_CATEGORY_MAP: dict[str, str] = {
 }
 FALLBACK_CATEGORY = "general"
 
+
 class BenchmarkFormatError(PermanentError):
     """A benchmark file or one of its rows is unusable; names the file and the 1-based row."""
 
@@ -54,8 +55,7 @@ class BenchmarkExample(Contract):
     better: Better = Field(description="Index of the human-preferred response.")
     category: str = Field(min_length=1)
     image: bytes = Field(description="Raw image bytes (base64 in JSON).")
-    hallucinated: list[bool] | None = Field(None, min_length=2, max_length=2,
-                                            description="Per response: does it hallucinate?")
+    hallucinated: list[bool] | None = Field(None, min_length=2, max_length=2, description="Per response: does it hallucinate?")
     metadata: dict[str, Any] = Field(default_factory=dict, description="Row fields not used above.")
 
 
@@ -67,9 +67,7 @@ _Bad = Callable[[str], BenchmarkFormatError]
 _USED_FIELDS = {"id", "query", "response", "human_ranking", "image", "image_b64", "category", "hallucinated"}
 
 
-def load_preference_benchmark(
-    path: str | Path, *, category_map: dict[str, str] | None = None, max_image_bytes: int = 20 << 20
-) -> list[BenchmarkExample]:
+def load_preference_benchmark(path: str | Path, *, category_map: dict[str, str] | None = None, max_image_bytes: int = 20 << 20) -> list[BenchmarkExample]:
     """Read a VL-RewardBench-format file (``.jsonl``/``.json``/``.parquet``) into examples.
 
     ``.json`` may hold one array of rows or JSON lines. Rows are numbered from 1 (for JSON
@@ -164,8 +162,7 @@ def _parse_row(path: Path, row_no: int, row: Any, mapping: dict[str, str], max_b
     if not isinstance(ranking, list) or any(type(r) is not int for r in ranking) or sorted(ranking) != [0, 1]:
         raise bad(f"'human_ranking' must be a permutation of [0, 1], got {ranking!r}")
     hallucinated = row.get("hallucinated")
-    if hallucinated is not None and (not isinstance(hallucinated, list) or len(hallucinated) != 2
-                                     or not all(isinstance(h, bool) for h in hallucinated)):
+    if hallucinated is not None and (not isinstance(hallucinated, list) or len(hallucinated) != 2 or not all(isinstance(h, bool) for h in hallucinated)):
         raise bad("'hallucinated' must be a list of 2 booleans")
     image = _image_bytes(path, row, bad, max_bytes)
     try:

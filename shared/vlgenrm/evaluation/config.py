@@ -7,6 +7,7 @@ from pydantic import BaseModel, Field
 
 from vlgenrm.genrm.config import GenRMSettings
 
+
 class EvaluationSettings(BaseModel):
     """An Iteration's ``spec.evaluation`` block (it travels in the evaluation task's config)."""
 

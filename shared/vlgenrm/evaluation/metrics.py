@@ -124,8 +124,7 @@ class AccuracyReport(_Model):
             data["overall_ci"] = _interval_of(data["overall"], data["n"])
         per_cat, counts = data.get("per_category"), data.get("counts")
         if "per_category_ci" not in data and isinstance(per_cat, dict) and isinstance(counts, dict):
-            data["per_category_ci"] = {c: _interval_of(a, counts[c]) for c, a in per_cat.items()
-                                       if _numbers(a, counts.get(c))}
+            data["per_category_ci"] = {c: _interval_of(a, counts[c]) for c, a in per_cat.items() if _numbers(a, counts.get(c))}
         return data
 
 
@@ -155,8 +154,7 @@ class ConfidenceReport(_Model):
     histogram: list[int] = Field(min_length=1, description="Counts of p in equal-width bins over [0, 1].")
     threshold: float = Field(COLLAPSE_THRESHOLD, ge=0.0, le=0.5)
     collapsed: bool
-    collapse_reason: Literal["undecided", "constant"] | None = Field(
-        None, description="undecided: mean |p - 0.5| < threshold; constant: std of p < threshold.")
+    collapse_reason: Literal["undecided", "constant"] | None = Field(None, description="undecided: mean |p - 0.5| < threshold; constant: std of p < threshold.")
     n: int = Field(ge=1)
 
     @model_validator(mode="after")
@@ -228,8 +226,7 @@ def pairwise_accuracy(preds: list[PairPrediction]) -> AccuracyReport:
     )
 
 
-def confidence_report(preds: list[PairPrediction], threshold: float = COLLAPSE_THRESHOLD,
-                      bins: int = CONFIDENCE_BINS) -> ConfidenceReport:
+def confidence_report(preds: list[PairPrediction], threshold: float = COLLAPSE_THRESHOLD, bins: int = CONFIDENCE_BINS) -> ConfidenceReport:
     """Mean |p - 0.5|, spread and histogram of ``preds``' p, and the collapse verdict."""
     if not preds:
         raise ValueError("confidence_report needs at least one prediction")
@@ -248,8 +245,15 @@ def confidence_report(preds: list[PairPrediction], threshold: float = COLLAPSE_T
         reason = "undecided"
     elif n > 1 and p_std < threshold:  # one prediction has no spread to measure
         reason = "constant"
-    return ConfidenceReport(mean_confidence=min(mean_confidence, 0.5), p_std=min(p_std, 0.5), histogram=histogram,
-                            threshold=threshold, collapsed=reason is not None, collapse_reason=reason, n=n)
+    return ConfidenceReport(
+        mean_confidence=min(mean_confidence, 0.5),
+        p_std=min(p_std, 0.5),
+        histogram=histogram,
+        threshold=threshold,
+        collapsed=reason is not None,
+        collapse_reason=reason,
+        n=n,
+    )
 
 
 def hallucination_detection(flags: list[HallucinationPrediction]) -> DetectionReport:
@@ -259,8 +263,7 @@ def hallucination_detection(flags: list[HallucinationPrediction]) -> DetectionRe
     fn = sum(not f.predicted and f.actual for f in flags)
     tn = len(flags) - tp - fp - fn
     # F1 as 2tp/(2tp+fp+fn): equal to 2PR/(P+R) but one exact division.
-    return DetectionReport(precision=_ratio(tp, tp + fp), recall=_ratio(tp, tp + fn),
-                           f1=_ratio(2 * tp, 2 * tp + fp + fn), tp=tp, fp=fp, fn=fn, tn=tn)
+    return DetectionReport(precision=_ratio(tp, tp + fp), recall=_ratio(tp, tp + fn), f1=_ratio(2 * tp, 2 * tp + fp + fn), tp=tp, fp=fp, fn=fn, tn=tn)
 
 
 def best_of_n_accuracy(groups: list[BestOfNGroup]) -> BestOfNReport:
@@ -273,5 +276,4 @@ def best_of_n_accuracy(groups: list[BestOfNGroup]) -> BestOfNReport:
         tied = [i for i, s in enumerate(g.scores) if s == top]
         if g.best in tied:
             won += Fraction(1, len(tied))
-    return BestOfNReport(accuracy=_ratio(won, len(groups)),
-                         mean_n=_ratio(sum(len(g.scores) for g in groups), len(groups)), groups=len(groups))
+    return BestOfNReport(accuracy=_ratio(won, len(groups)), mean_n=_ratio(sum(len(g.scores) for g in groups), len(groups)), groups=len(groups))

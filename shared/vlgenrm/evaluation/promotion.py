@@ -13,8 +13,8 @@ from datetime import datetime
 from pydantic import Field
 
 from vlgenrm.contracts.base import Contract, utcnow
-from vlgenrm.layout import history_key, history_prefix, promoted_key
 from vlgenrm.contracts.data import Probability
+from vlgenrm.layout import history_key, history_prefix, promoted_key
 from vlgenrm.store.base import BlobStore, ObjectNotFoundError
 
 _K8S_NAME = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"

@@ -21,9 +21,18 @@ from pydantic import Field
 
 from vlgenrm.contracts.base import Contract, utcnow
 from vlgenrm.contracts.data import Id, Probability
-from vlgenrm.evaluation.config import EvaluationSettings
 from vlgenrm.evaluation.benchmark import BenchmarkExample
-from vlgenrm.evaluation.metrics import BestOfNGroup, HallucinationPrediction, PairPrediction, best_of_n_accuracy, confidence_report, credit, hallucination_detection, pairwise_accuracy
+from vlgenrm.evaluation.config import EvaluationSettings
+from vlgenrm.evaluation.metrics import (
+    BestOfNGroup,
+    HallucinationPrediction,
+    PairPrediction,
+    best_of_n_accuracy,
+    confidence_report,
+    credit,
+    hallucination_detection,
+    pairwise_accuracy,
+)
 from vlgenrm.evaluation.report import EvaluationReport
 
 if TYPE_CHECKING:
@@ -42,7 +51,9 @@ class EvaluationPrediction(Contract):
     better: int = Field(ge=0, le=1, description="Index of the human-preferred response.")
     correct: float = Field(ge=0.0, le=1.0, description="Pairwise credit: 1 right, 0 wrong, 0.5 for an exact 0.5 (as pairwise_accuracy counts it).")
     pointwise: list[Probability] | None = Field(None, min_length=2, max_length=2, description="P(Yes) of each response; None when pointwise scoring is off.")
-    flagged: list[bool] | None = Field(None, min_length=2, max_length=2, description="P(Yes) < hallucination_threshold per response; None when pointwise is off.")
+    flagged: list[bool] | None = Field(
+        None, min_length=2, max_length=2, description="P(Yes) < hallucination_threshold per response; None when pointwise is off."
+    )
     hallucinated: list[bool] | None = Field(None, min_length=2, max_length=2, description="The benchmark's hallucination labels, when it has them.")
 
 
@@ -102,10 +113,18 @@ def evaluate_genrm(
             groups.append(BestOfNGroup(group_id=ex.id, scores=scores, best=ex.better))
             if ex.hallucinated is not None:  # unlabelled responses would count as false positives
                 flags += [HallucinationPrediction(example_id=ex.id, response=r, predicted=flagged[r], actual=ex.hallucinated[r]) for r in (0, 1)]
-        predictions.append(EvaluationPrediction(
-            example_id=ex.id, category=ex.category, p_first=p_first[i], better=ex.better, correct=float(credit(p_first[i], ex.better)),
-            pointwise=scores, flagged=flagged, hallucinated=ex.hallucinated,
-        ))
+        predictions.append(
+            EvaluationPrediction(
+                example_id=ex.id,
+                category=ex.category,
+                p_first=p_first[i],
+                better=ex.better,
+                correct=float(credit(p_first[i], ex.better)),
+                pointwise=scores,
+                flagged=flagged,
+                hallucinated=ex.hallucinated,
+            )
+        )
     report = EvaluationReport(
         model=model or genrm.version,
         dataset=dataset,

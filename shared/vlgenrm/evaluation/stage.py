@@ -17,15 +17,14 @@ from collections import OrderedDict
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-
 from vlgenrm import layout
 from vlgenrm.contracts import FailureReason, StageTask
-from vlgenrm.evaluation.promotion import PromotionDecision, PromotionRecord, decide, read_promoted
+from vlgenrm.evaluation.benchmark import BenchmarkExample, BenchmarkFormatError, load_preference_benchmark
 from vlgenrm.evaluation.config import EvaluationTaskSettings
+from vlgenrm.evaluation.promotion import PromotionDecision, PromotionRecord, decide, read_promoted
 from vlgenrm.evaluation.run import EvaluationResult, evaluate_genrm
 from vlgenrm.genrm.config import GenRMSettings
 from vlgenrm.genrm.errors import GenRMInputError, UnsupportedModelError
-from vlgenrm.evaluation.benchmark import BenchmarkExample, BenchmarkFormatError, load_preference_benchmark
 from vlgenrm.stages import InvalidShardError, ShardResult, jsonl, output_key, parse_config, part_key
 from vlgenrm.store import BlobStore, InvalidKeyError, ObjectNotFoundError
 
@@ -88,8 +87,7 @@ class EvaluationStage:
             objects[part_key(shard, "incumbent", "json")] = incumbent.report.to_json_bytes()
             objects[output_key(task.shard, "incumbent")] = jsonl(incumbent.predictions)
         accuracy = result.report.accuracy
-        metrics = {"accuracy": accuracy.overall, "accuracy_low": accuracy.overall_ci[0], "accuracy_high": accuracy.overall_ci[1],
-                   "macro": accuracy.macro}
+        metrics = {"accuracy": accuracy.overall, "accuracy_low": accuracy.overall_ci[0], "accuracy_high": accuracy.overall_ci[1], "macro": accuracy.macro}
         metrics |= {f"accuracy.{c}": a for c, a in accuracy.per_category.items()}
         if (conf := result.report.confidence) is not None:
             metrics |= {"mean_confidence": conf.mean_confidence, "p_std": conf.p_std, "collapsed": float(conf.collapsed)}
@@ -100,11 +98,23 @@ class EvaluationStage:
         if decision.incumbent_accuracy is not None:
             metrics["incumbent_accuracy"] = decision.incumbent_accuracy
         counts = {"examples": accuracy.n, "incumbent_examples": incumbent.report.accuracy.n if incumbent else 0}
-        log.info("shard %s: accuracy %.4f [%.4f, %.4f] (macro %.4f) on %d examples; promote=%s: %s",
-                 task.shard.key, accuracy.overall, *accuracy.overall_ci, accuracy.macro, accuracy.n, decision.promote, decision.reason)
+        log.info(
+            "shard %s: accuracy %.4f [%.4f, %.4f] (macro %.4f) on %d examples; promote=%s: %s",
+            task.shard.key,
+            accuracy.overall,
+            *accuracy.overall_ci,
+            accuracy.macro,
+            accuracy.n,
+            decision.promote,
+            decision.reason,
+        )
         if conf is not None and conf.collapsed:
-            log.warning("shard %s: the candidate is collapsed (%s, mean |p - 0.5| = %.4f): its accuracy is not signal",
-                        task.shard.key, conf.collapse_reason, conf.mean_confidence)
+            log.warning(
+                "shard %s: the candidate is collapsed (%s, mean |p - 0.5| = %.4f): its accuracy is not signal",
+                task.shard.key,
+                conf.collapse_reason,
+                conf.mean_confidence,
+            )
         return ShardResult(objects, counts, metrics=metrics, promote=decision.promote)
 
     # -- inputs ------------------------------------------------------------------------------
@@ -144,20 +154,21 @@ class EvaluationStage:
             raise InvalidShardError(f"{role} model {source}: {exc}") from exc
 
     # -- scoring and deciding ----------------------------------------------------------------
-    def _evaluate(self, genrm: GenRM, examples: list[BenchmarkExample], settings: EvaluationTaskSettings, name: str,
-                  task: StageTask, role: str) -> EvaluationResult:
+    def _evaluate(
+        self, genrm: GenRM, examples: list[BenchmarkExample], settings: EvaluationTaskSettings, name: str, task: StageTask, role: str
+    ) -> EvaluationResult:
         def progress(done: int, total: int) -> None:
             log.info("shard %s: %s %d/%d examples scored", task.shard.key, role, done, total)
 
         try:
-            return evaluate_genrm(genrm, examples, settings.evaluation, model=name, dataset=task.inputs[0],
-                                  created_at=task.created_at, progress=progress)
+            return evaluate_genrm(genrm, examples, settings.evaluation, model=name, dataset=task.inputs[0], created_at=task.created_at, progress=progress)
         except GenRMInputError as exc:
             # Skipping the example would silently change the benchmark; accuracies must stay comparable.
             raise InvalidShardError(f"{role} model {name} cannot score benchmark {task.inputs[0]}: {exc}") from exc
 
-    def _decide(self, task: StageTask, settings: EvaluationTaskSettings, examples: list[BenchmarkExample],
-                result: EvaluationResult) -> tuple[PromotionDecision, EvaluationResult | None]:
+    def _decide(
+        self, task: StageTask, settings: EvaluationTaskSettings, examples: list[BenchmarkExample], result: EvaluationResult
+    ) -> tuple[PromotionDecision, EvaluationResult | None]:
         """The decision, and the incumbent's evaluation when it had to be scored here.
 
         The incumbent is ``settings.incumbent``, else the promoted pointer's model. Its accuracy
@@ -169,8 +180,15 @@ class EvaluationStage:
         min_gain = settings.evaluation.min_gain
         pointer = read_promoted(self.store, task.shard.namespace)
         incumbent_uri = settings.incumbent or (pointer.model if pointer is not None else None)
-        fields = dict(candidate_uri=settings.model, candidate_version=result.model_version, candidate_accuracy=cand_acc,
-                      min_gain=min_gain, dataset=benchmark, decided_at=task.created_at, incumbent_uri=incumbent_uri)
+        fields = dict(
+            candidate_uri=settings.model,
+            candidate_version=result.model_version,
+            candidate_accuracy=cand_acc,
+            min_gain=min_gain,
+            dataset=benchmark,
+            decided_at=task.created_at,
+            incumbent_uri=incumbent_uri,
+        )
         if incumbent_uri is None:
             promote, reason = decide(cand_acc, None, min_gain)
             return PromotionDecision(promote=promote, reason=reason, **fields), None
@@ -188,13 +206,13 @@ class EvaluationStage:
             incumbent_eval = self._evaluate(incumbent, examples, settings, incumbent_uri, task, "incumbent")
             version, inc_acc, source = incumbent.version, incumbent_eval.report.accuracy.overall, "measured on the same examples"
         promote, reason = decide(cand_acc, inc_acc, min_gain)
-        decision = PromotionDecision(promote=promote, reason=f"{reason} ({source})", incumbent_version=version,
-                                     incumbent_accuracy=inc_acc, **fields)
+        decision = PromotionDecision(promote=promote, reason=f"{reason} ({source})", incumbent_version=version, incumbent_accuracy=inc_acc, **fields)
         return decision, incumbent_eval
 
     @staticmethod
     def _same_model(fields: dict[str, Any], result: EvaluationResult) -> PromotionDecision:
         # The served weights are the candidate's: min_gain > 0 must not "demote" them against themselves.
         reason = f"the candidate is the incumbent (version {result.model_version}); promoting it again changes nothing"
-        return PromotionDecision(promote=True, reason=reason, incumbent_version=result.model_version,
-                                 incumbent_accuracy=result.report.accuracy.overall, **fields)
+        return PromotionDecision(
+            promote=True, reason=reason, incumbent_version=result.model_version, incumbent_accuracy=result.report.accuracy.overall, **fields
+        )

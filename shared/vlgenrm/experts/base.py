@@ -43,9 +43,7 @@ class Detection(BaseModel):
     box: Box = Field(description="x0, y0, x1, y1 in pixels of the input image.")
     score: float = Field(ge=0.0, le=1.0, description="Probability that label and attributes are right.")
     attributes: dict[str, str] = Field(default_factory=dict, description="E.g. {'colour': 'red'}.")
-    alternatives: dict[str, str] = Field(
-        default_factory=dict, description="Runner-up reading of a marginal detection: 'label' and/or attribute names."
-    )
+    alternatives: dict[str, str] = Field(default_factory=dict, description="Runner-up reading of a marginal detection: 'label' and/or attribute names.")
     text: str | None = Field(None, description="Recognised text (OCR).")
     source: str | None = Field(None, description="Engine that produced it, when an expert has several.")
 
@@ -231,4 +229,3 @@ class Expert(ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
-

@@ -113,7 +113,7 @@ class ClaimExtractor(abc.ABC):
 _NEG_REACH = 3  # "I do not see any stars": a negator this many words before the quantifier
 _MAX_MODIFIERS = 2  # unknown words allowed between a quantifier and its noun ("two sleeping tabby cats")
 
-_QUOTE = "\"“”‘’"
+_QUOTE = '"“”‘’'
 _QUOTED = rf"(?:[{_QUOTE}](?P<quoted>[^{_QUOTE}]+)[{_QUOTE}]|'(?P<squoted>[^']+)'(?![A-Za-z]))"
 _TEXT_VALUE = rf"(?:{_QUOTED}|(?P<bare>[A-Za-z0-9][A-Za-z0-9-]*))"
 _SAYS_VERBS = "says|say|said|reads|read|shows|show|displays|display|spells|spell|spelling|reading|saying"
@@ -122,12 +122,45 @@ _SAYS = re.compile(rf"\b(?P<verb>{_SAYS_VERBS})\s*:?\s+(?:the\s+(?:words?|text|l
 #: "... the word SALE", "the words 'NO PARKING'".
 _THE_WORD = re.compile(rf"\bthe\s+words?\s+{_TEXT_VALUE}", re.IGNORECASE)
 #: 'printed with "NASA"', 'a label reading "EXIT"', 'the text "OPEN"'.
-_PRINTED = re.compile(rf"\b(?:printed|written|labell?ed|marked|inscribed|stamped|lettered|titled|captioned|with)\s+"
-                      rf"(?:with\s+|on\s+it\s+)?(?:the\s+(?:words?|text|letters|name)\s+)?{_QUOTED}", re.IGNORECASE)
+_PRINTED = re.compile(
+    rf"\b(?:printed|written|labell?ed|marked|inscribed|stamped|lettered|titled|captioned|with)\s+"
+    rf"(?:with\s+|on\s+it\s+)?(?:the\s+(?:words?|text|letters|name)\s+)?{_QUOTED}",
+    re.IGNORECASE,
+)
 _QUOTED_TEXT = re.compile(rf"\b(?:text|letters|lettering|inscription)\s+{_QUOTED}", re.IGNORECASE)
 #: Words that start a verb's object: after "faces"/"watches" they make it a verb, not a noun.
-_OBJECT_STARTS = frozenset({"a", "an", "the", "his", "her", "their", "its", "my", "our", "your", "at", "into", "towards", "toward",
-                            "through", "over", "on", "out", "up", "down", "away", "forward", "ahead", "this", "that", "him", "them", "it"})
+_OBJECT_STARTS = frozenset(
+    {
+        "a",
+        "an",
+        "the",
+        "his",
+        "her",
+        "their",
+        "its",
+        "my",
+        "our",
+        "your",
+        "at",
+        "into",
+        "towards",
+        "toward",
+        "through",
+        "over",
+        "on",
+        "out",
+        "up",
+        "down",
+        "away",
+        "forward",
+        "ahead",
+        "this",
+        "that",
+        "him",
+        "them",
+        "it",
+    }
+)
 _WRITING_VERBS = frozenset({"says", "say", "said", "reads", "read", "spells", "spell", "spelling", "reading", "saying"})
 _COPULAS = frozenset({"is", "are", "was", "were", "looks", "look", "appears", "appear", "seems", "seem"})
 _INTENSIFIERS = frozenset({"all", "mostly", "mainly", "entirely", "completely", "very", "bright", "dark", "light", "pale", "deep"})
@@ -218,8 +251,16 @@ class LexiconClaimExtractor(ClaimExtractor):
             uncheckable += u
         found.sort(key=lambda f: f.start)
         claims = [
-            Claim(id=f"{id_prefix}-{response.value}-{i}", response=response, type=f.claim_type, subject=f.subject,
-                  count=f.count, attribute=f.attribute, text=f.text, span=f.span)
+            Claim(
+                id=f"{id_prefix}-{response.value}-{i}",
+                response=response,
+                type=f.claim_type,
+                subject=f.subject,
+                count=f.count,
+                attribute=f.attribute,
+                text=f.text,
+                span=f.span,
+            )
             for i, f in enumerate(found)
         ]
         return Extraction(claims=claims, uncheckable=[w for _, w in sorted(uncheckable, key=lambda x: x[0])])
@@ -353,7 +394,7 @@ class LexiconClaimExtractor(ClaimExtractor):
                 value, stop, _ = value_of(m)
                 if not value or value.lower() in _NOT_TEXT:
                     continue
-                found.append(_Found(offset + m.start(), ClaimType.TEXT, TEXT_SUBJECT, sentence[m.start():stop], text=value.upper()))
+                found.append(_Found(offset + m.start(), ClaimType.TEXT, TEXT_SUBJECT, sentence[m.start() : stop], text=value.upper()))
                 blank(m.start(), stop)
         return found, masked
 
@@ -390,16 +431,24 @@ class LexiconClaimExtractor(ClaimExtractor):
             k, colour, first = self._phrase_start(words, noun.first, inside)
             colour = colour or self._predicate_colour(words, noun.last)
             quantifier = words[k] if k >= 0 else ""
-            before = words[max(0, k - _NEG_REACH):k]
-            negated = quantifier in ("no", "zero", "0") or quantifier in NEGATORS and quantifier != "nor" or (
-                quantifier in ("a", "an", "any") and any(w in NEGATORS for w in before)
-            ) or (quantifier in ("or", "nor") and previous_negated) or (  # "no stars or circles"
-                quantifier == "the" and before[-2:] == ["none", "of"]  # "none of the cats"
-            ) or (  # "I don't see cats": a bare noun after a negated verb
-                quantifier not in QUANTIFIERS and quantifier not in NUMBERS and not quantifier.isdigit()
-                and any(w in NEGATORS for w in words[max(0, noun.first - _NEG_REACH):noun.first])
+            before = words[max(0, k - _NEG_REACH) : k]
+            negated = (
+                quantifier in ("no", "zero", "0")
+                or quantifier in NEGATORS
+                and quantifier != "nor"
+                or (quantifier in ("a", "an", "any") and any(w in NEGATORS for w in before))
+                or (quantifier in ("or", "nor") and previous_negated)
+                or (  # "no stars or circles"
+                    quantifier == "the" and before[-2:] == ["none", "of"]  # "none of the cats"
+                )
+                or (  # "I don't see cats": a bare noun after a negated verb
+                    quantifier not in QUANTIFIERS
+                    and quantifier not in NUMBERS
+                    and not quantifier.isdigit()
+                    and any(w in NEGATORS for w in words[max(0, noun.first - _NEG_REACH) : noun.first])
+                )
             )
-            span = sentence[tokens[first].start():tokens[noun.last].end()]
+            span = sentence[tokens[first].start() : tokens[noun.last].end()]
             at = offset + tokens[first].start()
             previous_negated = negated
             if not noun.checkable:

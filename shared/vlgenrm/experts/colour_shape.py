@@ -64,8 +64,9 @@ class ColourShapeExpert(Expert):
     claim_types = frozenset({ClaimType.EXISTENCE, ClaimType.COUNT, ClaimType.ATTRIBUTE, ClaimType.NEGATED_EXISTENCE})
     labels = frozenset(SHAPES)
 
-    def __init__(self, config: ColourShapeConfig | None = None, *, palette: dict[str, tuple[int, int, int]] | None = None,
-                 shape_aliases: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, config: ColourShapeConfig | None = None, *, palette: dict[str, tuple[int, int, int]] | None = None, shape_aliases: dict[str, str] | None = None
+    ) -> None:
         """``palette``: colour name -> the RGB painted (names must be canonical colour words,
         ``vocabulary.COLOUR_TERMS``); ``shape_aliases``: other words for the shapes. Both
         default to the synthetic renderer's."""
@@ -160,7 +161,7 @@ class ColourShapeExpert(Expert):
         if q_colour < clear:
             alternatives["colour"] = alt_colour
         score = q_shape * q_colour / clear
-        mean_hex = "#%02x%02x%02x" % tuple(int(round(v)) for v in mean)
+        mean_hex = "#" + "".join(f"{round(v):02x}" for v in mean)
         return Detection(
             label=shape,
             box=(float(x), float(y), float(x + w), float(y + h)),

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from vlgenrm.genrm.config import SamplingParams
 from vlgenrm.rationale.config import EngineSettings
 
+
 class _Config(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -35,7 +36,9 @@ class OCRConfig(_Config):
     """Reading text: rapidocr (bundled ONNX models), plus tesseract where installed."""
 
     enabled: bool = Field(True, description="Register this expert.")
-    engines: list[Literal["rapidocr", "tesseract"]] = Field(["rapidocr", "tesseract"], description="Engines to vote; tesseract is skipped when its binary is missing.")
+    engines: list[Literal["rapidocr", "tesseract"]] = Field(
+        ["rapidocr", "tesseract"], description="Engines to vote; tesseract is skipped when its binary is missing."
+    )
     min_score: float = Field(0.1, ge=0, le=1, description="Recognised text with a lower engine score is ignored (the score also weights its vote).")
     min_chars: int = Field(2, ge=1, description="Readings with fewer letters/digits are ignored (single glyphs are mostly shapes).")
     tesseract_weight: float = Field(0.5, ge=0, le=1, description="Factor on tesseract's contradiction votes (it reads shapes as letters more often).")
@@ -77,8 +80,13 @@ class OpenVocabConfig(_Config):
     nms_iou: float = Field(0.3, gt=0, le=1, description="Overlapping boxes of one label above this IoU are merged.")
     query_template: str = Field("a photo of a {}", description="Text query built from a claim's subject (and colour).")
     labels: list[str] | None = Field(None, description="Subjects this expert covers; None = any subject.")
-    aliases: dict[str, str] = Field(default_factory=lambda: {"people": "person", "man": "person", "woman": "person", "men": "person", "women": "person", "children": "child"}, description="Subject words mapped to a query label.")
-    image_backend: Literal["auto", "processor", "builtin"] = Field("auto", description="Image preprocessing: the checkpoint's processor (needs scipy), the built-in equivalent, or auto.")
+    aliases: dict[str, str] = Field(
+        default_factory=lambda: {"people": "person", "man": "person", "woman": "person", "men": "person", "women": "person", "children": "child"},
+        description="Subject words mapped to a query label.",
+    )
+    image_backend: Literal["auto", "processor", "builtin"] = Field(
+        "auto", description="Image preprocessing: the checkpoint's processor (needs scipy), the built-in equivalent, or auto."
+    )
     present_confidence: float = Field(0.9, gt=0, le=1, description="Upper bound of a 'found it' verdict.")
     absent_confidence: float = Field(0.5, gt=0, le=1, description="Confidence of 'not found' verdicts.")
     count_confidence: float = Field(0.6, gt=0, le=1, description="Confidence of count verdicts.")
@@ -115,19 +123,33 @@ class RefinementSettings(BaseModel):
 class LLMExtractorSettings(BaseModel):
     """The ``llm`` claim extractor: its engine, sampling, batching and retries (``experts.llm``)."""
 
-    engine: EngineSettings = Field(default_factory=lambda: EngineSettings(kind="openai"), description="The language model: the rationale stage's engine settings (kind transformers, vllm or openai).")
-    sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(temperature=0.0, max_new_tokens=512), description="Sampling of the first try (n is always 1; default greedy).")
+    engine: EngineSettings = Field(
+        default_factory=lambda: EngineSettings(kind="openai"),
+        description="The language model: the rationale stage's engine settings (kind transformers, vllm or openai).",
+    )
+    sampling: SamplingParams = Field(
+        default_factory=lambda: SamplingParams(temperature=0.0, max_new_tokens=512), description="Sampling of the first try (n is always 1; default greedy)."
+    )
     batch_size: int = Field(32, ge=1, description="Responses (prompts) per engine call.")
-    max_attempts: int = Field(3, ge=1, le=10, description="Tries per response; output still malformed after them gives no claims and a counted extraction error.")
+    max_attempts: int = Field(
+        3, ge=1, le=10, description="Tries per response; output still malformed after them gives no claims and a counted extraction error."
+    )
     retry_temperature: float = Field(0.7, ge=0.0, description="Temperature of the retries (greedy decoding would repeat a malformed answer).")
 
 
 class AnnotationSettings(BaseModel):
     """Everything the experts stage is configured with (an Iteration's ``spec.experts``)."""
 
-    enabled: bool = Field(True, description="Run the vision experts; false = human labels pass through (source=human) and no ExpertReport is written (the no-experts arm).")
-    extractor: Literal["lexicon", "llm"] = Field("lexicon", description="Claim extraction: lexicon = grammar over the experts' label spaces (CPU default); llm = a language model lists the claims as JSON (recommended on clusters).")
-    llm: LLMExtractorSettings = Field(default_factory=LLMExtractorSettings, description="The llm extractor's engine, sampling, batching and retries (read with extractor=llm only).")
+    enabled: bool = Field(
+        True, description="Run the vision experts; false = human labels pass through (source=human) and no ExpertReport is written (the no-experts arm)."
+    )
+    extractor: Literal["lexicon", "llm"] = Field(
+        "lexicon",
+        description="Claim extraction: lexicon = grammar over the experts' label spaces (CPU default); llm = a language model lists the claims as JSON (recommended on clusters).",
+    )
+    llm: LLMExtractorSettings = Field(
+        default_factory=LLMExtractorSettings, description="The llm extractor's engine, sampling, batching and retries (read with extractor=llm only)."
+    )
     experts: ExpertsSettings = Field(default_factory=ExpertsSettings)
     verification: VerificationSettings = Field(default_factory=VerificationSettings)
     refinement: RefinementSettings = Field(default_factory=RefinementSettings)

@@ -118,8 +118,13 @@ class LLMClaimExtractor(ClaimExtractor):
 
     name = "llm"
 
-    def __init__(self, engine: RationaleEngine, settings: LLMExtractorSettings | None = None,
-                 label_spaces: Iterable[LabelSpace] | None = None, nouns: NounList | None = None) -> None:
+    def __init__(
+        self,
+        engine: RationaleEngine,
+        settings: LLMExtractorSettings | None = None,
+        label_spaces: Iterable[LabelSpace] | None = None,
+        nouns: NounList | None = None,
+    ) -> None:
         self.engine = engine
         self.settings = settings or LLMExtractorSettings()
         spaces = default_label_spaces() if label_spaces is None else tuple(label_spaces)
@@ -128,8 +133,9 @@ class LLMClaimExtractor(ClaimExtractor):
         self._text = any(ClaimType.TEXT in s.claim_types for s in spaces)
 
     @classmethod
-    def for_registry(cls, registry: object, engine: RationaleEngine, settings: LLMExtractorSettings | None = None,
-                     nouns: NounList | None = None) -> LLMClaimExtractor:
+    def for_registry(
+        cls, registry: object, engine: RationaleEngine, settings: LLMExtractorSettings | None = None, nouns: NounList | None = None
+    ) -> LLMClaimExtractor:
         """The extractor for a registry's experts (anything iterable over experts with ``label_space()``)."""
         spaces = registry.label_spaces() if hasattr(registry, "label_spaces") else [e.label_space() for e in registry]  # type: ignore[attr-defined]
         return cls(engine, settings, spaces, nouns)

@@ -113,8 +113,27 @@ class OCRExpert(Expert):
     claim_types = frozenset({ClaimType.TEXT, ClaimType.EXISTENCE, ClaimType.NEGATED_EXISTENCE})
     #: Existence / negation claims about text itself ("there is a sign", "no text is visible").
     labels = frozenset({TEXT_LABEL})
-    aliases = {w: TEXT_LABEL for w in ("sign", "signs", "texts", "writing", "word", "words", "label", "labels", "caption", "lettering",
-                                        "heading", "headline", "title", "inscription", "letters", "slogan")}
+    aliases = {
+        w: TEXT_LABEL
+        for w in (
+            "sign",
+            "signs",
+            "texts",
+            "writing",
+            "word",
+            "words",
+            "label",
+            "labels",
+            "caption",
+            "lettering",
+            "heading",
+            "headline",
+            "title",
+            "inscription",
+            "letters",
+            "slogan",
+        )
+    }
 
     def __init__(self, config: OCRConfig | None = None) -> None:
         self.config = config or OCRConfig()

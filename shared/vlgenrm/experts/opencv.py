@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from vlgenrm.contracts import Claim, ClaimType, ExpertVerdict
-from vlgenrm.experts.base import Detection, Expert, PRESENCE_TYPES, presence_verdict
+from vlgenrm.experts.base import PRESENCE_TYPES, Detection, Expert, presence_verdict
 from vlgenrm.experts.config import OpenCVConfig
 
 FACE_CASCADE = "haarcascade_frontalface_default.xml"
@@ -135,11 +135,7 @@ class OpenCVExpert(Expert):
         if "person" in wanted:
             bodies = self._people(rgb, scale) if self._hog is not None else []
             out += bodies
-            out += [
-                Detection(label="person", box=f.box, score=f.score, source="haar:face")
-                for f in faces
-                if not any(_contains(b.box, f.box) for b in bodies)
-            ]
+            out += [Detection(label="person", box=f.box, score=f.score, source="haar:face") for f in faces if not any(_contains(b.box, f.box) for b in bodies)]
         return out
 
     # -- verdicts --------------------------------------------------------------------------
@@ -155,4 +151,3 @@ class OpenCVExpert(Expert):
         else:  # nothing found: weak evidence of absence
             confidence = cfg.absent_confidence
         return self.verdict(claim, verdict, confidence, found)
-

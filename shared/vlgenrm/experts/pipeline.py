@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from vlgenrm.contracts import Choice, Example, ExpertReport, ExpertVerdict, RefinedPair, ResponseCoverage, VerdictLabel
-from vlgenrm.experts.config import AnnotationSettings
 from vlgenrm.experts.claims import ClaimExtractor, Extraction, LexiconClaimExtractor
+from vlgenrm.experts.config import AnnotationSettings
 from vlgenrm.experts.refine import human_only, refine
 from vlgenrm.experts.verify import build_report, claim_findings
 
@@ -58,8 +58,9 @@ class Annotated:
 class Annotator:
     """Claims extraction, expert verification and label refinement for batches of examples."""
 
-    def __init__(self, settings: AnnotationSettings | None = None, *, registry: object | None = None, extractor: ClaimExtractor | None = None,
-                 store: Any = None) -> None:
+    def __init__(
+        self, settings: AnnotationSettings | None = None, *, registry: object | None = None, extractor: ClaimExtractor | None = None, store: Any = None
+    ) -> None:
         """``store`` holds checkpoints given as ``s3://`` URIs (the llm extractor's transformers model)."""
         from vlgenrm.experts.registry import default_registry
 
@@ -92,8 +93,7 @@ class Annotator:
         for ex, ex_claims, ex_verdicts, (a, b) in zip(examples, claims, verdicts, extractions, strict=True):
             findings = claim_findings(ex_claims, ex_verdicts)
             coverage = {Choice.A: response_coverage(a, ex_verdicts, findings), Choice.B: response_coverage(b, ex_verdicts, findings)}
-            report = build_report(f"{ex.id}/report", ex.id, ex_claims, ex_verdicts, self.settings.verification, coverage=coverage,
-                                  created_at=created_at)
+            report = build_report(f"{ex.id}/report", ex.id, ex_claims, ex_verdicts, self.settings.verification, coverage=coverage, created_at=created_at)
             pair = refine(ex, report, self.settings.refinement)
             out.reports.append(report)
             out.pairs.append(pair)
@@ -130,8 +130,7 @@ def build_extractor(settings: AnnotationSettings, registry: object | None, *, st
     return LexiconClaimExtractor.for_registry(experts)
 
 
-def response_coverage(extraction: Extraction, verdicts: Sequence[ExpertVerdict],
-                      findings: dict[str, tuple[VerdictLabel, float]]) -> ResponseCoverage:
+def response_coverage(extraction: Extraction, verdicts: Sequence[ExpertVerdict], findings: dict[str, tuple[VerdictLabel, float]]) -> ResponseCoverage:
     """Claims of one response, how many some expert covered (it returned a verdict, even
     unverifiable) and judged (merged verdict supported or contradicted), and its uncheckable words."""
     judged_by = {v.claim_id for v in verdicts}

@@ -16,8 +16,6 @@ pairs without one.
 
 from __future__ import annotations
 
-
-
 from vlgenrm.contracts import Choice, Example, ExpertReport, HumanLabel, LabelSource, RefinedPair
 from vlgenrm.experts.config import ConflictPolicy, RefinementSettings
 
@@ -32,8 +30,14 @@ def refine(example: Example, report: ExpertReport, settings: RefinementSettings 
 
     def pair(label: Choice | None, source: LabelSource, reason: str) -> RefinedPair:
         return RefinedPair(
-            id=f"{example.id}/refined", example=example, report_id=report.id, human_label=example.human_label,
-            expert_label=expert, label=label, source=source, reason=f"{reason} ({evidence})",
+            id=f"{example.id}/refined",
+            example=example,
+            report_id=report.id,
+            human_label=example.human_label,
+            expert_label=expert,
+            label=label,
+            source=source,
+            reason=f"{reason} ({evidence})",
         )
 
     if human is not None and expert is not None and human == expert:
@@ -59,6 +63,12 @@ def human_only(example: Example) -> RefinedPair:
     else:
         source, reason = LabelSource.HUMAN, "experts disabled; human label kept"
     return RefinedPair(
-        id=f"{example.id}/refined", example=example, report_id=None, human_label=example.human_label,
-        expert_label=None, label=human, source=source, reason=reason,
+        id=f"{example.id}/refined",
+        example=example,
+        report_id=None,
+        human_label=example.human_label,
+        expert_label=None,
+        label=human,
+        source=source,
+        reason=reason,
     )

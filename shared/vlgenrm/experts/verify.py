@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
-
 from vlgenrm.contracts import Choice, Claim, ExpertReport, ExpertVerdict, VerdictLabel
 from vlgenrm.experts.config import VerificationSettings
 

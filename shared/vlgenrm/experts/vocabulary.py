@@ -41,12 +41,16 @@ NUMBERS: dict[str, int] = {
 #: Words that quantify a noun without a number: the noun phrase asserts existence.
 QUANTIFIERS = frozenset({"a", "an", "the", "any", "some", "several", "many", "few", "multiple", "various", "numerous", "lots", "plenty", "no"})
 #: Words that may stand between a quantifier and the noun without changing the claim.
-ADJECTIVES = frozenset({"small", "large", "big", "little", "tiny", "huge", "solid", "filled", "bright", "dark",
-                        "light", "pale", "coloured", "colored", "single", "other", "more"})
-NEGATORS = frozenset({"not", "never", "without", "isn't", "aren't", "don't", "doesn't", "can't", "cannot",
-                      "couldn't", "wasn't", "weren't", "didn't", "nor", "neither", "none"})
+ADJECTIVES = frozenset(
+    {"small", "large", "big", "little", "tiny", "huge", "solid", "filled", "bright", "dark", "light", "pale", "coloured", "colored", "single", "other", "more"}
+)
+NEGATORS = frozenset(
+    {"not", "never", "without", "isn't", "aren't", "don't", "doesn't", "can't", "cannot", "couldn't", "wasn't", "weren't", "didn't", "nor", "neither", "none"}
+)
 #: Function words: they end a noun phrase (a noun phrase never reaches back across one).
-FUNCTION_WORDS = frozenset("""
+FUNCTION_WORDS = (
+    frozenset(
+        """
     a an the this that these those it its it's he she they his her hers their them him me my your our we you i us
     in on at of with by for from to into onto near next behind beside besides under over above below between inside
     outside around across along through against among beneath upon within toward towards beyond beside via off up
@@ -54,7 +58,11 @@ FUNCTION_WORDS = frozenset("""
     is are was were be been being am has have had do does did can could will would may might must shall should
     there here where which who whom whose what when how why all each every such other another same
     there's here's that's what's who's he's she's they're we're i'm you're
-""".split()) | QUANTIFIERS | NEGATORS
+""".split()
+    )
+    | QUANTIFIERS
+    | NEGATORS
+)
 
 #: The shipped noun list (package data).
 NOUNS_FILE = "data/nouns.json"
@@ -112,8 +120,7 @@ class NounList:
         return out
 
     @classmethod
-    def build(cls, entries: Mapping[str, Iterable[str]], irregular_plurals: Mapping[str, str] | None = None,
-              not_objects: Iterable[str] = ()) -> NounList:
+    def build(cls, entries: Mapping[str, Iterable[str]], irregular_plurals: Mapping[str, str] | None = None, not_objects: Iterable[str] = ()) -> NounList:
         """``entries``: canonical name -> synonyms. Explicit spellings win over generated plurals."""
         irregular = {normal(k): normal(v) for k, v in (irregular_plurals or {}).items()}
         generated: dict[str, str] = {}
@@ -129,8 +136,7 @@ class NounList:
                 for p in plurals:
                     generated.setdefault(p, canon)
         forms = {**generated, **explicit}
-        return cls(forms=forms, canonical=frozenset(map(normal, entries)), not_objects=frozenset(map(normal, not_objects)),
-                   irregular_plurals=irregular)
+        return cls(forms=forms, canonical=frozenset(map(normal, entries)), not_objects=frozenset(map(normal, not_objects)), irregular_plurals=irregular)
 
 
 @functools.cache

@@ -33,13 +33,29 @@ class GenRMSettings(BaseModel):
     max_length: int = Field(4096, ge=16, description="Longest prompt + continuation in tokens.")
     max_image_bytes: int = Field(20 << 20, ge=1, description="Larger encoded images are rejected.")
     max_image_pixels: int = Field(40_000_000, ge=1, description="Larger decoded images are rejected.")
-    batch_size: int = Field(8, ge=1, description="Rows per forward pass when scoring: prompts with the prefix cache (their two short tails follow in one step), whole sequences without it.")
+    batch_size: int = Field(
+        8,
+        ge=1,
+        description="Rows per forward pass when scoring: prompts with the prefix cache (their two short tails follow in one step), whole sequences without it.",
+    )
     attn_implementation: str = Field("sdpa", description="transformers attention backend (sdpa, eager, flash_attention_2).")
     cache_dir: Path = Field(Path("~/.cache/vlgenrm/models"), description="Where checkpoints from the store are cached.")
-    prefix_cache: bool = Field(True, description="Score the two options of a prompt from one forward of their shared prefix (its KV cache), then a 2-row step of their tails, processing an image shown with several prompts once; false = two full sequences per prompt, each prompt processed on its own (the reference path; equal within float error).")
-    backend: Backend = Field(Backend.TRANSFORMERS, description="What scores and generates: transformers (the reference; CPU and GPU) or vllm (GPU serving; needs the vllm package, scores equal within float error).")
-    vllm_args: dict[str, Any] = Field(default_factory=dict, description="Extra vllm.LLM(...) arguments with backend vllm, e.g. gpu_memory_utilization, tensor_parallel_size (prefix caching, one image per prompt, max_model_len = max_length and the dtype are set already).")
-    restate: bool = Field(True, description="Pairwise answers restate the better response before the verdict line, and scoring compares the two whole answers (docs/genrm.md); false = the verdict line alone. Train and score a model the same way.")
+    prefix_cache: bool = Field(
+        True,
+        description="Score the two options of a prompt from one forward of their shared prefix (its KV cache), then a 2-row step of their tails, processing an image shown with several prompts once; false = two full sequences per prompt, each prompt processed on its own (the reference path; equal within float error).",
+    )
+    backend: Backend = Field(
+        Backend.TRANSFORMERS,
+        description="What scores and generates: transformers (the reference; CPU and GPU) or vllm (GPU serving; needs the vllm package, scores equal within float error).",
+    )
+    vllm_args: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra vllm.LLM(...) arguments with backend vllm, e.g. gpu_memory_utilization, tensor_parallel_size (prefix caching, one image per prompt, max_model_len = max_length and the dtype are set already).",
+    )
+    restate: bool = Field(
+        True,
+        description="Pairwise answers restate the better response before the verdict line, and scoring compares the two whole answers (docs/genrm.md); false = the verdict line alone. Train and score a model the same way.",
+    )
 
 
 class SamplingParams(BaseModel):

@@ -47,7 +47,11 @@ FAMILIES: dict[str, Family] = {
     "qwen2_vl": Family("qwen2_vl", ("qwen2_vl",), Qwen2VLImageProcessor, "Qwen2VLProcessor", True),
     "qwen2_5_vl": Family("qwen2_5_vl", ("qwen2_5_vl",), Qwen2_5VLImageProcessor, "Qwen2_5_VLProcessor", True),
     "llava": Family(
-        "llava", ("llava",), LlavaProcessor, "LlavaProcessor", False,
+        "llava",
+        ("llava",),
+        LlavaProcessor,
+        "LlavaProcessor",
+        False,
         ("patch_size", "vision_feature_select_strategy", "num_additional_image_tokens", "image_token"),
     ),
 }

@@ -141,7 +141,9 @@ class GenRM:
 
     # -- loading and saving ----------------------------------------------------------------
     @classmethod
-    def load(cls, source: str | os.PathLike[str], settings: GenRMSettings | None = None, *, store: Any = None, adapter: str | os.PathLike[str] | None = None) -> GenRM:
+    def load(
+        cls, source: str | os.PathLike[str], settings: GenRMSettings | None = None, *, store: Any = None, adapter: str | os.PathLike[str] | None = None
+    ) -> GenRM:
         """Load from a local folder or from a URI of ``store`` (``s3://bucket/prefix``; cached and
         verified), optionally with a LoRA adapter."""
         from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageTextToText, AutoTokenizer
@@ -358,7 +360,9 @@ class GenRM:
         cache = prefix.past_key_values
         cache.batch_repeat_interleave(2)
         mask = torch.cat([model_inputs["attention_mask"].repeat_interleave(2, dim=0), tail_mask], dim=1)
-        logprobs = torch.log_softmax(self.model(input_ids=tail_ids, attention_mask=mask, position_ids=tail_positions, past_key_values=cache, use_cache=True).logits.float(), dim=-1)
+        logprobs = torch.log_softmax(
+            self.model(input_ids=tail_ids, attention_mask=mask, position_ids=tail_positions, past_key_values=cache, use_cache=True).logits.float(), dim=-1
+        )
         results = []
         for row, tail in enumerate(tails):
             if not tail:
@@ -397,7 +401,11 @@ class GenRM:
         else:
             prompts = [(image, prompt) for image, prompt, _, _ in items]
             encoded = self.encode_prompts(prompts) if self.settings.prefix_cache else [self.encode_prompt(*p) for p in prompts]
-            sequences = [s for features, (_, _, critique, responses) in zip(encoded, items, strict=True) for s in self._option_sequences(mode, features, critique, responses)]
+            sequences = [
+                s
+                for features, (_, _, critique, responses) in zip(encoded, items, strict=True)
+                for s in self._option_sequences(mode, features, critique, responses)
+            ]
             flat = self._tail_logprobs(sequences)
         return [(flat[2 * i], flat[2 * i + 1]) for i in range(len(items))]
 
@@ -449,11 +457,16 @@ class GenRM:
             chunk = items[start : start + self.settings.batch_size]
             with _quiet_transformers():
                 enc = self.processor(
-                    images=[self.load_image(img) for img, _ in chunk], text=[p for _, p in chunk],
-                    return_tensors="pt", padding=True, padding_side="left",
+                    images=[self.load_image(img) for img, _ in chunk],
+                    text=[p for _, p in chunk],
+                    return_tensors="pt",
+                    padding=True,
+                    padding_side="left",
                 )
             if enc["input_ids"].shape[1] + params.max_new_tokens > self.settings.max_length:
-                raise ContextTooLongError(f"prompt of {enc['input_ids'].shape[1]} tokens + {params.max_new_tokens} new tokens exceed max_length={self.settings.max_length}")
+                raise ContextTooLongError(
+                    f"prompt of {enc['input_ids'].shape[1]} tokens + {params.max_new_tokens} new tokens exceed max_length={self.settings.max_length}"
+                )
             enc = {k: v.to(self.device) for k, v in enc.items() if isinstance(v, torch.Tensor)}
             sample = params.temperature > 0
             generated = self.model.generate(

@@ -73,8 +73,12 @@ class PretrainConfig(BaseModel):
     scenes: int = Field(2000, ge=1, description="Training scenes of several shapes, each asked one question of every kind and captioned.")
     simple_items: int = Field(300, ge=0, description="Training items of each single-object rung (whole-image colour, one shape's colour).")
     scaffold_scenes: int = Field(3000, ge=0, description="Training scenes asked one claim and every scaffold (vqa.SCAFFOLDS).")
-    answer_scenes: int = Field(3000, ge=0, description="Training scenes asked one of the preference data's questions, answered faithfully in its grammar (vqa.answer_items).")
-    marked_steps: int = Field(0, ge=0, description="Steps of a marking stage after the language stage (responses judged in the GenRM's layout and marked inline); 0 skips it.")
+    answer_scenes: int = Field(
+        3000, ge=0, description="Training scenes asked one of the preference data's questions, answered faithfully in its grammar (vqa.answer_items)."
+    )
+    marked_steps: int = Field(
+        0, ge=0, description="Steps of a marking stage after the language stage (responses judged in the GenRM's layout and marked inline); 0 skips it."
+    )
     marked_scenes: int = Field(6000, ge=1, description="Scenes of the marking stage, each one response asked both ways (vqa.verify_pair).")
     marked_learning_rate: float = Field(5e-4, gt=0, description="Peak AdamW learning rate of the marking stage (20 warm-up steps, cosine decay).")
     replay_scenes: int = Field(500, ge=0, description="Language-stage scenes (and scaffold scenes) replayed in the marking stage so it keeps what it learnt.")
@@ -92,8 +96,10 @@ class PretrainConfig(BaseModel):
 
         cell = GRID * token_px(self.family)
         if self.vision_steps and self.image_size % cell:
-            raise ValueError(f"image_size {self.image_size} gives image tokens that do not tile the {GRID} x {GRID} scene grid "
-                             f"(use a multiple of {cell} px for {self.family}); set vision_steps: 0 or pick another size")
+            raise ValueError(
+                f"image_size {self.image_size} gives image tokens that do not tile the {GRID} x {GRID} scene grid "
+                f"(use a multiple of {cell} px for {self.family}); set vision_steps: 0 or pick another size"
+            )
         return self
 
     @property
@@ -213,8 +219,7 @@ def marking_stage(config: PretrainConfig) -> tuple[list[VQAItem], PretrainConfig
     """The marking stage's items (marked responses and a replay of the language stage's) and
     its schedule. Off by default: a GenRM trained on true labels from a base with it scored 0.615
     against 0.625 without (same run, docs/genrm.md)."""
-    replay = config.model_copy(update={"scenes": config.replay_scenes, "scaffold_scenes": config.replay_scenes,
-                                       "simple_items": config.replay_scenes // 10})
+    replay = config.model_copy(update={"scenes": config.replay_scenes, "scaffold_scenes": config.replay_scenes, "simple_items": config.replay_scenes // 10})
     items = marked_items(config.marked_scenes, seed=config.seed, split="train") + training_items(replay)
     return items, config.model_copy(update={"steps": config.marked_steps, "learning_rate": config.marked_learning_rate, "warmup_steps": 20})
 
@@ -296,9 +301,9 @@ def align_vision(genrm: GenRM, config: PretrainConfig, progress: Progress | None
     model's word-embedding space; returns held-out cell accuracy (None when ``vision_steps`` is 0)."""
     if config.vision_steps == 0:
         return None
-    heads = torch.nn.ModuleList([
-        _WordHead(_word_embeddings(genrm, words)) for words in (CellLabels.SHAPE_WORDS, CellLabels.COLOUR_WORDS, CellLabels.SIGN_WORDS)
-    ])
+    heads = torch.nn.ModuleList(
+        [_WordHead(_word_embeddings(genrm, words)) for words in (CellLabels.SHAPE_WORDS, CellLabels.COLOUR_WORDS, CellLabels.SIGN_WORDS)]
+    )
     train = _cell_data(genrm, config.vision_scenes, config.seed, "train")
     params = vision_parameters(genrm) + list(heads.parameters())
     optimizer = torch.optim.AdamW(params, lr=config.vision_learning_rate, weight_decay=0.0)
@@ -323,12 +328,14 @@ def align_vision(genrm: GenRM, config: PretrainConfig, progress: Progress | None
         m = y > 0
         return float((p[m] == y[m]).float().mean()) if m.any() else float("nan")
 
-    return CellAccuracy(shape=acc(shape, preds[0]), colour=acc(colour, preds[1]), word=acc(word, preds[2]),
-                        empty=float(((preds[0] > 0) == (shape > 0)).float().mean()))
+    return CellAccuracy(
+        shape=acc(shape, preds[0]), colour=acc(colour, preds[1]), word=acc(word, preds[2]), empty=float(((preds[0] > 0) == (shape > 0)).float().mean())
+    )
 
 
-def pretrain(genrm: GenRM, items: Sequence[VQAItem], config: PretrainConfig, progress: Progress | None = None,
-             offset: int = 0, total: int | None = None) -> list[tuple[int, float]]:
+def pretrain(
+    genrm: GenRM, items: Sequence[VQAItem], config: PretrainConfig, progress: Progress | None = None, offset: int = 0, total: int | None = None
+) -> list[tuple[int, float]]:
     """Teach ``genrm`` the items' answers (loss on answer tokens only); returns the loss curve.
     ``offset`` is where the progress count starts (steps of an earlier stage), ``total`` where it
     ends (default: this stage's last step)."""
@@ -369,8 +376,12 @@ def build_base(directory: str | os.PathLike[str], config: PretrainConfig | None 
     try:
         directory = Path(directory)
         with tempfile.TemporaryDirectory() as tmp:
-            genrm = GenRM.load(build_tiny_genrm(Path(tmp) / "init", config.family, seed=config.seed, image_size=config.image_size,
-                                                    size=TinySize(text_layers=config.text_layers)), GenRMSettings())
+            genrm = GenRM.load(
+                build_tiny_genrm(
+                    Path(tmp) / "init", config.family, seed=config.seed, image_size=config.image_size, size=TinySize(text_layers=config.text_layers)
+                ),
+                GenRMSettings(),
+            )
         torch.manual_seed(config.seed)
         held_out = eval_items(config)
         before = ladder_accuracy(genrm, held_out)
@@ -381,16 +392,26 @@ def build_base(directory: str | os.PathLike[str], config: PretrainConfig | None 
         curve = pretrain(genrm, training_items(config), config, progress, offset=config.vision_steps, total=config.total_steps)
         if config.marked_steps:
             items, stage = marking_stage(config)
-            curve += [(config.steps + step, loss) for step, loss in pretrain(genrm, items, stage, progress, offset=config.vision_steps + config.steps,
-                                                                           total=config.total_steps)]
+            curve += [
+                (config.steps + step, loss)
+                for step, loss in pretrain(genrm, items, stage, progress, offset=config.vision_steps + config.steps, total=config.total_steps)
+            ]
         for p in frozen:
             p.requires_grad_(True)
         after = ladder_accuracy(genrm, held_out)
         genrm.save(directory)
     finally:
         torch.set_num_threads(threads)
-    report = BaseReport(config=config, digest=config.digest(), version=checkpoint_version(directory), vision=vision, before=before, after=after,
-                        losses=curve, seconds=time.monotonic() - started)
+    report = BaseReport(
+        config=config,
+        digest=config.digest(),
+        version=checkpoint_version(directory),
+        vision=vision,
+        before=before,
+        after=after,
+        losses=curve,
+        seconds=time.monotonic() - started,
+    )
     # The report travels with the weights (in the manifest), so a copy in the store says how it was made.
     (directory / REPORT).write_text(report.model_dump_json(indent=2) + "\n")
     write_manifest(directory)
@@ -403,8 +424,9 @@ def cache_path(config: PretrainConfig, cache_dir: str | os.PathLike[str] | None 
     return root / f"{config.family}-{config.digest()}"
 
 
-def cached_base(config: PretrainConfig | None = None, cache_dir: str | os.PathLike[str] | None = None,
-                progress: Progress | None = None) -> tuple[Path, BaseReport]:
+def cached_base(
+    config: PretrainConfig | None = None, cache_dir: str | os.PathLike[str] | None = None, progress: Progress | None = None
+) -> tuple[Path, BaseReport]:
     """The base for ``config`` from the cache, built (atomically) when missing."""
     config = config or PretrainConfig()
     target = cache_path(config, cache_dir)
@@ -433,6 +455,16 @@ def load_report(directory: str | os.PathLike[str]) -> BaseReport | None:
 
 
 __all__ = [
-    "BaseReport", "CellAccuracy", "PretrainConfig", "Rung", "align_vision", "build_base", "cached_base", "cell_features", "ladder_accuracy",
-    "load_report", "pretrain", "vision_parameters",
+    "BaseReport",
+    "CellAccuracy",
+    "PretrainConfig",
+    "Rung",
+    "align_vision",
+    "build_base",
+    "cached_base",
+    "cell_features",
+    "ladder_accuracy",
+    "load_report",
+    "pretrain",
+    "vision_parameters",
 ]

@@ -31,7 +31,7 @@ def evidence_block(report: ExpertReport) -> str:
         claim = claims[v.claim_id]
         mark = "verified" if v.verdict is VerdictLabel.SUPPORTED else "contradicted"
         said = claim.span or claim.subject
-        lines.append(f"- Response {claim.response.value}: \"{said}\" {mark} by {v.expert} (p={v.confidence:.2f})")
+        lines.append(f'- Response {claim.response.value}: "{said}" {mark} by {v.expert} (p={v.confidence:.2f})')
     if not lines:
         return ""
     return "Evidence from vision experts:\n" + "\n".join(lines)
@@ -48,10 +48,7 @@ def pairwise_messages(question: str, response_a: str, response_b: str, evidence:
     if evidence:
         text += evidence + "\n\n"
     then = f"restate the better response ('{RESTATE_PREFIX}...') and " if restate else ""
-    text += (
-        f"Compare the two responses against the image. Write a short critique, then {then}end with "
-        f"'{verdict_line('A')}' or '{verdict_line('B')}'."
-    )
+    text += f"Compare the two responses against the image. Write a short critique, then {then}end with '{verdict_line('A')}' or '{verdict_line('B')}'."
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": text}]}]
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from vlgenrm.genrm.families import FAMILIES, Family
 from vlgenrm.genrm.config import GenRMSettings
+from vlgenrm.genrm.families import FAMILIES, Family
 from vlgenrm.genrm.model import GenRM, checkpoint_version
 from vlgenrm.genrm.prompts import pairwise_messages, pointwise_messages, target_text
 from vlgenrm.genrm.verdicts import OPTIONS, Mode
@@ -84,14 +84,16 @@ def train_tokenizer(family: Family, vocab_size: int = 1024):
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False
-    )
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(_corpus(), trainer)
     extra = {"image_token": "<image>"} if family.name == "llava" else {}
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<|endoftext|>", eos_token="<|im_end|>", pad_token="<|endoftext|>",
-        chat_template=CHAT_TEMPLATES[family.name], extra_special_tokens=extra,
+        tokenizer_object=tok,
+        bos_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        chat_template=CHAT_TEMPLATES[family.name],
+        extra_special_tokens=extra,
     )
 
 
@@ -123,28 +125,50 @@ def _qwen(family: Family, tokenizer, image_size: int, size: TinySize):
 
     ids = tokenizer.convert_tokens_to_ids
     text = dict(
-        vocab_size=len(tokenizer), hidden_size=128, num_hidden_layers=size.text_layers, num_attention_heads=4, num_key_value_heads=2,
-        intermediate_size=256, max_position_embeddings=4096,
+        vocab_size=len(tokenizer),
+        hidden_size=128,
+        num_hidden_layers=size.text_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        intermediate_size=256,
+        max_position_embeddings=4096,
         # mrope_section must sum to head_dim / 2 = 16 (DESIGN §8)
         rope_scaling={"type": "mrope", "mrope_section": [4, 6, 6]},
-        bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"),
+        bos_token_id=ids("<|endoftext|>"),
+        eos_token_id=ids("<|im_end|>"),
+        pad_token_id=ids("<|endoftext|>"),
     )
     # A 64-wide tower at the usual initializer_range (0.02) maps every image to nearly the same
     # features: a tiny model then learns whole-image colour but never what one shape looks like
     # (measured: single-shape colour stays at chance for 1,600 steps). 0.2 keeps the patches apart.
-    vision = dict(depth=size.vision_depth, num_heads=4, patch_size=size.patch_size, spatial_merge_size=2, temporal_patch_size=2, in_channels=3,
-                  initializer_range=VISION_INIT_STD)
+    vision = dict(
+        depth=size.vision_depth,
+        num_heads=4,
+        patch_size=size.patch_size,
+        spatial_merge_size=2,
+        temporal_patch_size=2,
+        in_channels=3,
+        initializer_range=VISION_INIT_STD,
+    )
     special = dict(
-        image_token_id=ids("<|image_pad|>"), video_token_id=ids("<|video_pad|>"),
-        vision_start_token_id=ids("<|vision_start|>"), vision_end_token_id=ids("<|vision_end|>"),
+        image_token_id=ids("<|image_pad|>"),
+        video_token_id=ids("<|video_pad|>"),
+        vision_start_token_id=ids("<|vision_start|>"),
+        vision_end_token_id=ids("<|vision_end|>"),
     )
     if family.name == "qwen2_vl":
         config = Qwen2VLConfig(text_config=text, vision_config=vision | dict(embed_dim=size.vision_width, hidden_size=128, mlp_ratio=2), **special)
     else:
         config = Qwen2_5_VLConfig(
             text_config=text,
-            vision_config=vision | dict(hidden_size=size.vision_width, out_hidden_size=128, intermediate_size=2 * size.vision_width, window_size=56,
-                                        fullatt_block_indexes=[size.vision_depth - 1]),
+            vision_config=vision
+            | dict(
+                hidden_size=size.vision_width,
+                out_hidden_size=128,
+                intermediate_size=2 * size.vision_width,
+                window_size=56,
+                fullatt_block_indexes=[size.vision_depth - 1],
+            ),
             **special,
         )
     pixels = image_size * image_size
@@ -158,21 +182,36 @@ def _llava(tokenizer, image_size: int, size: TinySize):
     ids = tokenizer.convert_tokens_to_ids
     patch = LLAVA_PATCH
     config = LlavaConfig(
-        vision_config=CLIPVisionConfig(hidden_size=size.vision_width, intermediate_size=2 * size.vision_width, num_hidden_layers=size.vision_depth, num_attention_heads=4, image_size=image_size, patch_size=patch),
-        text_config=LlamaConfig(
-            vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=size.text_layers, num_attention_heads=4,
-            num_key_value_heads=2, max_position_embeddings=4096,
-            bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|im_end|>"), pad_token_id=ids("<|endoftext|>"),
+        vision_config=CLIPVisionConfig(
+            hidden_size=size.vision_width,
+            intermediate_size=2 * size.vision_width,
+            num_hidden_layers=size.vision_depth,
+            num_attention_heads=4,
+            image_size=image_size,
+            patch_size=patch,
         ),
-        image_token_id=ids("<image>"), vision_feature_select_strategy="default", vision_feature_layer=-1,
+        text_config=LlamaConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=128,
+            intermediate_size=256,
+            num_hidden_layers=size.text_layers,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=4096,
+            bos_token_id=ids("<|endoftext|>"),
+            eos_token_id=ids("<|im_end|>"),
+            pad_token_id=ids("<|endoftext|>"),
+        ),
+        image_token_id=ids("<image>"),
+        vision_feature_select_strategy="default",
+        vision_feature_layer=-1,
     )
     image_processor = LlavaImageProcessorPil(size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size})
     kwargs = dict(patch_size=patch, vision_feature_select_strategy="default", num_additional_image_tokens=1, image_token="<image>")
     return config, image_processor, kwargs
 
 
-def build_tiny_genrm(directory: str | os.PathLike[str], family: str = "qwen2_vl", *, seed: int = 0, image_size: int = 56,
-                     size: TinySize | None = None) -> Path:
+def build_tiny_genrm(directory: str | os.PathLike[str], family: str = "qwen2_vl", *, seed: int = 0, image_size: int = 56, size: TinySize | None = None) -> Path:
     """Build, save and return the folder of a tiny random GenRM of ``family``."""
     from transformers import AutoModelForImageTextToText
 

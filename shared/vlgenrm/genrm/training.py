@@ -37,7 +37,9 @@ class SFTExample:
         if self.mode is not Mode.PAIRWISE:
             return self
         return replace(
-            self, responses=self.responses[::-1], target=swap_ab(self.target),
+            self,
+            responses=self.responses[::-1],
+            target=swap_ab(self.target),
             rejected=swap_ab(self.rejected) if self.rejected else None,
         )
 
@@ -67,8 +69,9 @@ class SFTCollator:
         """The encoded prompt (image and text) an example's targets follow."""
         return self.genrm.encode_prompt(ex.image, self.genrm.prompt(ex.mode, ex.question, ex.responses, ex.evidence))
 
-    def __call__(self, examples: Sequence[SFTExample], *, use_rejected: bool = False,
-                 features: Sequence[dict[str, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+    def __call__(
+        self, examples: Sequence[SFTExample], *, use_rejected: bool = False, features: Sequence[dict[str, torch.Tensor]] | None = None
+    ) -> dict[str, torch.Tensor]:
         """``features``: the examples' :meth:`prompt_features`, when already computed."""
         prompts, targets = [], []
         for i, ex in enumerate(examples):
@@ -84,8 +87,11 @@ class SFTCollator:
             targets.append(target_ids)
         return join_and_pad(prompts, targets, self.genrm.pad_id, left=False, labels=True)
 
-    def alternatives(self, examples: Sequence[SFTExample], features: Sequence[dict[str, torch.Tensor]] | None = None,
-                     ) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
+    def alternatives(
+        self,
+        examples: Sequence[SFTExample],
+        features: Sequence[dict[str, torch.Tensor]] | None = None,
+    ) -> tuple[dict[str, torch.Tensor] | None, torch.Tensor]:
         """The verdict loss's other options: for each *bare verdict* example (no critique: the
         line direct scoring reads, §3.7), its answer with the other option (the other response
         restated), without EOS, as scored (:meth:`GenRM.option_logprobs`); and those examples'
@@ -149,8 +155,11 @@ def verdict_loss(chosen: torch.Tensor, rejected: torch.Tensor, rows: int) -> tup
 
 
 def dpo_loss(
-    policy_chosen: torch.Tensor, policy_rejected: torch.Tensor,
-    reference_chosen: torch.Tensor, reference_rejected: torch.Tensor, beta: float = 0.1,
+    policy_chosen: torch.Tensor,
+    policy_rejected: torch.Tensor,
+    reference_chosen: torch.Tensor,
+    reference_rejected: torch.Tensor,
+    beta: float = 0.1,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """DPO: -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r))); also the implicit rewards."""
     chosen_reward = beta * (policy_chosen - reference_chosen)
@@ -166,7 +175,11 @@ class StepSettings(BaseModel):
     loss_average: LossAverage = Field(LossAverage.TOKEN, description="SFT loss averaged per target token or per sequence.")
     dpo_beta: float = Field(0.1, gt=0, description="DPO temperature beta.")
     dpo_weight: float = Field(1.0, ge=0, description="Weight of the DPO term added to the SFT loss.")
-    verdict_weight: float = Field(0.0, ge=0, description="Weight of the verdict loss (the reported verdict probability's cross-entropy) added to the SFT loss; needs alternatives in every micro-batch.")
+    verdict_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the verdict loss (the reported verdict probability's cross-entropy) added to the SFT loss; needs alternatives in every micro-batch.",
+    )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
 
 
@@ -206,8 +219,12 @@ def make_batch(collator: SFTCollator, examples: Sequence[SFTExample], reference:
 
 
 def train_step(
-    model: Any, optimizer: torch.optim.Optimizer, micro_batches: Sequence[TrainBatch], settings: StepSettings | None = None,
-    *, no_sync: Callable[[], AbstractContextManager[Any]] | None = None,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    micro_batches: Sequence[TrainBatch],
+    settings: StepSettings | None = None,
+    *,
+    no_sync: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> dict[str, float]:
     """One optimiser step over ``micro_batches`` (gradient accumulation), returning metrics.
 
@@ -256,8 +273,11 @@ def _accumulate(model: Any, mb: TrainBatch, settings: StepSettings, n: int, coun
         if mb.chosen is None or mb.rejected is None or mb.reference_chosen is None or mb.reference_rejected is None:
             raise ValueError("objective sft+dpo needs rejected critiques and reference log-probs in every micro-batch")
         term, chosen_r, rejected_r = dpo_loss(
-            sequence_logprobs(model, mb.chosen), sequence_logprobs(model, mb.rejected),
-            mb.reference_chosen.to(loss.device), mb.reference_rejected.to(loss.device), settings.dpo_beta,
+            sequence_logprobs(model, mb.chosen),
+            sequence_logprobs(model, mb.rejected),
+            mb.reference_chosen.to(loss.device),
+            mb.reference_rejected.to(loss.device),
+            settings.dpo_beta,
         )
         loss = loss + settings.dpo_weight * term
         totals["dpo_loss"] += term.item() * share

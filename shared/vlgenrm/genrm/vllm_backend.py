@@ -93,7 +93,7 @@ class VLLMBackend:
             ids, logprobs = list(output.prompt_token_ids), output.prompt_logprobs
             start = len(ids) - request.tail
             if ids[start:] != request.token_ids[-request.tail :]:
-                raise RuntimeError(f"vLLM changed the scored tokens: sent {request.token_ids[-request.tail:]}, prompt ends {ids[start:]}")
+                raise RuntimeError(f"vLLM changed the scored tokens: sent {request.token_ids[-request.tail :]}, prompt ends {ids[start:]}")
             totals.append(float(sum(logprobs[pos][ids[pos]].logprob for pos in range(start, len(ids)))))
         return totals
 

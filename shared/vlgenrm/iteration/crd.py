@@ -20,30 +20,55 @@ CRD_PATH = Path("charts/vlgenrm/crds") / f"{GROUP}_{PLURAL}.yaml"
 
 #: Checks across fields, evaluated by the API server (messages are what kubectl shows).
 SPEC_RULES = [
-    {"rule": "has(self.baseModel) || has(self.previousIteration)",
-     "message": "set baseModel or previousIteration: training needs a model to start from"},
-    {"rule": "!has(self.training) || !has(self.training.batch_size) || "
-             "self.training.batch_size % ((has(self.training.workers) ? self.training.workers : 1) * "
-             "(has(self.training.accumulation) ? self.training.accumulation : 1)) == 0",
-     "message": "training.batch_size must be a multiple of training.workers x training.accumulation"},
-    {"rule": "!has(self.previousIteration) || self.index >= 1",
-     "message": "an Iteration continuing a previousIteration has index >= 1"},
-    {"rule": "!has(self.experts) || !has(self.experts.enabled) || self.experts.enabled || "
-             "(has(self.rationale) && has(self.rationale.teacher_sees) && self.rationale.teacher_sees == 'label')",
-     "message": "experts.enabled=false writes no expert report: set rationale.teacher_sees=label"},
+    {"rule": "has(self.baseModel) || has(self.previousIteration)", "message": "set baseModel or previousIteration: training needs a model to start from"},
+    {
+        "rule": "!has(self.training) || !has(self.training.batch_size) || "
+        "self.training.batch_size % ((has(self.training.workers) ? self.training.workers : 1) * "
+        "(has(self.training.accumulation) ? self.training.accumulation : 1)) == 0",
+        "message": "training.batch_size must be a multiple of training.workers x training.accumulation",
+    },
+    {"rule": "!has(self.previousIteration) || self.index >= 1", "message": "an Iteration continuing a previousIteration has index >= 1"},
+    {
+        "rule": "!has(self.experts) || !has(self.experts.enabled) || self.experts.enabled || "
+        "(has(self.rationale) && has(self.rationale.teacher_sees) && self.rationale.teacher_sees == 'label')",
+        "message": "experts.enabled=false writes no expert report: set rationale.teacher_sees=label",
+    },
 ]
 #: Checks that need the object's own name, so they sit at the root: CEL there may read
 #: ``self.metadata.name`` (and only name and generateName of the metadata).
 ROOT_RULES = [
-    {"rule": "!has(self.spec.previousIteration) || self.spec.previousIteration != self.metadata.name",
-     "message": "spec.previousIteration names this Iteration itself: it would wait forever for its own result"},
+    {
+        "rule": "!has(self.spec.previousIteration) || self.spec.previousIteration != self.metadata.name",
+        "message": "spec.previousIteration names this Iteration itself: it would wait forever for its own result",
+    },
 ]
 DROP = {"title", "default", "examples", "propertyNames"}
 #: JSONSchemaProps fields the API server accepts; anything else pydantic emits (writeOnly, ...) goes.
 ALLOWED = {
-    "description", "type", "format", "maximum", "exclusiveMaximum", "minimum", "exclusiveMinimum", "maxLength", "minLength",
-    "pattern", "maxItems", "minItems", "uniqueItems", "multipleOf", "enum", "maxProperties", "minProperties", "required",
-    "items", "properties", "additionalProperties", "nullable", "x-kubernetes-preserve-unknown-fields", "x-kubernetes-validations",
+    "description",
+    "type",
+    "format",
+    "maximum",
+    "exclusiveMaximum",
+    "minimum",
+    "exclusiveMinimum",
+    "maxLength",
+    "minLength",
+    "pattern",
+    "maxItems",
+    "minItems",
+    "uniqueItems",
+    "multipleOf",
+    "enum",
+    "maxProperties",
+    "minProperties",
+    "required",
+    "items",
+    "properties",
+    "additionalProperties",
+    "nullable",
+    "x-kubernetes-preserve-unknown-fields",
+    "x-kubernetes-validations",
 }
 #: OpenAPI formats the API server knows; others (pydantic's "path") are dropped.
 FORMATS = {"date-time", "date", "password", "uri", "email", "hostname", "ipv4", "ipv6", "uuid", "byte", "int32", "int64", "float", "double"}
@@ -139,22 +164,36 @@ def crd_manifest() -> dict[str, Any]:
         "spec": {
             "group": GROUP,
             "scope": "Namespaced",
-            "names": {"kind": KIND, "plural": PLURAL, "singular": "iteration", "listKind": f"{KIND}List",
-                      "shortNames": ["it", "iters"], "categories": ["vlgenrm"]},
-            "versions": [{
-                "name": VERSION, "served": True, "storage": True,
-                "subresources": {"status": {}},
-                "additionalPrinterColumns": [
-                    {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Where the Iteration is."},
-                    {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "Shards done in the current stage."},
-                    {"name": "Accuracy", "type": "number", "jsonPath": ".status.metrics.accuracy", "description": "Held-out pairwise accuracy of M_{t+1}."},
-                    # The metric's key has a dot in it: escaped, as kubectl's JSONPath wants.
-                    {"name": "Coverage", "type": "number", "jsonPath": ".status.metrics.experts\\.coverage",
-                     "description": "Share of the pairs with at least one claim some expert can check (experts stage)."},
-                    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                ],
-                "schema": {"openAPIV3Schema": schema},
-            }],
+            "names": {
+                "kind": KIND,
+                "plural": PLURAL,
+                "singular": "iteration",
+                "listKind": f"{KIND}List",
+                "shortNames": ["it", "iters"],
+                "categories": ["vlgenrm"],
+            },
+            "versions": [
+                {
+                    "name": VERSION,
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": [
+                        {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Where the Iteration is."},
+                        {"name": "Progress", "type": "string", "jsonPath": ".status.progress", "description": "Shards done in the current stage."},
+                        {"name": "Accuracy", "type": "number", "jsonPath": ".status.metrics.accuracy", "description": "Held-out pairwise accuracy of M_{t+1}."},
+                        # The metric's key has a dot in it: escaped, as kubectl's JSONPath wants.
+                        {
+                            "name": "Coverage",
+                            "type": "number",
+                            "jsonPath": ".status.metrics.experts\\.coverage",
+                            "description": "Share of the pairs with at least one claim some expert can check (experts stage).",
+                        },
+                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+                    ],
+                    "schema": {"openAPIV3Schema": schema},
+                }
+            ],
         },
     }
 

@@ -47,8 +47,16 @@ DEFAULT_SPEC: dict[str, Any] = {
     # The verdict loss trains the probability direct scoring reports, beside SFT (half the rows
     # are bare verdicts, so 2.0 weighs each like its SFT row): on a validation split, M_0 from
     # the same records 0.850 -> 0.870 and 0.825 -> 0.870 (two seeds; docs/training.md).
-    "training": {"max_steps": 250, "batch_size": 8, "learning_rate": 5e-4, "checkpoint_every": 125, "both_orders": True,
-                 "init": "previous", "verdict_weight": 2.0, "cpus_per_worker": min(2, os.cpu_count() or 1)},
+    "training": {
+        "max_steps": 250,
+        "batch_size": 8,
+        "learning_rate": 5e-4,
+        "checkpoint_every": 125,
+        "both_orders": True,
+        "init": "previous",
+        "verdict_weight": 2.0,
+        "cpus_per_worker": min(2, os.cpu_count() or 1),
+    },
     "evaluation": {"pointwise": False},
 }
 #: What ``--ablations`` runs: every arm, three seeds.
@@ -66,7 +74,9 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     name: str = Field("demo", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Prefix of the Iteration names.")
-    namespace: str = Field("local", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Namespace prefix; each arm and seed gets its own promotion pointer.")
+    namespace: str = Field(
+        "local", pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", description="Namespace prefix; each arm and seed gets its own promotion pointer."
+    )
     iterations: int = Field(2, ge=1, le=20, description="Chained Iterations per arm and seed.")
     arms: list[Arm] = Field(default_factory=lambda: [Arm.EXPERTS], min_length=1, description="Arms to run (arms.py says what each one sees).")
     ablate_experts: bool = Field(False, description="Shorthand: also run the no-experts arm.")
@@ -176,8 +186,14 @@ def base_report(config: RunConfig, store: Any) -> Any:
     return BaseReport.model_validate_json(store.get_bytes(f"{_base_key(config)}/{REPORT}"))
 
 
-def run_demo(config: RunConfig, settings: Any, workers: Mapping[str, Any], *, on_status: Callable[[str, IterationStatus], None] | None = None,
-             on_base: Callable[[int, int, float], None] | None = None) -> list[IterationResult]:
+def run_demo(
+    config: RunConfig,
+    settings: Any,
+    workers: Mapping[str, Any],
+    *,
+    on_status: Callable[[str, IterationStatus], None] | None = None,
+    on_base: Callable[[int, int, float], None] | None = None,
+) -> list[IterationResult]:
     """Set up data and model, run every arm's chain for every seed on the stage services'
     ``workers`` (``vlgenrm.services.stage_workers()``), return what each Iteration did."""
     from vlgenrm.bus import make_bus
@@ -205,10 +221,19 @@ def run_demo(config: RunConfig, settings: Any, workers: Mapping[str, Any], *, on
                 driver, previous = LocalDriver(settings, bus, store, namespace), None
                 for t in range(config.iterations):
                     name = f"{config.name}-{run}-{variant}-s{seed}-{t}"
-                    spec = IterationSpec.model_validate(merge(merge(config.spec, overrides), {
-                        "dataset": data.name, "evalSet": data.name, "baseModel": base,
-                        "previousIteration": previous, "index": t, "training": {"seed": seed},
-                    }))
+                    spec = IterationSpec.model_validate(
+                        merge(
+                            merge(config.spec, overrides),
+                            {
+                                "dataset": data.name,
+                                "evalSet": data.name,
+                                "baseModel": base,
+                                "previousIteration": previous,
+                                "index": t,
+                                "training": {"seed": seed},
+                            },
+                        )
+                    )
                     started = time.monotonic()
                     status = driver.run(name, spec, on_status=(lambda s, n=name: on_status(n, s)) if on_status else None, timeout_s=config.timeout_s)
                     result = IterationResult(variant, t, name, status, time.monotonic() - started, seed=seed)
@@ -266,8 +291,15 @@ def sampling_summary(store: Any, namespace: str, name: str) -> tuple[list[tuple[
             if stats.critique_probe is not None and stats.critique_probe.candidates:
                 probes.append(stats.critique_probe)
     n = sum(p.candidates for p in probes)
-    probe = CritiqueProbe(
-        candidates=n, mean_lift=sum(p.mean_lift * p.candidates for p in probes) / n, helped=sum(p.helped * p.candidates for p in probes) / n,
-        rescued=sum(p.rescued for p in probes), sunk=sum(p.sunk for p in probes),
-    ) if n else None
+    probe = (
+        CritiqueProbe(
+            candidates=n,
+            mean_lift=sum(p.mean_lift * p.candidates for p in probes) / n,
+            helped=sum(p.helped * p.candidates for p in probes) / n,
+            rescued=sum(p.rescued for p in probes),
+            sunk=sum(p.sunk for p in probes),
+        )
+        if n
+        else None
+    )
     return sorted((t, sum(v) / len(v)) for t, v in sums.items()), tau, probe

@@ -8,7 +8,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from vlgenrm.bus import Bus, Topics, Worker
 from vlgenrm.contracts import IterationStatus, Stage
@@ -48,8 +48,9 @@ class LocalServices:
             thread.join(30)
 
 
-def execute(store: BlobStore, bus: Bus, topics: Topics, namespace: str, name: str, r: Reconciliation,
-            announce: Callable[[Announce], None] | None = None) -> None:
+def execute(
+    store: BlobStore, bus: Bus, topics: Topics, namespace: str, name: str, r: Reconciliation, announce: Callable[[Announce], None] | None = None
+) -> None:
     """Carry out the machine's actions; ``announce`` posts the Kubernetes Events (the operator),
     by default they are logged (the local driver)."""
     for action in r.actions:
@@ -57,10 +58,17 @@ def execute(store: BlobStore, bus: Bus, topics: Topics, namespace: str, name: st
             bus.publish(topics.tasks(action.task.shard.stage), action.task.shard.key, action.task)
         elif isinstance(action, Promote):
             decision = store.get_model(action.decision_key, PromotionDecision)
-            promote(store, PromotionRecord(
-                namespace=namespace, iteration=name, model=decision.candidate_uri, model_version=decision.candidate_version,
-                accuracy=decision.candidate_accuracy, dataset=decision.dataset,
-            ))
+            promote(
+                store,
+                PromotionRecord(
+                    namespace=namespace,
+                    iteration=name,
+                    model=decision.candidate_uri,
+                    model_version=decision.candidate_version,
+                    accuracy=decision.candidate_accuracy,
+                    dataset=decision.dataset,
+                ),
+            )
         elif isinstance(action, Announce) and announce is not None:
             announce(action)
         elif isinstance(action, Announce):
@@ -75,14 +83,15 @@ class LocalDriver:
         self.topics = Topics(settings.bus.topic_prefix)
         self.bus.ensure_topics([self.topics.events, self.topics.dlq, *(self.topics.tasks(s) for s in Stage)])
 
-    def run(self, name: str, spec: IterationSpec, *, on_status: Callable[[IterationStatus], None] | None = None,
-            timeout_s: float = 3600, poll_s: float = 0.5) -> IterationStatus:
+    def run(
+        self, name: str, spec: IterationSpec, *, on_status: Callable[[IterationStatus], None] | None = None, timeout_s: float = 3600, poll_s: float = 0.5
+    ) -> IterationStatus:
         failures, markers, status = FailureLog(self.topics), MarkerCache(), IterationStatus()
         deadline = time.monotonic() + timeout_s
         with self.bus.consumer([self.topics.events, self.topics.dlq], self.topics.group(f"local-driver-{uuid.uuid4().hex[:8]}")) as consumer:
             while True:
                 obs = observe(self.store, spec, self.namespace, name, failures=failures.of(self.namespace, name), markers=markers, previous_succeeded=True)
-                r = reconcile(spec, status, obs, datetime.now(timezone.utc))
+                r = reconcile(spec, status, obs, datetime.now(UTC))
                 execute(self.store, self.bus, self.topics, self.namespace, name, r)
                 status = r.status
                 if on_status is not None:

@@ -35,7 +35,6 @@ from vlgenrm.iteration.registry import STAGES
 from vlgenrm.iteration.spec import IterationSpec
 from vlgenrm.stages import part_key, stage_prefix
 
-
 # --------------------------------------------------------------------------- inputs and outputs
 
 
@@ -142,8 +141,12 @@ def reconcile(spec: IterationSpec, status: IterationStatus, obs: Observation, no
             return r  # failed
         deadline = STAGES[stage].deadline_s(spec)
         if progress.started_at is not None and now - progress.started_at > timedelta(seconds=deadline):
-            return fail(r, IterationReason.DEADLINE_EXCEEDED, f"{stage.value} ran past its deadline of {deadline} s "
-                                                                 f"({progress.shards_done}/{progress.shards_total} shards done)", now)
+            return fail(
+                r,
+                IterationReason.DEADLINE_EXCEEDED,
+                f"{stage.value} ran past its deadline of {deadline} s ({progress.shards_done}/{progress.shards_total} shards done)",
+                now,
+            )
         _publish_due_retries(r, spec, obs, stage, now)
         break
     if s.phase is Phase.PROMOTING:
@@ -199,8 +202,12 @@ def _handle_failures(r: Reconciliation, spec: IterationSpec, obs: Observation, s
             continue  # stale, duplicate, or already scheduled
         if outstanding > spec.backoff_limit:
             reason = event.reason.value if event.reason else FailureReason.INTERNAL.value
-            fail(r, IterationReason.BACKOFF_LIMIT_EXCEEDED,
-                  f"{stage.value} shard {shard} failed {outstanding} time(s), backoffLimit {spec.backoff_limit}: {reason}: {event.message}", now)
+            fail(
+                r,
+                IterationReason.BACKOFF_LIMIT_EXCEEDED,
+                f"{stage.value} shard {shard} failed {outstanding} time(s), backoffLimit {spec.backoff_limit}: {reason}: {event.message}",
+                now,
+            )
             return False
         nxt = outstanding + 1
         progress.retries[shard] = ShardRetry(attempt=nxt, retry_at=now + retry_delay(nxt), last_reason=event.reason, last_message=event.message[:500])
@@ -274,8 +281,15 @@ def make_task(spec: IterationSpec, obs: Observation, stage: Stage, shard: int, a
     definition = STAGES[stage]
     inputs, config = definition.task(spec, obs, shard)
     return StageTask(
-        task_id=f"{obs.namespace}.{obs.name}.{stage.value}.{shard:05d}.{attempt}", shard=ref, shard_count=definition.shard_count(obs),
-        attempt=attempt, iteration_index=spec.index, inputs=inputs, output_prefix=stage_prefix(ref) + "/", config=config, created_at=now,
+        task_id=f"{obs.namespace}.{obs.name}.{stage.value}.{shard:05d}.{attempt}",
+        shard=ref,
+        shard_count=definition.shard_count(obs),
+        attempt=attempt,
+        iteration_index=spec.index,
+        inputs=inputs,
+        output_prefix=stage_prefix(ref) + "/",
+        config=config,
+        created_at=now,
     )
 
 
@@ -304,7 +318,8 @@ def _set(r: Reconciliation, reason: IterationReason, message: str, now: datetime
         status = ConditionStatus.TRUE if true else ConditionStatus.FALSE
         old = by_type.get(ctype)
         if old is None or old.status is not status or old.reason != why.value:
-            by_type[ctype] = Condition(type=ctype, status=status, reason=why.value, message=message[:1000], last_transition_time=now,
-                                       observed_generation=s.observed_generation)
+            by_type[ctype] = Condition(
+                type=ctype, status=status, reason=why.value, message=message[:1000], last_transition_time=now, observed_generation=s.observed_generation
+            )
     s.conditions = [by_type[t] for t in ConditionType]
     r.actions.append(Announce(reason, message, warning))

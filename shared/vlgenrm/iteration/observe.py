@@ -38,8 +38,15 @@ class FailureLog:
             if record.topic == self.topics.dlq:
                 letter = DeadLetter.model_validate_json(record.value)
                 task = StageTask.model_validate_json(letter.original)
-                event = StageEvent(event_id=f"{task.task_id}/{task.attempt}/dlq", task_id=task.task_id, shard=task.shard, attempt=task.attempt,
-                                   type=EventType.SHARD_FAILED, reason=FailureReason.INTERNAL, message=f"dead-lettered ({letter.reason.value}): {letter.detail}")
+                event = StageEvent(
+                    event_id=f"{task.task_id}/{task.attempt}/dlq",
+                    task_id=task.task_id,
+                    shard=task.shard,
+                    attempt=task.attempt,
+                    type=EventType.SHARD_FAILED,
+                    reason=FailureReason.INTERNAL,
+                    message=f"dead-lettered ({letter.reason.value}): {letter.detail}",
+                )
             else:
                 event = StageEvent.model_validate_json(record.value)
         except (ValidationError, ValueError):
@@ -83,8 +90,16 @@ class MarkerCache:
             del self.markers[key]
 
 
-def observe(store: BlobStore, spec: IterationSpec, namespace: str, name: str, *, failures: list[StageEvent],
-            markers: MarkerCache, previous_succeeded: bool | None = None) -> Observation:
+def observe(
+    store: BlobStore,
+    spec: IterationSpec,
+    namespace: str,
+    name: str,
+    *,
+    failures: list[StageEvent],
+    markers: MarkerCache,
+    previous_succeeded: bool | None = None,
+) -> Observation:
     """The Observation of one Iteration. ``previous_succeeded``: whether spec.previousIteration
     finished (the shell knows its status); without it the previous checkpoint must exist."""
     from vlgenrm.synth.dataset import eval_export_key, load_manifest
@@ -108,6 +123,14 @@ def observe(store: BlobStore, spec: IterationSpec, namespace: str, name: str, *,
     base = spec.base_model or current
     done = {stage: markers.stage(store, namespace, name, stage) for stage in Stage}
     return Observation(
-        namespace=namespace, name=name, dataset_shards=shards, eval_uri=eval_uri, uri=store.uri, base_model=base,
-        current_model=current, done=done, failures=failures, hard_pool=hard_pool,
+        namespace=namespace,
+        name=name,
+        dataset_shards=shards,
+        eval_uri=eval_uri,
+        uri=store.uri,
+        base_model=base,
+        current_model=current,
+        done=done,
+        failures=failures,
+        hard_pool=hard_pool,
     )

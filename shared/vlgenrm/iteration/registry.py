@@ -117,11 +117,14 @@ def _coverage(totals: Mapping[str, float]) -> dict[str, float]:
     return {"experts.coverage": round(totals["checkable_pairs"] / pairs, 6)} if "checkable_pairs" in totals and pairs else {}
 
 
-STAGES: dict[Stage, StageDef] = {d.stage: d for d in (
-    StageDef(Stage.EXPERTS, group="experts", config=AnnotationSettings, build=_experts, derived=_coverage),
-    StageDef(Stage.RATIONALE, group="rationale", config=RationaleSettings, build=_rationale),
-    StageDef(Stage.SAMPLING, group="sampler", config=SamplingTaskSettings, build=_sampling),
-    StageDef(Stage.TRAINING, group="trainer", config=TrainingTaskSettings, build=_training, metrics_prefix="training."),
-    # The sampler service runs evaluation too (both stages share its model cache).
-    StageDef(Stage.EVALUATION, group="sampler", config=EvaluationTaskSettings, build=_evaluation, metrics_prefix=""),
-)}
+STAGES: dict[Stage, StageDef] = {
+    d.stage: d
+    for d in (
+        StageDef(Stage.EXPERTS, group="experts", config=AnnotationSettings, build=_experts, derived=_coverage),
+        StageDef(Stage.RATIONALE, group="rationale", config=RationaleSettings, build=_rationale),
+        StageDef(Stage.SAMPLING, group="sampler", config=SamplingTaskSettings, build=_sampling),
+        StageDef(Stage.TRAINING, group="trainer", config=TrainingTaskSettings, build=_training, metrics_prefix="training."),
+        # The sampler service runs evaluation too (both stages share its model cache).
+        StageDef(Stage.EVALUATION, group="sampler", config=EvaluationTaskSettings, build=_evaluation, metrics_prefix=""),
+    )
+}

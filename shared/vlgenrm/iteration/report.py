@@ -49,7 +49,10 @@ class IterationSummary(BaseModel):
     hard_pool: int = Field(0, description="Pairs sent to the hard pool.")
     hard_pairs_retried: int = Field(0, description="Hard-pool pairs of the previous Iteration given extra candidates.")
     pair_acceptance: float | None = Field(None, description="Share of labelled pairs with an accepted critique.")
-    critique_lift: float | None = Field(None, description="Mean change of a right-verdict critique's margin over the bare prompt's (sampling's critique probe): near 0 or below, the GenRM does not read critiques and the margin filter keeps what it already prefers.")
+    critique_lift: float | None = Field(
+        None,
+        description="Mean change of a right-verdict critique's margin over the bare prompt's (sampling's critique probe): near 0 or below, the GenRM does not read critiques and the margin filter keeps what it already prefers.",
+    )
     critique_helped: float | None = Field(None, description="Share of probed critiques that raised the margin.")
     promoted: bool = False
     seconds: float = 0.0
@@ -94,21 +97,33 @@ def summarise(result: IterationResult, store: Any, namespace: str) -> IterationS
     confidence: ConfidenceReport | None = None
     low = high = None
     if preds:
-        confidence = confidence_report([PairPrediction(example_id=p.example_id, category=p.category, p_first=p.p_first, better=p.better)
-                                        for p in preds])
+        confidence = confidence_report([PairPrediction(example_id=p.example_id, category=p.category, p_first=p.p_first, better=p.better) for p in preds])
         low, high = wilson_interval(sum(p.correct for p in preds), len(preds))
     return IterationSummary(
-        variant=result.variant, seed=result.seed, index=result.index, name=result.name, phase=result.status.phase.value,
-        accuracy=result.accuracy, accuracy_low=low, accuracy_high=high, n_eval=len(preds),
-        mean_confidence=confidence.mean_confidence if confidence else None, collapsed=confidence.collapsed if confidence else None,
+        variant=result.variant,
+        seed=result.seed,
+        index=result.index,
+        name=result.name,
+        phase=result.status.phase.value,
+        accuracy=result.accuracy,
+        accuracy_low=low,
+        accuracy_high=high,
+        n_eval=len(preds),
+        mean_confidence=confidence.mean_confidence if confidence else None,
+        collapsed=confidence.collapsed if confidence else None,
         confidence_histogram=confidence.histogram if confidence else [],
         per_type={k.removeprefix("accuracy."): v for k, v in m.items() if k.startswith("accuracy.")},
-        training_records=result.training_records, training_label_accuracy=result.training_label_accuracy,
-        refined_label_accuracy=result.label_accuracy, tau=result.tau, hard_pool=int(m.get("sampling.hard", 0)),
-        hard_pairs_retried=int(m.get("rationale.pairs_hard", 0)), pair_acceptance=(1 - m.get("sampling.hard", 0) / m["sampling.pairs"]) if m.get("sampling.pairs") else None,
+        training_records=result.training_records,
+        training_label_accuracy=result.training_label_accuracy,
+        refined_label_accuracy=result.label_accuracy,
+        tau=result.tau,
+        hard_pool=int(m.get("sampling.hard", 0)),
+        hard_pairs_retried=int(m.get("rationale.pairs_hard", 0)),
+        pair_acceptance=(1 - m.get("sampling.hard", 0) / m["sampling.pairs"]) if m.get("sampling.pairs") else None,
         critique_lift=result.critique_probe.mean_lift if result.critique_probe else None,
         critique_helped=result.critique_probe.helped if result.critique_probe else None,
-        promoted=result.status.reason is IterationReason.PROMOTED, seconds=result.seconds,
+        promoted=result.status.reason is IterationReason.PROMOTED,
+        seconds=result.seconds,
     )
 
 
@@ -124,12 +139,19 @@ def ablation_rows(rows: Sequence[IterationSummary]) -> list[AblationRow]:
         n = sum(r.n_eval for r in rs)
         low, high = wilson_interval(sum(r.accuracy * r.n_eval for r in rs if r.accuracy is not None), n) if n else (0.0, 1.0)
         labels = [r.training_label_accuracy for r in rs if r.training_label_accuracy is not None]
-        out.append(AblationRow(
-            variant=variant, index=index, seeds=len(rs), accuracy_mean=statistics.fmean(accs),
-            accuracy_std=statistics.stdev(accs) if len(accs) > 1 else 0.0, accuracy_low=low, accuracy_high=high,
-            mean_confidence=statistics.fmean(r.mean_confidence or 0.0 for r in rs),
-            training_label_accuracy=statistics.fmean(labels) if labels else None,
-        ))
+        out.append(
+            AblationRow(
+                variant=variant,
+                index=index,
+                seeds=len(rs),
+                accuracy_mean=statistics.fmean(accs),
+                accuracy_std=statistics.stdev(accs) if len(accs) > 1 else 0.0,
+                accuracy_low=low,
+                accuracy_high=high,
+                mean_confidence=statistics.fmean(r.mean_confidence or 0.0 for r in rs),
+                training_label_accuracy=statistics.fmean(labels) if labels else None,
+            )
+        )
     return out
 
 
@@ -137,8 +159,7 @@ def _f(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def write_report(results: list[IterationResult], config: RunConfig, directory: Path, elapsed_s: float, store: Any,
-                 base_report: Any = None) -> Path:
+def write_report(results: list[IterationResult], config: RunConfig, directory: Path, elapsed_s: float, store: Any, base_report: Any = None) -> Path:
     """report.md, summary.json and the plots, in ``directory``."""
     from vlgenrm.iteration.demo import chain_namespace
 
@@ -146,49 +167,86 @@ def write_report(results: list[IterationResult], config: RunConfig, directory: P
     rows = [summarise(r, store, chain_namespace(config, r.variant, r.seed)) for r in results]
     ablations = ablation_rows(rows)
     text_only = text_only_baseline(config.data) if config.data.n_train >= 2 and config.data.n_eval >= 1 else None
-    summary = RunSummary(name=config.name, minutes=elapsed_s / 60, data=config.data.model_dump(mode="json"),
-                         base=base_report.model_dump(mode="json") if base_report is not None else None,
-                         text_only=text_only, iterations=rows, ablations=ablations)
+    summary = RunSummary(
+        name=config.name,
+        minutes=elapsed_s / 60,
+        data=config.data.model_dump(mode="json"),
+        base=base_report.model_dump(mode="json") if base_report is not None else None,
+        text_only=text_only,
+        iterations=rows,
+        ablations=ablations,
+    )
     (directory / SUMMARY).write_text(summary.model_dump_json(indent=2) + "\n")
     (directory / "accuracy.png").write_bytes(_accuracy_png(ablations))
     (directory / "acceptance.png").write_bytes(_acceptance_png(results))
     (directory / "confidence.png").write_bytes(_confidence_png(rows))
     labeler = config.data.labeler
-    noise = f"{config.data.label_noise:.0%} uniformly flipped labels" if labeler.kind == "uniform" else (
-        "a biased labeler (fooled by " + ", ".join(f"{k.value} {v:.0%}" for k, v in labeler.fooled.items()) + f", otherwise {labeler.base_rate:.0%})")
+    noise = (
+        f"{config.data.label_noise:.0%} uniformly flipped labels"
+        if labeler.kind == "uniform"
+        else ("a biased labeler (fooled by " + ", ".join(f"{k.value} {v:.0%}" for k, v in labeler.fooled.items()) + f", otherwise {labeler.base_rate:.0%})")
+    )
     lines = [
-        f"# vlgenrm run: {config.name}", "",
+        f"# vlgenrm run: {config.name}",
+        "",
         f"{len(results)} Iteration(s) in {elapsed_s / 60:.1f} min on the synthetic domain "
         f"({config.data.n_train} training pairs, {config.data.n_eval} held-out, {noise}); "
         f"seeds {', '.join(map(str, config.seeds))}. Accuracy is held-out pairwise accuracy (both orders averaged) with its "
         "Wilson 95 % interval; |p−0.5| is the mean confidence (below 0.02 the model is collapsed: its accuracy is no signal); "
-        "'records right' is the share of training records whose verdict agrees with the truth.", "",
+        "'records right' is the share of training records whose verdict agrees with the truth.",
+        "",
     ]
     if text_only is not None:
         lines += [f"Baseline: {text_only.line()}. An accuracy shows the GenRM looking at the image only where it beats this.", ""]
     if base_report is not None:
-        lines += ["## The base model", "", f"Embedded base `{base_report.digest}` (a vision stage, then captions, VQA and claims from "
-                  "scene truth; held-out accuracy per rung of the ladder):", "", base_report.table(), ""]
+        lines += [
+            "## The base model",
+            "",
+            f"Embedded base `{base_report.digest}` (a vision stage, then captions, VQA and claims from scene truth; held-out accuracy per rung of the ladder):",
+            "",
+            base_report.table(),
+            "",
+        ]
         if base_report.vision is not None:
             lines += [base_report.vision.line().capitalize() + ".", ""]
     types = sorted({t for r in rows for t in r.per_type})
-    lines += ["## Every Iteration", "",
-              "| arm | seed | t | accuracy (95 % CI) | |p−0.5| | " + " | ".join(types) + " | records | records right | labels right | τ | hard | promoted | time |",
-              "|---|---:|---:|---|---:|" + "---:|" * len(types) + "---:|---:|---:|---:|---:|---|---:|"]
+    lines += [
+        "## Every Iteration",
+        "",
+        "| arm | seed | t | accuracy (95 % CI) | |p−0.5| | " + " | ".join(types) + " | records | records right | labels right | τ | hard | promoted | time |",
+        "|---|---:|---:|---|---:|" + "---:|" * len(types) + "---:|---:|---:|---:|---:|---|---:|",
+    ]
     for r in rows:
         flag = " ⚠ collapsed" if r.collapsed else ""
         lines.append(
             f"| {r.variant} | {r.seed} | {r.index} | {_f(r.accuracy)} ({_f(r.accuracy_low)}–{_f(r.accuracy_high)}){flag} | {_f(r.mean_confidence)} | "
             + " | ".join(_f(r.per_type.get(t), 2) for t in types)
             + f" | {r.training_records} | {_f(r.training_label_accuracy)} | {_f(r.refined_label_accuracy)} | {_f(r.tau, 1)} | {r.hard_pool} | "
-            f"{'yes' if r.promoted else 'no'} | {r.seconds:.0f} s |")
-    lines += ["", "## Arms over seeds", "", "| arm | t | seeds | accuracy mean ± std | pooled 95 % CI | |p−0.5| | records right |",
-              "|---|---:|---:|---|---|---:|---:|"]
+            f"{'yes' if r.promoted else 'no'} | {r.seconds:.0f} s |"
+        )
+    lines += [
+        "",
+        "## Arms over seeds",
+        "",
+        "| arm | t | seeds | accuracy mean ± std | pooled 95 % CI | |p−0.5| | records right |",
+        "|---|---:|---:|---|---|---:|---:|",
+    ]
     for a in sorted(ablations, key=lambda a: (a.variant, a.index)):
-        lines.append(f"| {a.variant} | {a.index} | {a.seeds} | {a.accuracy_mean:.3f} ± {a.accuracy_std:.3f} | "
-                     f"{a.accuracy_low:.3f}–{a.accuracy_high:.3f} | {a.mean_confidence:.3f} | {_f(a.training_label_accuracy)} |")
-    lines += ["", "![held-out accuracy per iteration](accuracy.png)", "", "![confidence of the verdicts](confidence.png)", "",
-              "![pairs kept per margin threshold](acceptance.png)", "", "## What the numbers say", ""]
+        lines.append(
+            f"| {a.variant} | {a.index} | {a.seeds} | {a.accuracy_mean:.3f} ± {a.accuracy_std:.3f} | "
+            f"{a.accuracy_low:.3f}–{a.accuracy_high:.3f} | {a.mean_confidence:.3f} | {_f(a.training_label_accuracy)} |"
+        )
+    lines += [
+        "",
+        "![held-out accuracy per iteration](accuracy.png)",
+        "",
+        "![confidence of the verdicts](confidence.png)",
+        "",
+        "![pairs kept per margin threshold](acceptance.png)",
+        "",
+        "## What the numbers say",
+        "",
+    ]
     lines += _findings(rows, ablations)
     path = directory / "report.md"
     path.write_text("\n".join(lines) + "\n")
@@ -200,15 +258,19 @@ def _findings(rows: Sequence[IterationSummary], ablations: Sequence[AblationRow]
     out = []
     collapsed = [r for r in rows if r.collapsed]
     if collapsed:
-        out.append(f"- ⚠ {len(collapsed)} of {len(rows)} Iterations ended collapsed (mean |p−0.5| < 0.02): their accuracy is the "
-                   "benchmark's balance, not a signal — " + ", ".join(r.name for r in collapsed) + ".")
+        out.append(
+            f"- ⚠ {len(collapsed)} of {len(rows)} Iterations ended collapsed (mean |p−0.5| < 0.02): their accuracy is the "
+            "benchmark's balance, not a signal — " + ", ".join(r.name for r in collapsed) + "."
+        )
     for r in rows:
         if r.index >= 1:
             prev = next((p for p in rows if p.variant == r.variant and p.seed == r.seed and p.index == r.index - 1), None)
             if prev is not None:
-                out.append(f"- {r.variant} seed {r.seed}, t={r.index}: τ {_f(prev.tau, 1)} → {_f(r.tau, 1)}; {r.hard_pairs_retried} hard pairs "
-                           f"of t={prev.index} retried with extra candidates; {prev.training_records} → {r.training_records} training records; "
-                           f"accuracy {_f(prev.accuracy)} → {_f(r.accuracy)}.")
+                out.append(
+                    f"- {r.variant} seed {r.seed}, t={r.index}: τ {_f(prev.tau, 1)} → {_f(r.tau, 1)}; {r.hard_pairs_retried} hard pairs "
+                    f"of t={prev.index} retried with extra candidates; {prev.training_records} → {r.training_records} training records; "
+                    f"accuracy {_f(prev.accuracy)} → {_f(r.accuracy)}."
+                )
     probed: dict[tuple[str, int], list[tuple[float, float]]] = {}
     for r in rows:
         if r.critique_lift is not None and r.critique_helped is not None:
@@ -217,9 +279,17 @@ def _findings(rows: Sequence[IterationSummary], ablations: Sequence[AblationRow]
         means = {key: tuple(map(statistics.fmean, zip(*values, strict=True))) for key, values in sorted(probed.items())}
         parts = [f"{v} t={t} {lift:+.2f} (raised {helped:.0%})" for (v, t), (lift, helped) in means.items()]
         reads = any(lift > 0.5 for lift, _ in means.values())
-        out.append("- What a critique does to the margin of its (right) verdict, against the bare prompt: " + "; ".join(parts) + ". "
-                   + ("" if reads else "The GenRM does not read the critiques, so the margin filter keeps the pairs it already prefers "
-                      "and the hard pool holds the ones it gets wrong."))
+        out.append(
+            "- What a critique does to the margin of its (right) verdict, against the bare prompt: "
+            + "; ".join(parts)
+            + ". "
+            + (
+                ""
+                if reads
+                else "The GenRM does not read the critiques, so the margin filter keeps the pairs it already prefers "
+                "and the hard pool holds the ones it gets wrong."
+            )
+        )
     last = max((a.index for a in ablations), default=0)
     final = {a.variant: a for a in ablations if a.index == last}
     if "experts" in final:
@@ -228,9 +298,11 @@ def _findings(rows: Sequence[IterationSummary], ablations: Sequence[AblationRow]
             if variant == "experts":
                 continue
             overlap = not (e.accuracy_low > a.accuracy_high or a.accuracy_low > e.accuracy_high)
-            out.append(f"- experts vs {variant} at t={last}: {e.accuracy_mean:.3f} vs {a.accuracy_mean:.3f} "
-                       f"({e.accuracy_mean - a.accuracy_mean:+.3f}; pooled intervals {'overlap' if overlap else 'do not overlap'}); "
-                       f"training records right {_f(e.training_label_accuracy)} vs {_f(a.training_label_accuracy)}.")
+            out.append(
+                f"- experts vs {variant} at t={last}: {e.accuracy_mean:.3f} vs {a.accuracy_mean:.3f} "
+                f"({e.accuracy_mean - a.accuracy_mean:+.3f}; pooled intervals {'overlap' if overlap else 'do not overlap'}); "
+                f"training records right {_f(e.training_label_accuracy)} vs {_f(a.training_label_accuracy)}."
+            )
     return out or ["- Nothing to compare (one Iteration)."]
 
 
@@ -246,8 +318,7 @@ def _figure() -> Any:
     return fig
 
 
-def _png(fig: Any, ax: Any, *, xlabel: str, ylabel: str, title: str, xlim: tuple[float, float] | None = None,
-         ylim: tuple[float, float] | None = None) -> bytes:
+def _png(fig: Any, ax: Any, *, xlabel: str, ylabel: str, title: str, xlim: tuple[float, float] | None = None, ylim: tuple[float, float] | None = None) -> bytes:
     """Label the axes, add the legend if anything was drawn, and render."""
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -273,12 +344,19 @@ def _accuracy_png(ablations: Sequence[AblationRow]) -> bytes:
         rs = sorted((a for a in ablations if a.variant == variant), key=lambda a: a.index)
         xs = [a.index for a in rs]
         ys = [a.accuracy_mean for a in rs]
-        ax.errorbar(xs, ys, yerr=[[y - a.accuracy_low for y, a in zip(ys, rs, strict=True)], [a.accuracy_high - y for y, a in zip(ys, rs, strict=True)]],
-                    marker="o", capsize=4, label=variant)
+        ax.errorbar(
+            xs,
+            ys,
+            yerr=[[y - a.accuracy_low for y, a in zip(ys, rs, strict=True)], [a.accuracy_high - y for y, a in zip(ys, rs, strict=True)]],
+            marker="o",
+            capsize=4,
+            label=variant,
+        )
     ax.axhline(0.5, color="grey", linestyle=":", label="chance")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _png(fig, ax, xlabel="iteration t", ylabel="held-out pairwise accuracy", ylim=(0, 1),
-                title="Held-out accuracy of M_{t+1} (mean over seeds, pooled 95 % CI)")
+    return _png(
+        fig, ax, xlabel="iteration t", ylabel="held-out pairwise accuracy", ylim=(0, 1), title="Held-out accuracy of M_{t+1} (mean over seeds, pooled 95 % CI)"
+    )
 
 
 def _confidence_png(rows: Sequence[IterationSummary]) -> bytes:
@@ -291,8 +369,9 @@ def _confidence_png(rows: Sequence[IterationSummary]) -> bytes:
     for variant, r in last.items():
         bins = len(r.confidence_histogram)
         ax.plot([(i + 0.5) / bins for i in range(bins)], r.confidence_histogram, marker="o", label=f"{variant} t={r.index} seed {r.seed}")
-    return _png(fig, ax, xlabel="P(first response is better), held-out pairs", ylabel="pairs", xlim=(0, 1),
-                title="Confidence histogram (a spike at 0.5 = collapse)")
+    return _png(
+        fig, ax, xlabel="P(first response is better), held-out pairs", ylabel="pairs", xlim=(0, 1), title="Confidence histogram (a spike at 0.5 = collapse)"
+    )
 
 
 def _acceptance_png(results: Sequence[IterationResult]) -> bytes:
@@ -301,8 +380,7 @@ def _acceptance_png(results: Sequence[IterationResult]) -> bytes:
     for r in results:
         if r.kept_by_threshold and r.seed == results[0].seed:
             ax.plot([p[0] for p in r.kept_by_threshold], [p[1] for p in r.kept_by_threshold], label=f"{r.variant} t={r.index}")
-    return _png(fig, ax, xlabel="margin threshold tau", ylabel="pairs with an accepted critique", ylim=(0, 1),
-                title="Acceptance per margin threshold")
+    return _png(fig, ax, xlabel="margin threshold tau", ylabel="pairs with an accepted critique", ylim=(0, 1), title="Acceptance per margin threshold")
 
 
 def load_summary(directory: Path) -> RunSummary:

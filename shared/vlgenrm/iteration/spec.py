@@ -28,7 +28,9 @@ class IterationSpec(Contract):
     dataset: str = Field(min_length=1, description="Dataset name in the store (datasets/<name>/manifest.json); its train split is used.")
     eval_set: str = Field(min_length=1, description="Dataset whose eval split (VL-RewardBench export) is the held-out benchmark.")
     base_model: str | None = Field(None, description="Checkpoint to start from: a store URI or a path the services can read.")
-    previous_iteration: str | None = Field(None, pattern=K8S_NAME, description="Succeeded Iteration (same namespace) whose checkpoint is M_t and whose hard pool is carried on.")
+    previous_iteration: str | None = Field(
+        None, pattern=K8S_NAME, description="Succeeded Iteration (same namespace) whose checkpoint is M_t and whose hard pool is carried on."
+    )
     index: int = Field(0, ge=0, description="t: the iteration's position in its chain (sets tau_t).")
     experts: AnnotationSettings = Field(default_factory=AnnotationSettings, description="Vision experts, verification and label refinement (§3.1, §3.2).")
     rationale: RationaleSettings = Field(default_factory=RationaleSettings, description="Critique generation (§3.3).")
@@ -52,4 +54,3 @@ class IterationSpec(Contract):
         if not self.experts.enabled and self.rationale.teacher_sees is not TeacherView.LABEL:
             raise ValueError("experts.enabled=false writes no expert report: set rationale.teacher_sees=label")
         return self
-

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field, SecretStr
 from vlgenrm.genrm.config import GenRMSettings, SamplingParams
 from vlgenrm.retry import Backoff
 
+
 class EngineSettings(BaseModel):
     """Which generator writes the critiques, and how to reach it."""
 
@@ -43,7 +44,10 @@ class RationaleSettings(BaseModel):
     engine: EngineSettings = Field(default_factory=EngineSettings, description="Which generator writes the critiques.")
     k: int = Field(4, ge=1, description="Candidate critiques per pair and order.")
     both_orders: bool = Field(False, description="Also ask with the responses swapped (position-bias debiasing).")
-    teacher_sees: TeacherView = Field(TeacherView.EXPERTS, description="What the generator is given: experts = the expert report (+ evidence block), label = only the pair's label (no report, no evidence).")
+    teacher_sees: TeacherView = Field(
+        TeacherView.EXPERTS,
+        description="What the generator is given: experts = the expert report (+ evidence block), label = only the pair's label (no report, no evidence).",
+    )
     with_evidence: bool = Field(True, description="Show the generator the experts' evidence block (teacher_sees=experts only; never with label).")
     sampling: SamplingParams = Field(default_factory=lambda: SamplingParams(temperature=0.8, max_new_tokens=256))
     batch_size: int = Field(8, ge=1, description="Prompts per engine call.")

@@ -37,10 +37,10 @@ import httpx
 from vlgenrm.contracts import Choice, ExpertReport, VerdictLabel
 from vlgenrm.errors import ConfigError, PermanentError, TransientError
 from vlgenrm.experts.verify import claim_findings
-from vlgenrm.rationale.config import EngineSettings
 from vlgenrm.genrm.config import SamplingParams
 from vlgenrm.genrm.prompts import pairwise_messages
 from vlgenrm.genrm.verdicts import Mode, verdict_line
+from vlgenrm.rationale.config import EngineSettings
 from vlgenrm.retry import Backoff
 
 
@@ -267,13 +267,20 @@ class TransformersEngine(RationaleEngine):
             chunk = texts[start : start + g.settings.batch_size]
             enc = g.tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
             if enc["input_ids"].shape[1] + params.max_new_tokens > g.settings.max_length:
-                raise ContextTooLongError(f"prompt of {enc['input_ids'].shape[1]} tokens + {params.max_new_tokens} new tokens exceed max_length={g.settings.max_length}")
+                raise ContextTooLongError(
+                    f"prompt of {enc['input_ids'].shape[1]} tokens + {params.max_new_tokens} new tokens exceed max_length={g.settings.max_length}"
+                )
             with torch.inference_mode():
                 generated = g.model.generate(
-                    input_ids=enc["input_ids"].to(g.device), attention_mask=enc["attention_mask"].to(g.device),
-                    max_new_tokens=params.max_new_tokens, do_sample=sample,
-                    temperature=params.temperature if sample else None, top_p=params.top_p if sample else None,
-                    num_return_sequences=params.n, pad_token_id=g.tokenizer.pad_token_id, eos_token_id=g.tokenizer.eos_token_id,
+                    input_ids=enc["input_ids"].to(g.device),
+                    attention_mask=enc["attention_mask"].to(g.device),
+                    max_new_tokens=params.max_new_tokens,
+                    do_sample=sample,
+                    temperature=params.temperature if sample else None,
+                    top_p=params.top_p if sample else None,
+                    num_return_sequences=params.n,
+                    pad_token_id=g.tokenizer.pad_token_id,
+                    eos_token_id=g.tokenizer.eos_token_id,
                 )
             decoded = g.tokenizer.batch_decode(generated[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             outputs += [decoded[i * params.n : (i + 1) * params.n] for i in range(len(chunk))]
@@ -292,7 +299,9 @@ class VLLMEngine(RationaleEngine):
             from vllm import LLM
             from vllm import SamplingParams as VSP
         except ImportError as exc:
-            raise ConfigError("engine kind=vllm needs the 'vllm' package (pip install vllm, on a GPU machine); use kind=transformers or openai otherwise") from exc
+            raise ConfigError(
+                "engine kind=vllm needs the 'vllm' package (pip install vllm, on a GPU machine); use kind=transformers or openai otherwise"
+            ) from exc
         self._vsp = VSP
         self.llm = LLM(model=model, **kwargs)
         self.name = f"vllm:{model}"
@@ -317,7 +326,10 @@ class VLLMEngine(RationaleEngine):
         if not prompts:
             return []
         tokenizer = self.llm.get_tokenizer()
-        specials = [*getattr(tokenizer, "all_special_tokens", []), *(t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if getattr(t, "special", False))]
+        specials = [
+            *getattr(tokenizer, "all_special_tokens", []),
+            *(t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values() if getattr(t, "special", False)),
+        ]
         guard = breaker(specials)
         sp = self._vsp(n=params.n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens, seed=params.seed)
         inputs = [{"prompt": tokenizer.apply_chat_template(text_messages(p, guard), add_generation_prompt=True, tokenize=False)} for p in prompts]
@@ -360,7 +372,9 @@ class OpenAIEngine(RationaleEngine):
     Other 4xx and malformed replies raise ``PermanentError`` at once.
     """
 
-    def __init__(self, base_url: str, model: str, *, api_key: str | None = None, concurrency: int = 8, timeout_s: float = 60.0, retry: Backoff | None = None) -> None:
+    def __init__(
+        self, base_url: str, model: str, *, api_key: str | None = None, concurrency: int = 8, timeout_s: float = 60.0, retry: Backoff | None = None
+    ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.model = model
         self.name = f"openai:{model}"
@@ -400,8 +414,12 @@ class OpenAIEngine(RationaleEngine):
 
     def _complete(self, messages: list[dict[str, Any]], params: SamplingParams) -> list[str]:
         body: dict[str, Any] = {
-            "model": self.model, "messages": messages, "n": params.n,
-            "temperature": params.temperature, "top_p": params.top_p, "max_tokens": params.max_new_tokens,
+            "model": self.model,
+            "messages": messages,
+            "n": params.n,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "max_tokens": params.max_new_tokens,
         }
         if params.seed is not None:
             body["seed"] = params.seed

@@ -12,16 +12,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 
-
 from vlgenrm.contracts import ExpertReport, Order, RationaleCandidate, RefinedPair
 from vlgenrm.genrm.prompts import evidence_block
 from vlgenrm.genrm.verdicts import parse_verdict
-from vlgenrm.rationale.engines import RationaleEngine, RationaleRequest
 from vlgenrm.rationale.config import RationaleSettings, TeacherView
+from vlgenrm.rationale.engines import RationaleEngine, RationaleRequest
 
 
-def requests_for(pair: RefinedPair, report: ExpertReport | None, image: bytes, order: Order, with_evidence: bool,
-                 teacher_sees: TeacherView = TeacherView.EXPERTS) -> RationaleRequest:
+def requests_for(
+    pair: RefinedPair, report: ExpertReport | None, image: bytes, order: Order, with_evidence: bool, teacher_sees: TeacherView = TeacherView.EXPERTS
+) -> RationaleRequest:
     """The request for one pair and order. With ``teacher_sees=label`` the report is never
     passed on (nor its evidence), whatever the caller holds; the pair's label is, instead."""
     ex = pair.example
@@ -35,8 +35,9 @@ def requests_for(pair: RefinedPair, report: ExpertReport | None, image: bytes, o
 
         evidence = swap_ab(evidence)
     label = pair.label if teacher_sees is TeacherView.LABEL else None
-    return RationaleRequest(image=image, question=ex.question, response_a=a, response_b=b, evidence=evidence or None, report=report,
-                            swapped=swapped, label=label)
+    return RationaleRequest(
+        image=image, question=ex.question, response_a=a, response_b=b, evidence=evidence or None, report=report, swapped=swapped, label=label
+    )
 
 
 def generate_candidates(
@@ -89,8 +90,14 @@ def generate_candidates(
                     continue
                 candidates.append(
                     RationaleCandidate(
-                        id=f"{pair.id}/{order.value}/{i}", pair_id=pair.id, example_id=pair.example.id, order=order,
-                        sample_index=i, generator=engine.name, text=text, verdict=parsed.choice(),
+                        id=f"{pair.id}/{order.value}/{i}",
+                        pair_id=pair.id,
+                        example_id=pair.example.id,
+                        order=order,
+                        sample_index=i,
+                        generator=engine.name,
+                        text=text,
+                        verdict=parsed.choice(),
                     )
                 )
         if progress is not None:

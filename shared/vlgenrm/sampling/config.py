@@ -21,7 +21,11 @@ class SamplerSettings(BaseModel):
     dpo: bool = Field(True, description="Attach the lowest-margin rejected critique of the same order for DPO.")
     histogram_bins: int = Field(30, ge=1, description="Bins of the margin histogram in the stage report.")
     thresholds: tuple[float, ...] = Field(_DEFAULT_THRESHOLDS, description="Grid for the kept-ratio-per-threshold curve.")
-    critique_probe: int = Field(64, ge=0, description="Labelled pairs (the first ones) whose candidates are also scored without their critique, to show whether the GenRM reads critiques (SamplingStats.critique_probe); 0 = off.")
+    critique_probe: int = Field(
+        64,
+        ge=0,
+        description="Labelled pairs (the first ones) whose candidates are also scored without their critique, to show whether the GenRM reads critiques (SamplingStats.critique_probe); 0 = off.",
+    )
 
 
 class SamplingTaskSettings(BaseModel):

@@ -82,9 +82,15 @@ def stage_report_markdown(stats: SamplingStats) -> str:
         "|---|---:|",
     ]
     counts = {
-        "pairs": stats.pairs, "skipped (unlabelled)": stats.skipped, "candidates": stats.candidates,
-        "unparseable": stats.unparseable, "scored": stats.scored, "accepted": stats.accepted,
-        "kept (training records)": stats.kept, "hard pool": stats.hard, "DPO pairs": stats.dpo_pairs,
+        "pairs": stats.pairs,
+        "skipped (unlabelled)": stats.skipped,
+        "candidates": stats.candidates,
+        "unparseable": stats.unparseable,
+        "scored": stats.scored,
+        "accepted": stats.accepted,
+        "kept (training records)": stats.kept,
+        "hard pool": stats.hard,
+        "DPO pairs": stats.dpo_pairs,
     }
     lines += [f"| {k} | {v} |" for k, v in counts.items()]
     lines += [
@@ -104,8 +110,12 @@ def stage_report_markdown(stats: SamplingStats) -> str:
         mark = " ←" if abs(point.tau - stats.tau) < 1e-9 else ""
         lines.append(f"| {point.tau:g}{mark} | {_pct(point.kept_ratio)} |")
     if (probe := stats.critique_probe) is not None:
-        lines += ["", "## Does the GenRM read the critiques?", "",
-                  f"{probe.candidates} candidates of the first pairs, scored with their critique and without: the critique moved the "
-                  f"margin by {probe.mean_lift:+.2f} on average and raised it for {_pct(probe.helped)}; it lifted {probe.rescued} over τ "
-                  f"and sank {probe.sunk} below it. Where it barely moves the margin, the filter keeps the pairs the GenRM already prefers."]
+        lines += [
+            "",
+            "## Does the GenRM read the critiques?",
+            "",
+            f"{probe.candidates} candidates of the first pairs, scored with their critique and without: the critique moved the "
+            f"margin by {probe.mean_lift:+.2f} on average and raised it for {_pct(probe.helped)}; it lifted {probe.rescued} over τ "
+            f"and sank {probe.sunk} below it. Where it barely moves the margin, the filter keeps the pairs the GenRM already prefers.",
+        ]
     return "\n".join(lines) + "\n"

@@ -15,12 +15,13 @@ import numpy as np
 from pydantic import Field
 
 from vlgenrm.contracts import Choice, Contract, Order, RationaleCandidate, RefinedPair, ScoredCandidate, TrainingRecord
-from vlgenrm.sampling.config import SamplerSettings
 from vlgenrm.genrm.verdicts import strip_verdict, verdict_line
+from vlgenrm.sampling.config import SamplerSettings
 
 #: ``margin_fn(batch) -> margins``: m = log p(verdict = y) - log p(verdict = not y) of each
 #: (pair, candidate), y being the target in the candidate's shown order (``shown_target``).
 MarginFn = Callable[[list[tuple[RefinedPair, RationaleCandidate]]], list[float]]
+
 
 class HardPoolEntry(Contract):
     """A pair with no accepted candidate, carried into the next iteration with more samples."""
@@ -272,8 +273,11 @@ def sample(
 
 
 def _probe_critiques(
-    probed: Sequence[RefinedPair], batch: Sequence[tuple[RefinedPair, RationaleCandidate]], by_candidate: Mapping[int, float],
-    margin_fn: MarginFn, threshold: float,
+    probed: Sequence[RefinedPair],
+    batch: Sequence[tuple[RefinedPair, RationaleCandidate]],
+    by_candidate: Mapping[int, float],
+    margin_fn: MarginFn,
+    threshold: float,
 ) -> CritiqueProbe | None:
     ids = {p.id for p in probed}
     right = [(p, c) for p, c in batch if p.id in ids and c.verdict is shown_target(p, c)]
@@ -284,9 +288,11 @@ def _probe_critiques(
     without = dict(zip(bare, margin_fn(list(bare.values())), strict=True))
     pairs = [(by_candidate[id(c)], float(without[(p.id, c.order)])) for p, c in right]
     return CritiqueProbe(
-        candidates=len(pairs), mean_lift=sum(w - wo for w, wo in pairs) / len(pairs),
+        candidates=len(pairs),
+        mean_lift=sum(w - wo for w, wo in pairs) / len(pairs),
         helped=sum(w > wo for w, wo in pairs) / len(pairs),
-        rescued=sum(wo < threshold <= w for w, wo in pairs), sunk=sum(w < threshold <= wo for w, wo in pairs),
+        rescued=sum(wo < threshold <= w for w, wo in pairs),
+        sunk=sum(w < threshold <= wo for w, wo in pairs),
     )
 
 
@@ -330,8 +336,12 @@ def _stats(
         cs = [s for sel in sels for s in sel.scored]
         acc, hard = sum(s.accepted for s in cs), sum(sel.hard is not None for sel in sels)
         by_category[name] = CategoryStats(
-            pairs=len(sels), scored=len(cs), accepted=acc, hard=hard,
-            acceptance_rate=_rate(acc, len(cs)), pair_acceptance_rate=_rate(len(sels) - hard, len(sels)),
+            pairs=len(sels),
+            scored=len(cs),
+            accepted=acc,
+            hard=hard,
+            acceptance_rate=_rate(acc, len(cs)),
+            pair_acceptance_rate=_rate(len(sels) - hard, len(sels)),
         )
 
     # best right-verdict margin per pair: the pair keeps >= 1 candidate at threshold x iff best >= x

@@ -120,7 +120,9 @@ class ScoringModel:
             critiques = {key: strip_verdict(t[0]).strip() for key, t in zip(wanting, texts, strict=True)}
         sampled = {
             (j, i): self._sample(job.sampling, job.image, self.genrm.prompt(Mode.POINTWISE, job.question, (response,)))
-            for j, job in enumerate(jobs) if job.sampling for i, response in enumerate(job.responses)
+            for j, job in enumerate(jobs)
+            if job.sampling
+            for i, response in enumerate(job.responses)
         }
         queries, owners = [], []
         for j, job in enumerate(jobs):
@@ -137,7 +139,9 @@ class ScoringModel:
 
         sampled = {
             (j, k): self._sample(job.sampling, job.image, self.genrm.prompt(Mode.PAIRWISE, job.question, (job.responses[a], job.responses[b])))
-            for j, job in enumerate(jobs) if job.sampling for k, (a, b) in enumerate(job.pairs)
+            for j, job in enumerate(jobs)
+            if job.sampling
+            for k, (a, b) in enumerate(job.pairs)
         }
         queries, owners = [], []
         for j, job in enumerate(jobs):
@@ -154,14 +158,21 @@ class ScoringModel:
         from vlgenrm.genrm.verdicts import strip_verdict
 
         digest = hashlib.sha256(f"{sampling.seed}\0{prompt}\0".encode() + hashlib.sha256(image).digest()).digest()
-        params = SamplingParams(max_new_tokens=sampling.max_tokens, temperature=sampling.temperature, n=sampling.n,
-                                seed=int.from_bytes(digest[:4], "big") % 2**31)
+        params = SamplingParams(
+            max_new_tokens=sampling.max_tokens, temperature=sampling.temperature, n=sampling.n, seed=int.from_bytes(digest[:4], "big") % 2**31
+        )
         [texts] = self.genrm.generate([(image, prompt)], params)
         return [strip_verdict(t).strip() for t in texts]
 
 
-def _gather(jobs: list, owners: list[tuple[int, int]], values: list[float], sampled: dict[tuple[int, int], list[str]],
-            critiques: dict[tuple[int, int], str] | None, items: Any = None) -> list[JobResult]:
+def _gather(
+    jobs: list,
+    owners: list[tuple[int, int]],
+    values: list[float],
+    sampled: dict[tuple[int, int], list[str]],
+    critiques: dict[tuple[int, int], str] | None,
+    items: Any = None,
+) -> list[JobResult]:
     """Per job: one value per item, the mean over its samples when it was sampled (with the
     agreement of the samples' verdicts: the share on the majority's side of 0.5)."""
     per_item: dict[tuple[int, int], list[float]] = {}
@@ -221,7 +232,7 @@ def split_query(query: str, prompt: str | None) -> tuple[str, str]:
         return "", query
     if not query.startswith(prompt):
         raise ValueError("query does not start with its prompt")
-    return prompt, query[len(prompt):]
+    return prompt, query[len(prompt) :]
 
 
 def resolve_model(model: str | None, namespace: str, store: Any) -> str:

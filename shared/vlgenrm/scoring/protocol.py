@@ -42,7 +42,12 @@ class ScoreRequest(_Body):
     with_critique: bool = Field(False, description="Generate a critique first and score the verdict after it (slower).")
     max_critique_tokens: int = Field(256, ge=1, le=2048, description="Longest generated critique, when with_critique or samples > 1.")
     samples: int = Field(1, ge=1, le=MAX_SAMPLES, description=SAMPLES_DOC)
-    temperature: float = Field(0.7, ge=0.05, le=2, description="Sampling temperature of the critiques when samples > 1 (at least 0.05: lower overflows the logits; samples = 1 is the greedy path).")
+    temperature: float = Field(
+        0.7,
+        ge=0.05,
+        le=2,
+        description="Sampling temperature of the critiques when samples > 1 (at least 0.05: lower overflows the logits; samples = 1 is the greedy path).",
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the sampled critiques (same request and seed, same answer).")
 
 
@@ -67,10 +72,17 @@ class CompareRequest(_Body):
 
     image: ImageSource = Field(min_length=1, description="s3:// URI, http(s):// URL of an allowed host, or base64 image bytes.", examples=[EXAMPLE_IMAGE])
     question: str = Field(min_length=1, max_length=20_000, examples=["What colour is the square?"])
-    responses: list[str] = Field(min_length=2, max_length=16, description="Responses to compare, every pair in both orders.", examples=[["It is red.", "It is blue."]])
+    responses: list[str] = Field(
+        min_length=2, max_length=16, description="Responses to compare, every pair in both orders.", examples=[["It is red.", "It is blue."]]
+    )
     samples: int = Field(1, ge=1, le=MAX_SAMPLES, description="Sampled critiques per pair (self-consistency): p_first is the mean over them; 1 = no critique.")
     max_critique_tokens: int = Field(256, ge=1, le=2048, description="Longest sampled critique, when samples > 1.")
-    temperature: float = Field(0.7, ge=0.05, le=2, description="Sampling temperature of the critiques when samples > 1 (at least 0.05: lower overflows the logits; samples = 1 is the greedy path).")
+    temperature: float = Field(
+        0.7,
+        ge=0.05,
+        le=2,
+        description="Sampling temperature of the critiques when samples > 1 (at least 0.05: lower overflows the logits; samples = 1 is the greedy path).",
+    )
     seed: int = Field(0, ge=0, le=2**31 - 1, description="Seed of the sampled critiques (same request and seed, same answer).")
 
 
@@ -93,10 +105,19 @@ class RewardRequest(BaseModel):
     """OpenRLHF's remote reward-model request: ``query`` = prompt + response, aligned lists."""
 
     model_config = ConfigDict(extra="allow")  # OpenRLHF versions add fields; unknown ones are ignored
-    query: list[str] = Field(min_length=1, max_length=1024, description="Full texts: prompt followed by the response.", examples=[["Q: What colour is it? A: Red."]])
-    prompts: list[str] | None = Field(None, description="The prompt part of each query; the response is what follows it.", examples=[["Q: What colour is it? A: "]])
-    labels: list[Any] | None = Field(None, description="Passed through by OpenRLHF: the image of each query when `images` is absent (an s3:// URI, a data:image/ URL, or an object with an `image` field).")
-    images: list[ImageSource] | None = Field(None, description="vlgenrm extension: the image of each query (else taken from labels).", examples=[[EXAMPLE_IMAGE]])
+    query: list[str] = Field(
+        min_length=1, max_length=1024, description="Full texts: prompt followed by the response.", examples=[["Q: What colour is it? A: Red."]]
+    )
+    prompts: list[str] | None = Field(
+        None, description="The prompt part of each query; the response is what follows it.", examples=[["Q: What colour is it? A: "]]
+    )
+    labels: list[Any] | None = Field(
+        None,
+        description="Passed through by OpenRLHF: the image of each query when `images` is absent (an s3:// URI, a data:image/ URL, or an object with an `image` field).",
+    )
+    images: list[ImageSource] | None = Field(
+        None, description="vlgenrm extension: the image of each query (else taken from labels).", examples=[[EXAMPLE_IMAGE]]
+    )
 
 
 class RewardResponse(BaseModel):

@@ -38,12 +38,25 @@ class Template:
 
 
 TEMPLATES = (
-    Template("chatml", "<|im_start|>", re.compile(r"<\|im_start\|>user\n(.*?)(?:<\|im_end\|>|$)", re.S),
-             "<|im_start|>assistant\n", ("<|im_end|>", "<|endoftext|>")),
-    Template("llama3", "<|start_header_id|>", re.compile(r"<\|start_header_id\|>user<\|end_header_id\|>\n*(.*?)(?:<\|eot_id\|>|$)", re.S),
-             "<|start_header_id|>assistant<|end_header_id|>\n\n", ("<|eot_id|>", "<|end_of_text|>"), ("<|begin_of_text|>",)),
-    Template("gemma", "<start_of_turn>", re.compile(r"<start_of_turn>user\n(.*?)(?:<end_of_turn>|$)", re.S),
-             "<start_of_turn>model\n", ("<end_of_turn>", "<eos>"), ("<bos>",)),
+    Template(
+        "chatml", "<|im_start|>", re.compile(r"<\|im_start\|>user\n(.*?)(?:<\|im_end\|>|$)", re.S), "<|im_start|>assistant\n", ("<|im_end|>", "<|endoftext|>")
+    ),
+    Template(
+        "llama3",
+        "<|start_header_id|>",
+        re.compile(r"<\|start_header_id\|>user<\|end_header_id\|>\n*(.*?)(?:<\|eot_id\|>|$)", re.S),
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+        ("<|eot_id|>", "<|end_of_text|>"),
+        ("<|begin_of_text|>",),
+    ),
+    Template(
+        "gemma",
+        "<start_of_turn>",
+        re.compile(r"<start_of_turn>user\n(.*?)(?:<end_of_turn>|$)", re.S),
+        "<start_of_turn>model\n",
+        ("<end_of_turn>", "<eos>"),
+        ("<bos>",),
+    ),
     Template("mistral", "[INST]", re.compile(r"\[INST\](.*?)(?:\[/INST\]|$)", re.S), "[/INST]", ("</s>",), ("<s>",)),
 )
 
@@ -70,7 +83,7 @@ def template_of(text: str) -> Template | None:
 def _strip_begins(text: str, template: Template | None) -> str:
     for token in template.begins if template else ():
         while text.startswith(token):
-            text = text[len(token):]
+            text = text[len(token) :]
     return text
 
 
@@ -113,12 +126,12 @@ def parse_query(query: str, prompt: str | None) -> tuple[str, str]:
         at = q.rfind(template.assistant_start)
         if at < 0:
             raise ValueError(f"no prompts given and no assistant turn ({template.assistant_start!r}) in the query")
-        head, tail = q[: at + len(template.assistant_start)], q[at + len(template.assistant_start):]
+        head, tail = q[: at + len(template.assistant_start)], q[at + len(template.assistant_start) :]
         return question_of(head, template), response_of(tail, template)
     p = _strip_begins(collapse_image_runs(prompt), template)
     if not q.startswith(p):
         raise ValueError("query does not start with its prompt")
-    return question_of(p, template), response_of(q[len(p):], template)
+    return question_of(p, template), response_of(q[len(p) :], template)
 
 
 def image_from_label(label: Any) -> str | None:

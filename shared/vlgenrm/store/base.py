@@ -116,7 +116,7 @@ class BlobStore(abc.ABC):
         """A URL granting temporary access without credentials (S3 only)."""
         raise StoreError(f"{type(self).__name__} has no presigned URLs; use an S3 store")
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook: stores without connections need no close
         """Release connections."""
 
     # -- conveniences built on the primitives -------------------------------------------

@@ -32,8 +32,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from vlgenrm.contracts import Choice, Contract, Example, HumanLabel, ImageRef, utcnow
 from vlgenrm import layout
+from vlgenrm.contracts import Choice, Contract, Example, HumanLabel, ImageRef, utcnow
 from vlgenrm.layout import image_key
 from vlgenrm.store import BlobStore, StoreError
 from vlgenrm.synth.responses import random_question, write_faithful, write_hallucinated
@@ -54,10 +54,17 @@ class LabelerConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["uniform", "biased"] = Field("uniform", description="uniform: each label flips with probability SynthConfig.label_noise; biased: flips depend on the pair (fields below).")
-    fooled: dict[HallucinationType, Probability01] = Field(default_factory=dict, description="biased: probability of preferring the hallucinated response, per hallucination type (missing: base_rate).")
+    kind: Literal["uniform", "biased"] = Field(
+        "uniform", description="uniform: each label flips with probability SynthConfig.label_noise; biased: flips depend on the pair (fields below)."
+    )
+    fooled: dict[HallucinationType, Probability01] = Field(
+        default_factory=dict, description="biased: probability of preferring the hallucinated response, per hallucination type (missing: base_rate)."
+    )
     base_rate: Probability01 = Field(0.05, description="biased: probability of preferring the hallucinated response for types not in fooled.")
-    prefers_longer: Probability01 = Field(0.0, description="biased: pull toward the longer response (words): p -> p + (1 - p) x this when the hallucinated one is longer, p x (1 - this) when shorter.")
+    prefers_longer: Probability01 = Field(
+        0.0,
+        description="biased: pull toward the longer response (words): p -> p + (1 - p) x this when the hallucinated one is longer, p x (1 - this) when shorter.",
+    )
 
     @model_validator(mode="after")
     def _biased_fields_need_biased(self) -> LabelerConfig:
@@ -97,7 +104,9 @@ class SynthConfig(Contract):
         description="Relative weight of each hallucination type (normalised; missing = 0).",
     )
     label_noise: float = Field(0.30, ge=0.0, le=1.0, description="Probability a human label is flipped (the uniform labeler; ignored by kind=biased).")
-    labeler: LabelerConfig = Field(default_factory=LabelerConfig, description="The annotator model: uniform flips (label_noise) or biased by hallucination type.")
+    labeler: LabelerConfig = Field(
+        default_factory=LabelerConfig, description="The annotator model: uniform flips (label_noise) or biased by hallucination type."
+    )
     seed: int = 0
     shard_size: int = Field(64, ge=1)
 
@@ -180,14 +189,27 @@ def make_example(config: SynthConfig, split: str, index: int) -> tuple[bytes, Ex
     example_id = f"{config.name}-{split}-{index:06d}"
     a, b = (good, bad.text) if better is Choice.A else (bad.text, good)
     example = Example(
-        id=example_id, image=image, question=question.text,
-        response_a=a, response_b=b, human_label=HumanLabel(label.value),
+        id=example_id,
+        image=image,
+        question=question.text,
+        response_a=a,
+        response_b=b,
+        human_label=HumanLabel(label.value),
         category=question.kind.value,  # the question's kind: visible anyway, says nothing about the answer
-        dataset=config.name, metadata={"split": split},
+        dataset=config.name,
+        metadata={"split": split},
     )
-    truth = ExampleTruth(example_id=example_id, split=split, scene=scene, better=better, hallucination=kind,
-                         hallucination_detail=bad.detail, question_kind=question.kind.value, human_label=label,
-                         label_flipped=flipped)
+    truth = ExampleTruth(
+        example_id=example_id,
+        split=split,
+        scene=scene,
+        better=better,
+        hallucination=kind,
+        hallucination_detail=bad.detail,
+        question_kind=question.kind.value,
+        human_label=label,
+        label_flipped=flipped,
+    )
     return png, example, truth
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from vlgenrm.synth.scene import Scene
-from vlgenrm.synth.vocab import COLOURS, COLOUR_SYNONYMS, NUMBER_WORDS, SHAPE_SYNONYMS, SHAPES, TEXT_WORDS, HallucinationType
+from vlgenrm.synth.vocab import COLOUR_SYNONYMS, COLOURS, NUMBER_WORDS, SHAPE_SYNONYMS, SHAPES, TEXT_WORDS, HallucinationType
 
 SYNONYM_RATE = 0.2  # how often a synonym replaces the plain word
 COLOUR_OMIT_RATE = 0.15  # how often a faithful mention leaves out the colour
@@ -104,6 +104,7 @@ def random_question(rng: random.Random, scene: Scene, hallucination: Hallucinati
 
 # --------------------------------------------------------------------------- content
 
+
 def faithful_content(scene: Scene, question: Question, rng: random.Random) -> Content:
     """True assertions answering the question."""
     content = Content()
@@ -176,10 +177,22 @@ def hallucinated_content(scene: Scene, question: Question, kind: HallucinationTy
 
 _REVERSE_COLOUR = {c: [s for s, t in sorted(COLOUR_SYNONYMS.items()) if t == c] for c in COLOURS}
 _REVERSE_SHAPE = {s: [w for w, t in sorted(SHAPE_SYNONYMS.items()) if t == s] for s in SHAPES}
-_LIST_OPENERS = ("There {be} {list}.", "I can see {list}.", "I see {list}.", "The image shows {list}.",
-                 "In the picture, there {be} {list}.", "The picture contains {list}.")
-_SIGN_TEMPLATES = ("The sign says {w}.", "The sign reads {w}.", "The text reads {w}.", "There is a sign that says {w}.",
-                   "The sign shows the word {w}.", 'A sign reads "{w}".')
+_LIST_OPENERS = (
+    "There {be} {list}.",
+    "I can see {list}.",
+    "I see {list}.",
+    "The image shows {list}.",
+    "In the picture, there {be} {list}.",
+    "The picture contains {list}.",
+)
+_SIGN_TEMPLATES = (
+    "The sign says {w}.",
+    "The sign reads {w}.",
+    "The text reads {w}.",
+    "There is a sign that says {w}.",
+    "The sign shows the word {w}.",
+    'A sign reads "{w}".',
+)
 _NO_SIGN = ("There is no sign.", "No text is visible.", "There is no text in the image.", "I see no sign.")
 
 
@@ -212,8 +225,7 @@ def _list_sentence(mentions: list[Mention], rng: random.Random, counting: bool) 
 def _negation_sentence(shape: str, colour: str | None, rng: random.Random) -> str:
     noun = _word(rng, shape, _REVERSE_SHAPE)
     adjective = f"{_word(rng, colour, _REVERSE_COLOUR)} " if colour else ""
-    return rng.choice((f"There is no {adjective}{noun}.", f"There are no {adjective}{plural(noun)}.",
-                       f"I see no {adjective}{plural(noun)}."))
+    return rng.choice((f"There is no {adjective}{noun}.", f"There are no {adjective}{plural(noun)}.", f"I see no {adjective}{plural(noun)}."))
 
 
 def _sign_word(word: str, rng: random.Random) -> str:

@@ -27,8 +27,14 @@ _SYNONYMS = set(COLOUR_SYNONYMS) | set(SHAPE_SYNONYMS)
 def word_counts(text: str) -> list[float]:
     """The :data:`FEATURES` of one response."""
     words = re.findall(r"[a-z]+|\d+", text.lower())
-    return [float(len(words)), float(sum(w in _COLOURS for w in words)), float(sum(w.isdigit() for w in words)),
-            float(text.count(".")), float(words.count("no")), float(sum(_singular(w) in _SYNONYMS for w in words))]
+    return [
+        float(len(words)),
+        float(sum(w in _COLOURS for w in words)),
+        float(sum(w.isdigit() for w in words)),
+        float(text.count(".")),
+        float(words.count("no")),
+        float(sum(_singular(w) in _SYNONYMS for w in words)),
+    ]
 
 
 def _singular(word: str) -> str:
@@ -46,8 +52,10 @@ class TextBaseline(BaseModel):
     weights: dict[str, float] = Field(default_factory=dict, description="Fitted weight per feature (standardised; > 0 favours response A having more).")
 
     def line(self) -> str:
-        return (f"text alone (no image; a logistic regression on {len(FEATURES)} word counts, fitted on the training pairs' truth): "
-                f"{self.accuracy:.3f} ({self.low:.3f}–{self.high:.3f}) on {self.n} held-out pairs")
+        return (
+            f"text alone (no image; a logistic regression on {len(FEATURES)} word counts, fitted on the training pairs' truth): "
+            f"{self.accuracy:.3f} ({self.low:.3f}–{self.high:.3f}) on {self.n} held-out pairs"
+        )
 
 
 def _pairs(config: SynthConfig, split: str, n: int) -> tuple[list[list[float]], list[bool], list[str]]:
@@ -90,6 +98,11 @@ def text_only_baseline(config: SynthConfig) -> TextBaseline:
     per_type: dict[str, list[bool]] = {}
     for kind, r in zip(kinds, right, strict=True):
         per_type.setdefault(kind, []).append(r)
-    return TextBaseline(accuracy=sum(right) / len(right), low=low, high=high, n=len(right),
-                        per_type={k: sum(v) / len(v) for k, v in sorted(per_type.items())},
-                        weights={f: float(v) for f, v in zip(FEATURES, w.detach().tolist(), strict=True)})
+    return TextBaseline(
+        accuracy=sum(right) / len(right),
+        low=low,
+        high=high,
+        n=len(right),
+        per_type={k: sum(v) / len(v) for k, v in sorted(per_type.items())},
+        weights={f: float(v) for f, v in zip(FEATURES, w.detach().tolist(), strict=True)},
+    )

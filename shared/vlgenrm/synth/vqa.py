@@ -149,8 +149,9 @@ def random_claim(scene: Scene, rng: random.Random) -> Claim:
         return Claim(f"There is a {shape}.", there, shape, shape if there else f"no {shape}")
     if kind == "count":
         n = obj.count if true else rng.choice([c for c in range(1, 4) if c != obj.count])
-        return Claim(f"There {'is' if n == 1 else 'are'} {_counted(n, obj.shape)}.", true, f"{obj.shape} {NUMBER_WORDS[n]}",
-                     f"{obj.shape} {NUMBER_WORDS[obj.count]}")
+        return Claim(
+            f"There {'is' if n == 1 else 'are'} {_counted(n, obj.shape)}.", true, f"{obj.shape} {NUMBER_WORDS[n]}", f"{obj.shape} {NUMBER_WORDS[obj.count]}"
+        )
     word = scene.sign if true else rng.choice([w for w in TEXT_WORDS if w != scene.sign])
     return Claim(f"The sign says {word}.", true, f"sign {word}", f"sign {scene.sign}")
 
@@ -347,7 +348,27 @@ def vqa_items(kind: VQAKind, n: int, *, seed: int = 0, split: str = "train", ima
 
 
 __all__ = [
-    "CLAIM_KINDS", "COUNT_WORDS", "answer_items", "LADDER", "NO_SIGN", "SCAFFOLDS", "SCENE_KINDS", "CellLabels", "Claim", "VQAItem", "VQAKind", "ask",
-    "cell_labels", "claim_item",
-    "MARKED_PROMPT", "VERIFY_QUESTION", "make_item", "marked_items", "random_claim", "scaffold_items", "scene_items", "verify_pair", "vqa_items",
+    "CLAIM_KINDS",
+    "COUNT_WORDS",
+    "answer_items",
+    "LADDER",
+    "NO_SIGN",
+    "SCAFFOLDS",
+    "SCENE_KINDS",
+    "CellLabels",
+    "Claim",
+    "VQAItem",
+    "VQAKind",
+    "ask",
+    "cell_labels",
+    "claim_item",
+    "MARKED_PROMPT",
+    "VERIFY_QUESTION",
+    "make_item",
+    "marked_items",
+    "random_claim",
+    "scaffold_items",
+    "scene_items",
+    "verify_pair",
+    "vqa_items",
 ]

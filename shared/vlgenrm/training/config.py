@@ -55,13 +55,27 @@ class TrainingConfig(BaseModel):
     image_size: int | None = Field(None, ge=16, description="Resize images so their longer side is at most this (None = as stored).")
     init: Init = Field(Init.BASE, description="Start from the base model or from the previous iteration's checkpoint M_t.")
     objective: Objective = Field(Objective.SFT, description="sft, or sft+dpo using the sampler's rejected critiques.")
-    loss_average: LossAverage = Field(LossAverage.SEQUENCE, description="SFT loss averaged per sequence (each critique and each bare verdict weighs the same) or per target token (long critiques dominate).")
+    loss_average: LossAverage = Field(
+        LossAverage.SEQUENCE,
+        description="SFT loss averaged per sequence (each critique and each bare verdict weighs the same) or per target token (long critiques dominate).",
+    )
     dpo_beta: float = Field(0.1, gt=0, description="DPO temperature beta.")
     dpo_weight: float = Field(1.0, ge=0, description="Weight of the DPO term added to the SFT loss.")
-    verdict_weight: float = Field(0.0, ge=0, description="Weight of the verdict loss added to the SFT loss: -log P(labelled option) on each bare verdict row, P over the two options' continuations as direct scoring computes it, divided by all rows (0 = SFT alone); exact through length buckets with loss_average sequence.")
+    verdict_weight: float = Field(
+        0.0,
+        ge=0,
+        description="Weight of the verdict loss added to the SFT loss: -log P(labelled option) on each bare verdict row, P over the two options' continuations as direct scoring computes it, divided by all rows (0 = SFT alone); exact through length buckets with loss_average sequence.",
+    )
     both_orders: bool = Field(False, description="Also train every record in the swapped A/B order (use when the data holds one order only).")
-    direct_verdict: bool = Field(True, description="Also train each record's bare verdict line, so direct scoring (no critique, §3.7) is something the model learned.")
-    length_buckets: int = Field(2, ge=1, le=16, description="Run each micro-batch as this many forward passes of similar lengths (bare verdicts apart from critiques), weighted so loss and gradient equal the unsplit batch's; sft only.")
+    direct_verdict: bool = Field(
+        True, description="Also train each record's bare verdict line, so direct scoring (no critique, §3.7) is something the model learned."
+    )
+    length_buckets: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Run each micro-batch as this many forward passes of similar lengths (bare verdicts apart from critiques), weighted so loss and gradient equal the unsplit batch's; sft only.",
+    )
     max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping norm.")
     lora: LoraSettings | None = Field(None, description="Train LoRA adapters instead of all weights; the exported checkpoint has them merged.")
     precision: Precision = Field(Precision.AUTO, description="auto = bf16 on GPUs, fp32 on CPUs.")
@@ -90,7 +104,9 @@ class TrainingConfig(BaseModel):
     def digest(self) -> str:
         """Changes whenever a field that shapes the run changes: resumable checkpoints are kept
         per digest, so an edited spec starts over instead of resuming a different run."""
-        shaping = self.model_dump(mode="json", exclude={"checkpoint_every", "keep_checkpoints", "log_every", "workers", "cpus_per_worker", "gpus_per_worker", "accumulation"})
+        shaping = self.model_dump(
+            mode="json", exclude={"checkpoint_every", "keep_checkpoints", "log_every", "workers", "cpus_per_worker", "gpus_per_worker", "accumulation"}
+        )
         return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -164,8 +164,17 @@ def train_loop_per_worker(raw: dict[str, Any]) -> None:
             set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd, options=StateDictOptions(full_state_dict=True))
         log.info("%s: resumed at step %d of %d", job.label, state.step, state.total_steps)
     else:
-        log.info("%s: %d records, %d steps (%d per epoch), global batch %d = %d workers x %d micro-batches x %d",
-                 job.label, len(source), total, per_epoch, config.batch_size, world, config.accumulation, config.micro_batch_size)
+        log.info(
+            "%s: %d records, %d steps (%d per epoch), global batch %d = %d workers x %d micro-batches x %d",
+            job.label,
+            len(source),
+            total,
+            per_epoch,
+            config.batch_size,
+            world,
+            config.accumulation,
+            config.micro_batch_size,
+        )
     state.threads = torch.get_num_threads()
 
     use_bf16 = config.precision is Precision.BF16 or (config.precision is Precision.AUTO and device.type == "cuda")
@@ -174,7 +183,14 @@ def train_loop_per_worker(raw: dict[str, Any]) -> None:
     # The saved counts are all workers' together: one rank carries them on.
     steps = StepData(source, SFTCollator(genrm), config, reference, rank, world, dict(state.skipped) if rank == 0 else {})
     skipped = steps.skipped
-    step_settings = StepSettings(objective=config.objective, loss_average=config.loss_average, dpo_beta=config.dpo_beta, dpo_weight=config.dpo_weight, verdict_weight=config.verdict_weight, max_grad_norm=config.max_grad_norm)
+    step_settings = StepSettings(
+        objective=config.objective,
+        loss_average=config.loss_average,
+        dpo_beta=config.dpo_beta,
+        dpo_weight=config.dpo_weight,
+        verdict_weight=config.verdict_weight,
+        max_grad_norm=config.max_grad_norm,
+    )
 
     started = time.monotonic()
     done_at_start = state.step
@@ -216,8 +232,9 @@ class StepData:
     """A worker's micro-batches for each optimizer step: its share of the global batch, as
     SFT examples (records whose image or length the GenRM rejects are dropped and counted)."""
 
-    def __init__(self, source: Any, collator: Any, config: TrainingConfig, reference: Any = None,
-                 rank: int = 0, world: int = 1, skipped: dict[str, int] | None = None) -> None:
+    def __init__(
+        self, source: Any, collator: Any, config: TrainingConfig, reference: Any = None, rank: int = 0, world: int = 1, skipped: dict[str, int] | None = None
+    ) -> None:
         self.source, self.collator, self.config, self.reference, self.rank, self.world = source, collator, config, reference, rank, world
         self.skipped: dict[str, int] = skipped if skipped is not None else {}
         self._last_good: Any = None
@@ -357,8 +374,18 @@ def _sum_over_workers(counts: dict[str, int], world: int) -> dict[str, int]:
     return total
 
 
-def _checkpoint(model: Any, optimizer: Any, genrm: Any, state: TrainerState, options: Any, rank: int,
-                config: TrainingConfig, metrics: dict[str, Any], job: WorkerJob, get_state_dict: Any) -> None:
+def _checkpoint(
+    model: Any,
+    optimizer: Any,
+    genrm: Any,
+    state: TrainerState,
+    options: Any,
+    rank: int,
+    config: TrainingConfig,
+    metrics: dict[str, Any],
+    job: WorkerJob,
+    get_state_dict: Any,
+) -> None:
     """Every rank joins (FSDP gathers the full state); rank 0 writes and hands the folder to Ray."""
     import ray.train
     import torch

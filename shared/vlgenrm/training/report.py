@@ -26,7 +26,8 @@ class TrainingReport(Contract):
     def to_markdown(self) -> str:
         d, s, m = self.data, self.state, self.metrics
         lines = [
-            f"# Training: {self.model_version}", "",
+            f"# Training: {self.model_version}",
+            "",
             f"- Started from `{self.init_model}`; exported to `{self.checkpoint_uri}`.",
             f"- Data: {d.usable} usable records of {d.lines} lines ({d.malformed} malformed, {d.duplicates} duplicates, "
             f"{d.missing_images} with missing images).",

@@ -25,6 +25,7 @@ from vlgenrm.training.loop import EXPORT, STATE, TrainerState, WorkerJob, train_
 
 log = logging.getLogger(__name__)
 
+
 @dataclass(frozen=True)
 class RunStorage:
     """Where Ray Train keeps a run's resumable checkpoints: under the store's own prefix."""
@@ -40,9 +41,13 @@ class RunStorage:
         from pyarrow import fs
 
         filesystem = fs.S3FileSystem(
-            access_key=settings.access_key, secret_key=settings.secret_key.get_secret_value(),
-            endpoint_override=settings.endpoint, scheme="https" if settings.secure else "http", region=settings.region,
-            connect_timeout=settings.connect_timeout_s, request_timeout=settings.read_timeout_s,
+            access_key=settings.access_key,
+            secret_key=settings.secret_key.get_secret_value(),
+            endpoint_override=settings.endpoint,
+            scheme="https" if settings.secure else "http",
+            region=settings.region,
+            connect_timeout=settings.connect_timeout_s,
+            request_timeout=settings.read_timeout_s,
         )
         return cls(f"{settings.bucket}/{prefix}", filesystem)
 
@@ -58,8 +63,15 @@ class TrainingOutcome:
 
 
 def run_training(
-    task: TrainingTaskSettings, *, store: BlobStore, store_settings: StoreSettings, ray_settings: RaySettings,
-    data_key: str, storage_prefix: str, export_prefix: str, label: str = "",
+    task: TrainingTaskSettings,
+    *,
+    store: BlobStore,
+    store_settings: StoreSettings,
+    ray_settings: RaySettings,
+    data_key: str,
+    storage_prefix: str,
+    export_prefix: str,
+    label: str = "",
     should_stop: Callable[[], bool] = lambda: False,
 ) -> TrainingOutcome:
     """Fit on Ray Train (resuming a killed run), then upload the export to ``export_prefix``.
@@ -81,7 +93,9 @@ def run_training(
         train_loop_config=job.model_dump(mode="json"),
         scaling_config=ray.train.ScalingConfig(num_workers=config.workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
-            name=f"run-{config.digest()}", storage_path=storage.path, storage_filesystem=storage.filesystem,
+            name=f"run-{config.digest()}",
+            storage_path=storage.path,
+            storage_filesystem=storage.filesystem,
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
             failure_config=ray.train.FailureConfig(max_failures=1),
         ),
@@ -102,10 +116,14 @@ def run_training(
     last = state.history[-1].loss if state.history else float("nan")
     first = state.history[0].loss if state.history else float("nan")
     metrics = {
-        "steps": float(state.step), "samples": float(state.samples), "first_loss": first, "final_loss": last,
+        "steps": float(state.step),
+        "samples": float(state.samples),
+        "first_loss": first,
+        "final_loss": last,
         "train_seconds": state.train_seconds,
         "samples_per_s": state.samples / state.train_seconds if state.train_seconds else 0.0,
-        "skipped_examples": float(sum(state.skipped.values())), "torch_threads": float(state.threads),
+        "skipped_examples": float(sum(state.skipped.values())),
+        "torch_threads": float(state.threads),
     }
     log.info("%s: trained %d steps, loss %.4f -> %.4f; model %s at %s", label, state.step, first, last, version, uri)
     return TrainingOutcome(uri, version, state, metrics)
