@@ -12,10 +12,10 @@ import pytest
 from pydantic import ValidationError
 
 from vlgenrm.bus import MemoryBus
+from vlgenrm.cli.run.app import RunConfig, merge, variants
 from vlgenrm.contracts import Choice, LabelSource, Order, Phase, RationaleCandidate, RefinedPair, Stage, TrainingRecord
 from vlgenrm.genrm.model import upload_checkpoint
 from vlgenrm.iteration.arms import Arm, arm_overrides
-from vlgenrm.iteration.demo import RunConfig, merge, variants
 from vlgenrm.iteration.local import LocalDriver, LocalServices
 from vlgenrm.iteration.machine import make_task
 from vlgenrm.iteration.observe import MarkerCache, observe

@@ -200,9 +200,9 @@ def run(
     import yaml
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from vlgenrm.cli.run.app import RunConfig, base_report, run_demo
+    from vlgenrm.cli.run.report import write_report
     from vlgenrm.contracts import Phase, Stage
-    from vlgenrm.iteration.demo import RunConfig, base_report, run_demo
-    from vlgenrm.iteration.report import write_report
     from vlgenrm.quiet import quiet_run
     from vlgenrm.services import stage_workers
     from vlgenrm.settings import BusKind
@@ -255,7 +255,7 @@ def run(
         path = write_report(results, run_config, run_config.report_dir, time.monotonic() - started, store=store, base_report=base_report(run_config, store))
     finally:
         store.close()
-    from vlgenrm.iteration.report import load_summary
+    from vlgenrm.cli.run.report import load_summary
 
     summary = load_summary(run_config.report_dir)
     table = Table(title=f"vlgenrm run ({(time.monotonic() - started) / 60:.1f} min)")

@@ -21,7 +21,7 @@ from vlgenrm.stages import stage_lines
 from vlgenrm.synth.shortcuts import TextBaseline, text_only_baseline
 
 if TYPE_CHECKING:
-    from vlgenrm.iteration.demo import IterationResult, RunConfig
+    from vlgenrm.cli.run.app import IterationResult, RunConfig
 
 SUMMARY = "summary.json"
 
@@ -161,7 +161,7 @@ def _f(value: float | None, digits: int = 3) -> str:
 
 def write_report(results: list[IterationResult], config: RunConfig, directory: Path, elapsed_s: float, store: Any, base_report: Any = None) -> Path:
     """report.md, summary.json and the plots, in ``directory``."""
-    from vlgenrm.iteration.demo import chain_namespace
+    from vlgenrm.cli.run.app import chain_namespace
 
     directory.mkdir(parents=True, exist_ok=True)
     rows = [summarise(r, store, chain_namespace(config, r.variant, r.seed)) for r in results]

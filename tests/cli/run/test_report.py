@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from vlgenrm.cli.run.app import DEFAULT_SPEC, IterationResult, RunConfig, chain_namespace, merge, sampling_summary, training_label_accuracy
+from vlgenrm.cli.run.report import IterationSummary, ablation_rows, load_summary, write_report
 from vlgenrm.contracts import Choice, ImageRef, IterationReason, IterationStatus, Order, Phase, TrainingRecord
 from vlgenrm.evaluation.run import EvaluationPrediction
-from vlgenrm.iteration.demo import DEFAULT_SPEC, IterationResult, RunConfig, chain_namespace, merge, sampling_summary, training_label_accuracy
-from vlgenrm.iteration.report import IterationSummary, ablation_rows, load_summary, write_report
 from vlgenrm.sampling.sampler import CritiqueProbe, SamplingStats, ThresholdPoint
 from vlgenrm.stages import jsonl
 from vlgenrm.store import LocalStore
@@ -183,7 +183,7 @@ def test_runs_with_other_data_get_other_datasets_and_iteration_names() -> None:
 
 
 def test_a_changed_generator_gets_a_new_dataset_and_new_iteration_names(monkeypatch: pytest.MonkeyPatch) -> None:
-    import vlgenrm.iteration.demo as demo
+    import vlgenrm.cli.run.app as demo
 
     dataset, names = RunConfig().dataset().name, RunConfig().digest()
     monkeypatch.setattr(demo, "GENERATOR_FORMAT", demo.GENERATOR_FORMAT + 1)
