@@ -7,32 +7,16 @@ not import each other. The checker is shown to catch an upward import.
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import pytest
+
+from tests.support.source import imports
 
 ROOT = Path(__file__).resolve().parents[1]
 CORE = ROOT / "shared" / "vlgenrm"
 #: Import roots of the shells; the CLI is a shell that lives beside the core it drives.
 SHELLS = ("vlgenrm.services", "vlgenrm.operators", "vlgenrm.cli")
-
-
-def imports(path: Path, package: str) -> list[tuple[int, str]]:
-    """(line, absolute module name) of every import in ``path``, a module of ``package``."""
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found += [(node.lineno, alias.name) for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative: resolve against the module's package
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                module = ".".join(base + ([node.module] if node.module else []))
-            else:
-                module = node.module or ""
-            found.append((node.lineno, module))
-            found += [(node.lineno, f"{module}.{alias.name}") for alias in node.names if module == "vlgenrm"]
-    return found
 
 
 def _package_of(path: Path, root: Path, name: str) -> str:

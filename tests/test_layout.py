@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.source import docstring_ids
 from vlgenrm import layout
 from vlgenrm.contracts import ShardRef, Stage
 from vlgenrm.stages import marker_key, output_key, part_key, stage_prefix
@@ -68,14 +69,7 @@ def test_markers_parse_back_and_nothing_else_does(stage: Stage):
 def _formatted_keys(path: Path) -> list[tuple[int, str]]:
     """String literals and f-strings that start a store key (docstrings and comments aside)."""
     tree = ast.parse(path.read_text())
-    docstrings = {
-        id(node.body[0].value)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and node.body
-        and isinstance(node.body[0], ast.Expr)
-        and isinstance(node.body[0].value, ast.Constant)
-    }
+    docstrings = docstring_ids(tree)
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):

@@ -3,10 +3,10 @@ modules share helpers through tests/support or a conftest, never by importing ea
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 from tests.conftest import REPO
+from tests.support.source import imports
 
 #: Test folders for things that are not under shared/vlgenrm.
 ROOTS = {"services": REPO / "services", "operators": REPO / "operators", "charts": REPO / "charts", "infra": REPO / "scripts" / "infra"}
@@ -30,9 +30,8 @@ def cross_imports(tests: Path) -> list[str]:
     """``file: module`` for every import of another test module (``tests.<...>.test_*``)."""
     found = []
     for path in sorted(tests.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [node.module] if isinstance(node, ast.ImportFrom) and node.module else [a.name for a in node.names] if isinstance(node, ast.Import) else []
-            found += [f"{path.relative_to(tests)}: {n}" for n in names if n.startswith("tests.") and n.rsplit(".", 1)[-1].startswith("test_")]
+        package = ".".join(("tests", *path.relative_to(tests).parts[:-1]))
+        found += [f"{path.relative_to(tests)}: {m}" for _, m in imports(path, package) if m.startswith("tests.") and m.rsplit(".", 1)[-1].startswith("test_")]
     return found
 
 

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from tests.conftest import REPO
+from tests.support.source import docstring_ids
 from vlgenrm.contracts import PHASE_ORDER, Phase, ShardDone, ShardRef, Stage, StageDeadlines
 from vlgenrm.iteration.machine import Observation, make_task
 from vlgenrm.iteration.registry import STAGES
@@ -102,14 +103,7 @@ PHASE_NAMES = {p.value for p in Phase}
 def phase_literals(path) -> list[str]:
     """String constants in ``path`` that are a phase's name (docstrings and f-string text aside)."""
     tree = ast.parse(path.read_text())
-    docstrings = {
-        id(n.body[0].value)
-        for n in ast.walk(tree)
-        if isinstance(n, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
-        and n.body
-        and isinstance(n.body[0], ast.Expr)
-        and isinstance(n.body[0].value, ast.Constant)
-    }
+    docstrings = docstring_ids(tree)
     return [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and n.value in PHASE_NAMES and id(n) not in docstrings]
 
 

@@ -144,8 +144,7 @@ class Phase(StrEnum):
     def next(self) -> Phase:
         """The phase that follows when this one's work is done (Pending -> each stage's phase in
         order -> Promoting -> Succeeded)."""
-        order = PHASE_ORDER
-        return order[order.index(self) + 1] if self in order[:-1] else self
+        return PHASE_ORDER[PHASE_ORDER.index(self) + 1] if self in PHASE_ORDER[:-1] else self
 
 
 class ConditionType(StrEnum):
