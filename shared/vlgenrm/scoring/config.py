@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from vlgenrm.genrm.config import GenRMSettings
+
+
+class Scope(StrEnum):
+    """What a key may call: one scope per kind of endpoint."""
+
+    SCORE = "score"  # POST /v1/score (and GET /v1/models)
+    COMPARE = "compare"  # POST /v1/compare
+    REWARD = "reward"  # POST /get_reward (OpenRLHF's protocol)
 
 
 class ApiKey(BaseModel):
@@ -15,7 +24,7 @@ class ApiKey(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(min_length=1, description="Who holds the key; shown in logs and metrics.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the key (vlgenrm serve --hash-key KEY prints it).")
-    scopes: list[str] = Field(default_factory=lambda: ["score", "compare", "reward"], description="Endpoints the key may call: score, compare, reward.")
+    scopes: list[Scope] = Field(default_factory=lambda: list(Scope), description="Endpoints the key may call: score, compare, reward.")
     rate_per_s: float | None = Field(None, gt=0, description="Sustained requests per second (None = the default rate).")
     burst: int | None = Field(None, ge=1, description="Requests allowed at once above the rate (None = the default burst).")
 

@@ -20,10 +20,10 @@ import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from vlgenrm.errors import ConfigError
-from vlgenrm.scoring.config import ApiKey, SecuritySettings
+from vlgenrm.scoring.config import ApiKey, Scope, SecuritySettings
 from vlgenrm.scoring.errors import ApiError
 
-ALL_SCOPES: frozenset[str] = frozenset({"score", "compare", "reward"})
+ALL_SCOPES: frozenset[Scope] = frozenset(Scope)
 ANONYMOUS = "anonymous"
 MISSING_KEY_MESSAGE = "missing API key: send Authorization: Bearer <key> or X-API-Key"
 
@@ -44,7 +44,7 @@ class Principal:
     """The caller a request is accounted to (rate limits, logs, metrics)."""
 
     name: str
-    scopes: frozenset[str]
+    scopes: frozenset[Scope]
     rate_per_s: float
     burst: int
 
@@ -128,7 +128,7 @@ class ApiKeyAuth:
             entries.append(_Entry(principal, bytes.fromhex(key.sha256)))
         return tuple(entries)
 
-    def authenticate(self, authorization: str | None, api_key_header: str | None, scope: str) -> Principal:
+    def authenticate(self, authorization: str | None, api_key_header: str | None, scope: Scope) -> Principal:
         """The principal of the request's key, allowed to call ``scope``; else AuthError."""
         with self._lock:
             settings, entries = self._settings, self._entries

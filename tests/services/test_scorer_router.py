@@ -1,17 +1,20 @@
-"""The scorer's FastAPI app (make_api) in process: bodies the JSON parser rejects in unusual
-ways get 4xx with a reason, never a 5xx. tests/services/test_scorer_service.py sends the same
-bodies to the full Ray Serve deployment."""
+"""The scorer's HTTP layer (the router's FastAPI app) in process, its routes serving through a
+ScorerServing with a fake model: bodies the JSON parser rejects in unusual ways get 4xx with a
+reason, never a 5xx. tests/services/test_scorer_service.py sends the same bodies to the full
+Ray Serve deployment."""
 
 from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
 
-from vlgenrm.scoring.protocol import CompareRequest, RewardRequest, ScoreRequest
-from vlgenrm.services.scorer.app import make_api
+from tests.support.scoring import FakeModel
+from vlgenrm.scoring.config import SecuritySettings, ServingConfig
+from vlgenrm.scoring.serving import ScorerServing
+from vlgenrm.services.scorer import router
 
 JSON = {"Content-Type": "application/json"}
-SCORE = b'{"image":"x","question":"q","responses":["a"]}'
+SCORE = b'{"image":"eA==","question":"q","responses":["a"]}'
 
 #: Bodies that are not strict JSON, each with the words its 422 must carry.
 NOT_STRICT_JSON = {
@@ -33,22 +36,27 @@ NOT_STRICT_JSON = {
 
 @pytest.fixture(scope="module")
 def client() -> TestClient:
-    api = make_api(max_request_bytes=512 << 10)
-
-    # The ingress's routes live in a Ray Serve class; these take the same body models.
-    @api.post("/v1/score")
-    async def score(body: ScoreRequest) -> dict:
-        return {"responses": len(body.responses)}
-
-    @api.post("/v1/compare")
-    async def compare(body: CompareRequest) -> dict:
-        return {"responses": len(body.responses)}
-
-    @api.post("/get_reward")
-    async def reward(body: RewardRequest) -> dict:
-        return {"queries": len(body.query)}
-
+    api = router.make_api(max_request_bytes=512 << 10)
+    serving = ScorerServing(FakeModel(), ServingConfig(security=SecuritySettings(require_api_key=False)), store=None)
+    api.dependency_overrides[router.current] = lambda: serving
     return TestClient(api, raise_server_exceptions=False)
+
+
+def test_routes_hand_requests_to_the_serving_class_and_errors_keep_one_shape(client):
+    scored = client.post("/v1/score", content=SCORE, headers=JSON)
+    assert scored.status_code == 200 and scored.json()["scores"][0]["reward"] == 0.05, scored.text
+    assert client.get("/readyz").json()["model_version"] == "v7"
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert 'route="score",status="200"' in client.get("/metrics").text
+    bad_image = client.post("/v1/score", json={"image": "x", "question": "q", "responses": ["a"]})
+    assert bad_image.status_code == 400 and bad_image.json()["error"]["code"] == "invalid_image"
+    assert client.get("/nowhere").json()["error"]["code"] == "not_found"
+
+
+def test_an_ingress_without_its_serving_installed_answers_503():
+    starting = TestClient(router.make_api(max_request_bytes=1 << 20), raise_server_exceptions=False)
+    r = starting.get("/readyz")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "not_ready"
 
 
 @pytest.mark.parametrize("path", ["/v1/score", "/v1/compare", "/get_reward"])
@@ -61,7 +69,7 @@ def test_bodies_that_are_not_strict_json_get_422_with_the_reason(client, path, b
 
 
 def test_strict_json_still_reaches_the_route_and_its_validation(client):
-    assert client.post("/v1/score", content=SCORE, headers=JSON).json() == {"responses": 1}
+    assert len(client.post("/v1/score", content=SCORE, headers=JSON).json()["scores"]) == 1
     assert client.post("/v1/score", content=SCORE, headers={"Content-Type": "application/json; charset=utf-8"}).status_code == 200
     wrong = client.post("/v1/score", content=b'{"image":"x","question":"q","responses":"a"}', headers=JSON)
     assert wrong.status_code == 422 and "responses" in wrong.json()["error"]["message"]
