@@ -11,12 +11,16 @@ from typing import TypeVar
 
 from pydantic import BaseModel, Field
 
+from vlgenrm.contracts.base import camel
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
 class Backoff(BaseModel):
     """How long to wait between attempts: initial * multiplier**n, capped, with jitter."""
+
+    model_config = camel()
 
     max_attempts: int = Field(5, ge=1, description="Attempts in total, the first one included.")
     initial_s: float = Field(0.2, gt=0, description="Delay before the second attempt.")

@@ -59,7 +59,7 @@ def test_demo_variants_use_the_honest_no_experts_arm():
 
 
 def test_a_spec_without_experts_must_not_promise_the_teacher_a_report():
-    with pytest.raises(ValidationError, match="teacher_sees=label"):
+    with pytest.raises(ValidationError, match="teacherSees=label"):
         IterationSpec.model_validate(merge(BASE, {"experts": {"enabled": False}}))
 
 

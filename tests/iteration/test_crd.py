@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from tests.conftest import REPO
@@ -35,6 +36,16 @@ def test_the_schema_is_structural():
             assert not ("properties" in node and "additionalProperties" in node), path
 
 
+def test_every_field_at_every_level_is_camel_case():
+    schema = crd_manifest()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    fields = [(path, name) for path, node in walk(schema) if path.endswith(".properties") for name in node]
+    assert len(fields) > 100  # the nested stage configs are in the schema, not left open
+    assert [f"{path}.{name}" for path, name in fields if not re.fullmatch(r"[a-z][a-zA-Z0-9]*", name)] == []
+    # every rule names fields by their wire names
+    rules = " ".join(rule["rule"] for _, node in walk(schema) for rule in node.get("x-kubernetes-validations", []))
+    assert "_" not in rules.replace("self.metadata", ""), rules
+
+
 def test_printer_columns_short_names_status_and_descriptions():
     crd = crd_manifest()["spec"]
     version = crd["versions"][0]
@@ -43,7 +54,7 @@ def test_printer_columns_short_names_status_and_descriptions():
     assert crd["names"]["shortNames"] == ["it", "iters"] and "vlgenrm" in crd["names"]["categories"]
     spec = version["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert spec["required"] == ["dataset", "evalSet"]
-    assert "learning" in spec["properties"]["training"]["properties"]["learning_rate"]["description"].lower()
+    assert "learning" in spec["properties"]["training"]["properties"]["learningRate"]["description"].lower()
     assert any("baseModel" in rule["rule"] for rule in spec["x-kubernetes-validations"])
 
 

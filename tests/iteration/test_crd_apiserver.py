@@ -45,12 +45,12 @@ def apply(kube, namespace: str, manifest: str):
 
 
 def test_valid_iterations_are_accepted_with_typed_stage_configs(crd, namespace):
-    ok = apply(crd, namespace, iteration("it-0", training={"batch_size": 8, "workers": 2, "lora": {"r": 4}}, sampling={"tau0": 0.5}))
+    ok = apply(crd, namespace, iteration("it-0", training={"batchSize": 8, "workers": 2, "lora": {"r": 4}}, sampling={"tau0": 0.5}))
     assert ok.returncode == 0, ok.stderr
     got = json.loads(crd.run_kubectl("get", "iteration", "it-0", "-n", namespace, "-o", "json").stdout)
     assert got["spec"]["training"]["lora"]["r"] == 4
     assert apply(crd, namespace, iteration("it-1", previousIteration="it-0", index=1)).returncode == 0
-    no_experts = apply(crd, namespace, iteration("it-ctl", experts={"enabled": False}, rationale={"teacher_sees": "label", "with_evidence": False}))
+    no_experts = apply(crd, namespace, iteration("it-ctl", experts={"enabled": False}, rationale={"teacherSees": "label", "withEvidence": False}))
     assert no_experts.returncode == 0, no_experts.stderr
 
 
@@ -58,13 +58,14 @@ def test_valid_iterations_are_accepted_with_typed_stage_configs(crd, namespace):
     "spec, message",
     [
         ({"backoffLimit": -1}, "should be greater than or equal to 0"),
-        ({"training": {"batch_size": 6, "workers": 4}}, "must be a multiple of training.workers x training.accumulation"),
+        ({"training": {"batchSize": 6, "workers": 4}}, "must be a multiple of training.workers x training.accumulation"),
         ({"training": {"objective": "ppo"}}, 'Unsupported value: "ppo"'),
         ({"baseModel": None, "previousIteration": None}, "set baseModel or previousIteration"),
         ({"previousIteration": "it-0", "index": 0}, "index >= 1"),
-        ({"sampling": {"top_n": 0}}, "should be greater than or equal to 1"),
+        ({"sampling": {"topN": 0}}, "should be greater than or equal to 1"),
         ({"previousIteration": "Not_A_Name", "index": 1}, "should match"),
-        ({"experts": {"enabled": False}}, "set rationale.teacher_sees=label"),  # the no-experts arm's teacher must not expect a report
+        ({"training": {"batch_size": 8}}, 'unknown field "spec.training.batch_size"'),  # camelCase at every level
+        ({"experts": {"enabled": False}}, "set rationale.teacherSees=label"),  # the no-experts arm's teacher must not expect a report
     ],
 )
 def test_invalid_iterations_are_rejected_with_the_schemas_message(crd, namespace, spec, message):
@@ -96,5 +97,5 @@ def test_printer_columns_short_names_status_and_explain(crd, namespace):
     assert header.split()[:6] == ["NAME", "PHASE", "PROGRESS", "ACCURACY", "COVERAGE", "AGE"]
     assert row.split()[:6] == ["shown", "Sampling", "sampling", "3/8", "0.625", "0.875"]
     assert "shown" in crd.run_kubectl("get", "vlgenrm", "-n", namespace).stdout  # the category
-    explained = crd.run_kubectl("explain", "iteration.spec.training.learning_rate").stdout
+    explained = crd.run_kubectl("explain", "iteration.spec.training.learningRate").stdout
     assert "Peak AdamW learning rate" in explained

@@ -56,3 +56,23 @@ def test_spec_blocks_are_the_config_modules_own_classes():
     fields = IterationSpec.model_fields
     assert fields["experts"].annotation is AnnotationSettings and fields["rationale"].annotation is RationaleSettings
     assert fields["sampling"].annotation is SamplerSettings and fields["evaluation"].annotation is EvaluationSettings
+
+
+def test_the_wire_form_is_camel_case_at_every_level_and_python_names_still_validate():
+    wire = {
+        "dataset": "d",
+        "evalSet": "e",
+        "baseModel": "s3://b/m",
+        "training": {"batchSize": 8, "maxSteps": 3, "lora": {"targetModules": ["q_proj"]}},
+        "rationale": {"teacherSees": "label", "withEvidence": False, "engine": {"retry": {"maxAttempts": 2}}},
+        "experts": {"enabled": False, "experts": {"openVocab": {"enabled": True}}},
+        "sampling": {"deltaTau": 0.25},
+    }
+    spec = IterationSpec.model_validate(wire)
+    assert (spec.training.batch_size, spec.training.lora.target_modules, spec.rationale.engine.retry.max_attempts) == (8, ["q_proj"], 2)
+    assert spec.experts.experts.open_vocab.enabled and spec.sampling.delta_tau == 0.25
+    python = IterationSpec.model_validate(spec.model_dump())  # snake_case, as vlgenrm run and task configs write it
+    assert python == spec
+    dumped = json.dumps(spec.model_dump(by_alias=True, mode="json"))
+    assert IterationSpec.model_validate_json(dumped) == spec
+    assert '"batchSize"' in dumped and '"maxAttempts"' in dumped and '"openVocab"' in dumped and "batch_size" not in dumped

@@ -96,7 +96,7 @@ def manifest(name: str, base: str, **spec) -> str:
             "baseModel": base,
             "rationale": {"k": 1},
             "sampling": {"tau0": -50.0},
-            "training": {"batch_size": 4, "max_steps": 2, "checkpoint_every": 2},
+            "training": {"batchSize": 4, "maxSteps": 2, "checkpointEvery": 2},
             "evaluation": {"pointwise": False},
         }
         | spec,

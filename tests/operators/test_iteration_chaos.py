@@ -25,7 +25,7 @@ from vlgenrm.settings import StoreSettings
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 #: Long enough to be mid-iteration when the fault lands: the trainer logs every 5 of 30 steps.
-SPEC = {"training": {"batch_size": 4, "max_steps": 30, "checkpoint_every": 5, "log_every": 5}}
+SPEC = {"training": {"batchSize": 4, "maxSteps": 30, "checkpointEvery": 5, "logEvery": 5}}
 RUNNING = ("Annotating", "Rationalizing", "Sampling", "Training")
 DONE = ("Succeeded", "Failed")
 

@@ -76,7 +76,7 @@ def test_a_deleted_iteration_is_cleaned_up_and_its_queued_tasks_are_skipped(clus
 def test_a_stage_service_killed_mid_shard_is_retried_and_the_iteration_succeeds(cluster_setup):
     kube, platform, namespace, base, procs = cluster_setup
     kube.run_kubectl(
-        "apply", "-n", namespace, "-f", "-", input=manifest("it-kill", base, training={"batch_size": 4, "max_steps": 40, "checkpoint_every": 5, "log_every": 5})
+        "apply", "-n", namespace, "-f", "-", input=manifest("it-kill", base, training={"batchSize": 4, "maxSteps": 40, "checkpointEvery": 5, "logEvery": 5})
     )
     trainer_log = procs.logs / "trainer.log"
     deadline = time.monotonic() + 300

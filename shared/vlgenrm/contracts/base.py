@@ -5,10 +5,21 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 
 #: Every contract class by name, filled as classes are defined (schemas export, decoders).
 CONTRACTS: dict[str, type[Contract]] = {}
+
+
+def camel(**config: Any) -> ConfigDict:
+    """A model config whose fields are camelCase on the wire (Kubernetes APIs are, at every level)
+    and keep their Python names in code; either spelling validates."""
+    return ConfigDict(alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel), populate_by_name=True, **config)
+
+
+#: camelCase on the wire, unknown fields refused: the Iteration's spec and status at every level.
+CAMEL = camel(extra="forbid")
 
 
 def utcnow() -> datetime:

@@ -9,17 +9,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import AliasGenerator, BaseModel, ConfigDict, Field
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, Field
 
-from vlgenrm.contracts.base import Contract
+from vlgenrm.contracts.base import CAMEL, Contract
 from vlgenrm.contracts.enums import ConditionStatus, ConditionType, FailureReason, IterationReason, Phase, Stage
-
-CAMEL = ConfigDict(
-    alias_generator=AliasGenerator(validation_alias=to_camel, serialization_alias=to_camel),
-    populate_by_name=True,
-    extra="forbid",
-)
 
 
 class StageDeadlines(BaseModel):

@@ -287,7 +287,7 @@ def settings_schema() -> dict[str, Any]:
     """JSON Schema of ``config``: :class:`Settings` without the chart-owned fields, closed to typos."""
     from vlgenrm.settings import Settings
 
-    schema = Settings.model_json_schema()
+    schema = Settings.model_json_schema(by_alias=False)  # config is snake_case: the names load_settings reads
     defs = schema.pop("$defs", {})
     for section, fields in CHART_OWNED.items():
         ref = schema["properties"][section].get("$ref", "")

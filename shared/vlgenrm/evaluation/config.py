@@ -5,11 +5,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from vlgenrm.contracts.base import camel
 from vlgenrm.genrm.config import GenRMSettings
 
 
 class EvaluationSettings(BaseModel):
     """An Iteration's ``spec.evaluation`` block (it travels in the evaluation task's config)."""
+
+    model_config = camel()
 
     pointwise: bool = Field(True, description="Also score each response pointwise (P(Yes)): hallucination detection and best-of-N.")
     hallucination_threshold: float = Field(0.5, ge=0.0, le=1.0, description="A response with P(Yes) below this is flagged as hallucinating.")

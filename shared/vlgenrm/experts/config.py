@@ -7,14 +7,15 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from vlgenrm.contracts.base import camel
 from vlgenrm.genrm.config import SamplingParams
 from vlgenrm.rationale.config import EngineSettings
 
 
 class _Config(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = camel(extra="forbid")
 
 
 class ColourShapeConfig(_Config):
@@ -104,6 +105,8 @@ class ExpertsSettings(_Config):
 class VerificationSettings(BaseModel):
     """Constants of §3.1."""
 
+    model_config = camel()
+
     delta: float = Field(0.5, ge=0, description="y_e needs h of one response below the other's by more than this.")
 
 
@@ -116,12 +119,16 @@ class ConflictPolicy(StrEnum):
 class RefinementSettings(BaseModel):
     """Constants and policy of §3.2."""
 
+    model_config = camel()
+
     flip_threshold: float = Field(1.0, ge=0, description="|h(A) - h(B)| needed to override a human label.")
     policy: ConflictPolicy = Field(ConflictPolicy.FLIP, description="What to do when experts and humans disagree.")
 
 
 class LLMExtractorSettings(BaseModel):
     """The ``llm`` claim extractor: its engine, sampling, batching and retries (``experts.llm``)."""
+
+    model_config = camel()
 
     engine: EngineSettings = Field(
         default_factory=lambda: EngineSettings(kind="openai"),
@@ -139,6 +146,8 @@ class LLMExtractorSettings(BaseModel):
 
 class AnnotationSettings(BaseModel):
     """Everything the experts stage is configured with (an Iteration's ``spec.experts``)."""
+
+    model_config = camel()
 
     enabled: bool = Field(
         True, description="Run the vision experts; false = human labels pass through (source=human) and no ExpertReport is written (the no-experts arm)."

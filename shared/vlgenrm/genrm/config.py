@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from vlgenrm.contracts.base import camel
+
 
 class DType(StrEnum):
     FLOAT32 = "float32"
@@ -27,6 +29,8 @@ class Backend(StrEnum):
 
 class GenRMSettings(BaseModel):
     """How a GenRM is loaded and fed."""
+
+    model_config = camel()
 
     device: str = Field("cpu", description="cpu, cuda, cuda:N, or auto (cuda when available).")
     dtype: DType = Field(DType.FLOAT32, description="Weights and activations dtype (bfloat16 on GPUs).")
@@ -61,6 +65,8 @@ class GenRMSettings(BaseModel):
 class SamplingParams(BaseModel):
     """Sampling for critique generation."""
 
+    model_config = camel()
+
     max_new_tokens: int = Field(256, ge=1)
     temperature: float = Field(0.7, ge=0.0, description="0 = greedy.")
     top_p: float = Field(0.95, gt=0.0, le=1.0)
@@ -88,6 +94,8 @@ class LossAverage(StrEnum):
 
 class LoraSettings(BaseModel):
     """LoRA adapters on the language model's attention projections (base weights frozen)."""
+
+    model_config = camel()
 
     r: int = Field(8, ge=1, description="Adapter rank.")
     alpha: int = Field(16, ge=1, description="Adapter scaling numerator (scale = alpha / r).")

@@ -22,16 +22,16 @@ CRD_PATH = Path("charts/vlgenrm/crds") / f"{GROUP}_{PLURAL}.yaml"
 SPEC_RULES = [
     {"rule": "has(self.baseModel) || has(self.previousIteration)", "message": "set baseModel or previousIteration: training needs a model to start from"},
     {
-        "rule": "!has(self.training) || !has(self.training.batch_size) || "
-        "self.training.batch_size % ((has(self.training.workers) ? self.training.workers : 1) * "
+        "rule": "!has(self.training) || !has(self.training.batchSize) || "
+        "self.training.batchSize % ((has(self.training.workers) ? self.training.workers : 1) * "
         "(has(self.training.accumulation) ? self.training.accumulation : 1)) == 0",
-        "message": "training.batch_size must be a multiple of training.workers x training.accumulation",
+        "message": "training.batchSize must be a multiple of training.workers x training.accumulation",
     },
     {"rule": "!has(self.previousIteration) || self.index >= 1", "message": "an Iteration continuing a previousIteration has index >= 1"},
     {
         "rule": "!has(self.experts) || !has(self.experts.enabled) || self.experts.enabled || "
-        "(has(self.rationale) && has(self.rationale.teacher_sees) && self.rationale.teacher_sees == 'label')",
-        "message": "experts.enabled=false writes no expert report: set rationale.teacher_sees=label",
+        "(has(self.rationale) && has(self.rationale.teacherSees) && self.rationale.teacherSees == 'label')",
+        "message": "experts.enabled=false writes no expert report: set rationale.teacherSees=label",
     },
 ]
 #: Checks that need the object's own name, so they sit at the root: CEL there may read

@@ -52,5 +52,5 @@ class IterationSpec(Contract):
     @model_validator(mode="after")
     def _no_report_without_experts(self) -> IterationSpec:
         if not self.experts.enabled and self.rationale.teacher_sees is not TeacherView.LABEL:
-            raise ValueError("experts.enabled=false writes no expert report: set rationale.teacher_sees=label")
+            raise ValueError("experts.enabled=false writes no expert report: set rationale.teacherSees=label")
         return self

@@ -8,12 +8,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr
 
+from vlgenrm.contracts.base import camel
 from vlgenrm.genrm.config import GenRMSettings, SamplingParams
 from vlgenrm.retry import Backoff
 
 
 class EngineSettings(BaseModel):
     """Which generator writes the critiques, and how to reach it."""
+
+    model_config = camel()
 
     kind: Literal["template", "transformers", "vllm", "openai"] = Field("template", description="Engine implementation.")
     model: str | None = Field(None, description="Checkpoint path/URI (transformers, vllm) or served model name (openai).")
@@ -40,6 +43,8 @@ class TeacherView(StrEnum):
 
 class RationaleSettings(BaseModel):
     """An Iteration's ``spec.rationale`` block (it travels in each rationale task's config)."""
+
+    model_config = camel()
 
     engine: EngineSettings = Field(default_factory=EngineSettings, description="Which generator writes the critiques.")
     k: int = Field(4, ge=1, description="Candidate critiques per pair and order.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from vlgenrm.contracts.base import camel
 from vlgenrm.genrm.config import GenRMSettings
 
 _DEFAULT_THRESHOLDS = tuple(-2.0 + 0.5 * i for i in range(13))  # -2.0 .. 4.0
@@ -12,6 +13,8 @@ _DEFAULT_THRESHOLDS = tuple(-2.0 + 0.5 * i for i in range(13))  # -2.0 .. 4.0
 
 class SamplerSettings(BaseModel):
     """Knobs of §3.4 (defaults = the design's)."""
+
+    model_config = camel()
 
     tau0: float = Field(0.0, description="Margin threshold at iteration 0.")
     delta_tau: float = Field(0.5, description="Threshold increase per iteration: tau_t = tau0 + t * delta_tau.")

@@ -9,6 +9,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from vlgenrm.contracts.base import camel
 from vlgenrm.genrm.config import GenRMSettings, LoraSettings, LossAverage, Objective
 
 
@@ -42,7 +43,7 @@ class Schedule(StrEnum):
 class TrainingConfig(BaseModel):
     """An Iteration's ``spec.training``: what one training run of the GenRM does."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = camel(extra="forbid")
     learning_rate: float = Field(1e-5, gt=0, description="Peak AdamW learning rate.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     schedule: Schedule = Field(Schedule.CONSTANT, description="Learning rate after warm-up: constant or cosine decay to 0.")
