@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
-INFRA  := $(PY) scripts/infra/localinfra.py
+INFRA  := PYTHONPATH=scripts/infra $(PY) -m localinfra
 PYTEST_ARGS ?=
 
 .PHONY: help install system-deps lint format test test-quick demo fidelity base infra-up infra-down infra-status schemas clean

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import socket
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import localinfra  # scripts/infra, on sys.path through pytest's pythonpath (pyproject.toml)
 import pytest
 
 from vlgenrm.bus import Bus, MemoryBus
@@ -22,8 +22,6 @@ from vlgenrm.settings import BusKind, BusSettings, StoreKind, StoreSettings
 from vlgenrm.store import BlobStore, LocalStore
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts" / "infra"))
-import localinfra  # noqa: E402
 
 
 def _serve(server: localinfra.KafkaServer | localinfra.S3Server | localinfra.KubeApiServer) -> Iterator:

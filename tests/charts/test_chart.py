@@ -16,11 +16,12 @@ import time
 import uuid
 from pathlib import Path
 
+import localinfra  # scripts/infra, on sys.path through pytest's pythonpath
 import pytest
 import yaml
 
-import localinfra  # scripts/infra, on sys.path via tests/conftest.py
 from tests.conftest import REPO, free_ports, wait_http_ok
+from tests.support.kube import fresh_namespace
 from vlgenrm.deploy.values import ChartValues
 from vlgenrm.settings import load_settings
 
@@ -251,15 +252,9 @@ def cluster(kube_server):
     return kube_server
 
 
-def fresh_namespace(kube, prefix: str = "chart") -> str:
-    name = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    kube.run_kubectl("create", "namespace", name)
-    return name
-
-
 @pytest.mark.parametrize("values", list(VALUE_SETS))
 def test_every_manifest_is_accepted_by_the_api_server(helm, cluster, values):
-    namespace = fresh_namespace(cluster)
+    namespace = fresh_namespace(cluster, "chart")
     release = f"r{uuid.uuid4().hex[:5]}"
     args = VALUE_SETS[values]
     for watched in ChartValues.model_validate(_values(args)).operator.watch_namespaces:
@@ -277,7 +272,7 @@ def _values(args: list[str]) -> dict:
 
 
 def test_the_example_iteration_is_accepted(cluster):
-    namespace = fresh_namespace(cluster)
+    namespace = fresh_namespace(cluster, "chart")
     proc = cluster.run_kubectl("apply", "--dry-run=server", "-n", namespace, "-f", str(EXAMPLES / "iteration.yaml"), check=False)
     assert proc.returncode == 0 and "created (server dry run)" in proc.stdout, proc.stderr
 

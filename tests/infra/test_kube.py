@@ -8,11 +8,12 @@ finish deleting without the namespace controller).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
 import localinfra
 import pytest
+
+from tests.support.kube import fresh_namespace
 
 # A session fixture's setup counts against the first test that asks for it: on a machine
 # without the build cache that is a 10+ minute build (`make infra-up` does it beforehand).
@@ -57,10 +58,8 @@ def widget(namespace: str, name: str, spec: dict[str, object]) -> str:
 
 
 @pytest.fixture
-def namespace(kube_server: localinfra.KubeApiServer, unique: Callable[[str], str]) -> str:
-    name = unique("t")
-    kube_server.run_kubectl("create", "namespace", name)
-    return name
+def namespace(kube_server: localinfra.KubeApiServer) -> str:
+    return fresh_namespace(kube_server, "t")
 
 
 @pytest.fixture(scope="module")

@@ -5,52 +5,32 @@ columns and `kubectl explain` from the field descriptions."""
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 import yaml
 
-from tests.conftest import REPO
-from vlgenrm.iteration.crd import CRD_PATH
+from tests.support.kube import apply, fresh_namespace, install_iteration_crd, iteration_manifest
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def crd(kube_server):
-    kube_server.run_kubectl("apply", "--server-side", "-f", str(REPO / CRD_PATH))
-    kube_server.wait_crd_established("iterations.vlgenrm.io")
-    return kube_server
+    return install_iteration_crd(kube_server)
 
 
 @pytest.fixture
 def namespace(crd) -> str:
-    name = f"it-{uuid.uuid4().hex[:8]}"
-    crd.run_kubectl("create", "namespace", name)
-    return name
-
-
-def iteration(name: str, **spec) -> str:
-    body = {
-        "apiVersion": "vlgenrm.io/v1alpha1",
-        "kind": "Iteration",
-        "metadata": {"name": name},
-        "spec": {"dataset": "synth", "evalSet": "synth", "baseModel": "s3://vlgenrm/checkpoints/base"} | spec,
-    }
-    return yaml.safe_dump(body)
-
-
-def apply(kube, namespace: str, manifest: str):
-    return kube.run_kubectl("apply", "-n", namespace, "-f", "-", input=manifest, check=False)
+    return fresh_namespace(crd, "it")
 
 
 def test_valid_iterations_are_accepted_with_typed_stage_configs(crd, namespace):
-    ok = apply(crd, namespace, iteration("it-0", training={"batchSize": 8, "workers": 2, "lora": {"r": 4}}, sampling={"tau0": 0.5}))
+    ok = apply(crd, namespace, iteration_manifest("it-0", training={"batchSize": 8, "workers": 2, "lora": {"r": 4}}, sampling={"tau0": 0.5}))
     assert ok.returncode == 0, ok.stderr
     got = json.loads(crd.run_kubectl("get", "iteration", "it-0", "-n", namespace, "-o", "json").stdout)
     assert got["spec"]["training"]["lora"]["r"] == 4
-    assert apply(crd, namespace, iteration("it-1", previousIteration="it-0", index=1)).returncode == 0
-    no_experts = apply(crd, namespace, iteration("it-ctl", experts={"enabled": False}, rationale={"teacherSees": "label", "withEvidence": False}))
+    assert apply(crd, namespace, iteration_manifest("it-1", previousIteration="it-0", index=1)).returncode == 0
+    no_experts = apply(crd, namespace, iteration_manifest("it-ctl", experts={"enabled": False}, rationale={"teacherSees": "label", "withEvidence": False}))
     assert no_experts.returncode == 0, no_experts.stderr
 
 
@@ -69,7 +49,7 @@ def test_valid_iterations_are_accepted_with_typed_stage_configs(crd, namespace):
     ],
 )
 def test_invalid_iterations_are_rejected_with_the_schemas_message(crd, namespace, spec, message):
-    manifest = iteration("bad", **spec)
+    manifest = iteration_manifest("bad", **spec)
     if spec.get("baseModel", "") is None:
         body = yaml.safe_load(manifest)
         body["spec"].pop("baseModel")
@@ -80,16 +60,16 @@ def test_invalid_iterations_are_rejected_with_the_schemas_message(crd, namespace
 
 
 def test_an_iteration_naming_itself_as_previous_iteration_is_rejected(crd, namespace):
-    out = apply(crd, namespace, iteration("loop", previousIteration="loop", index=1))
+    out = apply(crd, namespace, iteration_manifest("loop", previousIteration="loop", index=1))
     assert out.returncode != 0 and "names this Iteration itself" in out.stderr, out.stderr
-    assert apply(crd, namespace, iteration("loop", previousIteration="loop-0", index=1)).returncode == 0
+    assert apply(crd, namespace, iteration_manifest("loop", previousIteration="loop-0", index=1)).returncode == 0
     # Also on update: an accepted Iteration cannot be edited into its own predecessor.
-    out = apply(crd, namespace, iteration("loop", previousIteration="loop", index=1))
+    out = apply(crd, namespace, iteration_manifest("loop", previousIteration="loop", index=1))
     assert out.returncode != 0 and "names this Iteration itself" in out.stderr, out.stderr
 
 
 def test_printer_columns_short_names_status_and_explain(crd, namespace):
-    assert apply(crd, namespace, iteration("shown")).returncode == 0
+    assert apply(crd, namespace, iteration_manifest("shown")).returncode == 0
     status = {"phase": "Sampling", "progress": "sampling 3/8", "metrics": {"accuracy": 0.625, "experts.coverage": 0.875}}
     crd.run_kubectl("patch", "iteration", "shown", "-n", namespace, "--subresource=status", "--type=merge", "-p", json.dumps({"status": status}))
     table = crd.run_kubectl("get", "it", "-n", namespace).stdout

@@ -10,18 +10,16 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.conftest import REPO
 from tests.services.conftest import Platform, make_platform
+from tests.support.kube import fresh_namespace, get_iteration, install_iteration_crd, iteration_manifest
 from tests.support.procs import service_env
 from vlgenrm.genrm.model import upload_checkpoint
-from vlgenrm.iteration.crd import CRD_PATH
 from vlgenrm.synth.dataset import SynthConfig, generate_dataset
 
 SERVICES = ["experts", "rationale", "sampler", "trainer"]
@@ -68,10 +66,7 @@ class Procs:
 def cluster_setup(request, kube_server, tmp_path_factory) -> Iterator[tuple]:
     tmp = tmp_path_factory.mktemp("operator")
     platform: Platform = next(make_platform("cluster", request, tmp))
-    kube_server.run_kubectl("apply", "--server-side", "-f", str(REPO / CRD_PATH))
-    kube_server.wait_crd_established("iterations.vlgenrm.io")
-    namespace = f"op-{uuid.uuid4().hex[:6]}"
-    kube_server.run_kubectl("create", "namespace", namespace)
+    namespace = fresh_namespace(install_iteration_crd(kube_server), "op")
     generate_dataset(SynthConfig(name="tiny", n_train=8, n_eval=8, image_size=192, shard_size=8), platform.store)
     from vlgenrm.genrm.tiny import build_tiny_genrm
 
@@ -86,27 +81,21 @@ def cluster_setup(request, kube_server, tmp_path_factory) -> Iterator[tuple]:
 
 
 def manifest(name: str, base: str, **spec) -> str:
-    body = {
-        "apiVersion": "vlgenrm.io/v1alpha1",
-        "kind": "Iteration",
-        "metadata": {"name": name},
-        "spec": {
-            "dataset": "tiny",
-            "evalSet": "tiny",
-            "baseModel": base,
-            "rationale": {"k": 1},
-            "sampling": {"tau0": -50.0},
-            "training": {"batchSize": 4, "maxSteps": 2, "checkpointEvery": 2},
-            "evaluation": {"pointwise": False},
-        }
-        | spec,
+    """An Iteration on the tiny dataset, sized to finish in a minute or two (``spec`` overrides)."""
+    defaults = {
+        "dataset": "tiny",
+        "evalSet": "tiny",
+        "baseModel": base,
+        "rationale": {"k": 1},
+        "sampling": {"tau0": -50.0},
+        "training": {"batchSize": 4, "maxSteps": 2, "checkpointEvery": 2},
+        "evaluation": {"pointwise": False},
     }
-    return yaml.safe_dump(body)
+    return iteration_manifest(name, **(defaults | spec))
 
 
 def get(kube, namespace: str, name: str) -> dict:
-    out = kube.run_kubectl("get", "iteration", name, "-n", namespace, "-o", "json", check=False)
-    return json.loads(out.stdout) if out.returncode == 0 else {}
+    return get_iteration(kube, namespace, name)
 
 
 def wait_for(kube, namespace: str, name: str, predicate, procs: Procs, timeout_s: float = 420) -> dict:
