@@ -52,6 +52,7 @@ def test_every_stage_has_a_deadline_field_named_by_it():
     assert set(StageDeadlines.model_fields) == {s.value for s in Stage}
     spec = IterationSpec.model_validate({"dataset": "d", "evalSet": "e", "baseModel": "b", "deadlines": {"training": 99}})
     assert STAGES[Stage.TRAINING].deadline_s(spec) == 99 and STAGES[Stage.EXPERTS].deadline_s(spec) == StageDeadlines().experts
+    assert [StageDeadlines.model_fields[s.value].default for s in Stage] == [s.default_deadline_s for s in Stage] == [3600, 14400, 14400, 86400, 3600]
 
 
 def test_every_consumer_group_is_a_service_package_and_services_use_the_registry():

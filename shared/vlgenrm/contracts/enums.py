@@ -74,6 +74,11 @@ class Stage(StrEnum):
         """One task per dataset shard (else one task for the whole Iteration)."""
         return self not in (Stage.TRAINING, Stage.EVALUATION)
 
+    @property
+    def default_deadline_s(self) -> int:
+        """Seconds the stage may take unless ``spec.deadlines`` says otherwise."""
+        return _STAGE_DEADLINE_S[self]
+
 
 class EventType(StrEnum):
     """What a stage reports on the events topic."""
@@ -185,6 +190,13 @@ _STAGE_PHASE: dict[Stage, Phase] = {
     Stage.SAMPLING: Phase.SAMPLING,
     Stage.TRAINING: Phase.TRAINING,
     Stage.EVALUATION: Phase.EVALUATING,
+}
+_STAGE_DEADLINE_S: dict[Stage, int] = {
+    Stage.EXPERTS: 3600,
+    Stage.RATIONALE: 4 * 3600,
+    Stage.SAMPLING: 4 * 3600,
+    Stage.TRAINING: 24 * 3600,
+    Stage.EVALUATION: 3600,
 }
 _PHASE_STAGE: dict[Phase, Stage] = {phase: stage for stage, phase in _STAGE_PHASE.items()}
 #: The phases an Iteration passes through when nothing fails: the stages in declaration order.

@@ -9,21 +9,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, create_model
 
 from vlgenrm.contracts.base import CAMEL, Contract
 from vlgenrm.contracts.enums import ConditionStatus, ConditionType, FailureReason, IterationReason, Phase, Stage
 
-
-class StageDeadlines(BaseModel):
-    """Per-stage wall-clock limits in seconds; a stage past its deadline fails the Iteration."""
-
-    model_config = CAMEL
-    experts: int = Field(3600, ge=1)
-    rationale: int = Field(4 * 3600, ge=1)
-    sampling: int = Field(4 * 3600, ge=1)
-    training: int = Field(24 * 3600, ge=1)
-    evaluation: int = Field(3600, ge=1)
+#: Per-stage wall-clock limits in seconds, one field per ``Stage`` (its ``default_deadline_s``):
+#: a new stage gets its field, and the CRD its ``spec.deadlines`` entry, from the enum alone.
+StageDeadlines = create_model(
+    "StageDeadlines",
+    __config__=CAMEL,
+    __doc__="Per-stage wall-clock limits in seconds; a stage past its deadline fails the Iteration.",
+    **{stage.value: (int, Field(stage.default_deadline_s, ge=1, description=f"Seconds the {stage.value} stage may take.")) for stage in Stage},
+)
 
 
 class ShardRetry(BaseModel):
