@@ -11,6 +11,8 @@ from tests.support.source import imports
 #: Test folders for things that are not under shared/vlgenrm.
 ROOTS = {"services": REPO / "services", "operators": REPO / "operators", "charts": REPO / "charts", "infra": REPO / "scripts" / "infra"}
 HELPERS = {"support"}
+#: Data folders inside a test package (inputs the tests replay, no Python).
+DATA = {"corpus"}
 
 
 def source_of(test_dir: Path, tests: Path) -> Path | None:
@@ -23,7 +25,7 @@ def source_of(test_dir: Path, tests: Path) -> Path | None:
 
 def unmirrored(tests: Path) -> list[str]:
     dirs = [d for d in sorted(tests.rglob("*")) if d.is_dir() and d.name != "__pycache__" and not d.name.startswith(".")]
-    return [str(d.relative_to(tests)) for d in dirs if d.relative_to(tests).parts[0] not in HELPERS and source_of(d, tests) is None]
+    return [str(d.relative_to(tests)) for d in dirs if d.relative_to(tests).parts[0] not in HELPERS and d.name not in DATA and source_of(d, tests) is None]
 
 
 def cross_imports(tests: Path) -> list[str]:

@@ -9,9 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.support.bus import task
+from tests.support.bus import CORPUS, corpus, task
 from vlgenrm.bus.codec import MAX_DETAIL_CHARS, Decoded, DecodeFailure, decode
-from vlgenrm.contracts import DeadLetter, DeadLetterReason, StageEvent, StageTask
+from vlgenrm.contracts import DeadLetter, DeadLetterReason, StageTask
 
 TASK = task(1)
 GOOD: dict[str, Any] = json.loads(TASK.to_json_bytes())
@@ -26,30 +26,9 @@ def nested(depth: int, open_: str = "[", close: str = "]") -> bytes:
 
 
 UNDECODABLE: dict[str, bytes | None] = {
-    "empty": b"",
     "tombstone": None,
-    "random bytes": b"\xff\xfe\x00\x81",
-    "truncated UTF-8": task(1).to_json_bytes()[:-1] + b"\xc3",
-    "encoded surrogate (CESU-8)": b'{"schema_version":1,"task_id":"\xed\xa0\x80"}',
-    "lone surrogate escape": b'{"schema_version":1,"task_id":"\\ud800"}',
-    "UTF-8 BOM": b"\xef\xbb\xbf" + task(1).to_json_bytes(),
-    "5000-digit integer": b'{"schema_version":1,"n":' + b"9" * 5000 + b"}",
-    "5000-digit schema_version": b'{"schema_version":' + b"1" * 5000 + b"}",
-    "5000-digit negative in a list": b'{"schema_version":1,"config":{"x":[-' + b"7" * 5000 + b"]}}",
-    "deep arrays": nested(100_000),
-    "deep objects": ('{"a":' * 50_000 + "1" + "}" * 50_000).encode(),
-    "deep nesting inside a field": with_(config={"x": 1}).replace(b'{"x": 1}', nested(5_000)),
-    "NaN": b'{"schema_version":1,"config":{"x":NaN}}',
-    "Infinity": b'{"schema_version":1,"config":{"x":Infinity}}',
-    "-Infinity": b'{"schema_version":-Infinity}',
-    "float overflowing to inf": with_(config={"x": 0}).replace(b'"x": 0', b'"x": 1e999'),
-    "duplicate key": b'{"schema_version":1,"schema_version":2}',
-    "duplicate key nested": with_(config={"a": 1}).replace(b'{"a": 1}', b'{"a": 1, "a": 2}'),
-    "two documents": b"{} {}",
-    "trailing comma": b'{"schema_version":1,}',
-    "single quotes": b"{'schema_version':1}",
-    "comment": b'{"schema_version":1 /* x */}',
-    "unterminated string": b'{"schema_version":1,"task_id":"abc',
+    "deep arrays, 100,000 levels": nested(100_000),  # the corpus keeps 10,000 (small files)
+    **corpus(DeadLetterReason.UNDECODABLE),
 }
 
 
@@ -60,20 +39,7 @@ def test_input_that_is_not_strict_json_is_undecodable(data):
     assert result.reason is DeadLetterReason.UNDECODABLE and result.detail
 
 
-INVALID: dict[str, bytes] = {
-    "array": b"[]",
-    "string": b'"StageTask"',
-    "number": b"1",
-    "null": b"null",
-    "no schema_version": json.dumps({k: v for k, v in GOOD.items() if k != "schema_version"}).encode(),
-    "schema_version true": with_(schema_version=True),
-    "schema_version 1.0": with_(schema_version=1.0),
-    "schema_version '1'": with_(schema_version="1"),
-    "schema_version [1]": with_(schema_version=[1]),
-    "unknown field": with_(surprise=1),
-    "huge task_id": with_(task_id="x" * 2_000_000),
-    "another contract": StageEvent(event_id="e", task_id="t", shard=task(1).shard, type="shard_done").to_json_bytes(),
-}
+INVALID: dict[str, bytes] = {"huge task_id": with_(task_id="x" * 2_000_000), **corpus(DeadLetterReason.INVALID)}
 
 
 @pytest.mark.parametrize("data", INVALID.values(), ids=INVALID.keys())
@@ -84,9 +50,17 @@ def test_json_that_is_not_the_contract_is_invalid(data):
     assert len(result.detail) <= MAX_DETAIL_CHARS
 
 
-@pytest.mark.parametrize("version", [0, -1, 2, 99, 10**30, 10**3999], ids=["0", "-1", "2", "99", "1e30", "1e3999"])
-def test_unknown_schema_versions_are_reported_as_such(version):
-    result = decode(with_(schema_version=version), StageTask)
+UNKNOWN_VERSIONS: dict[str, bytes] = {"1e3999": with_(schema_version=10**3999), **corpus(DeadLetterReason.UNKNOWN_SCHEMA_VERSION)}
+
+
+def test_the_corpus_holds_every_class_of_input():
+    assert (len(UNDECODABLE), len(INVALID), len(UNKNOWN_VERSIONS)) >= (24, 12, 6)
+    assert len(list(CORPUS.iterdir())) == sum(len(corpus(r)) for r in DeadLetterReason)  # every file named by a reason
+
+
+@pytest.mark.parametrize("data", UNKNOWN_VERSIONS.values(), ids=UNKNOWN_VERSIONS.keys())
+def test_unknown_schema_versions_are_reported_as_such(data):
+    result = decode(data, StageTask)
     assert isinstance(result, DecodeFailure) and result.reason is DeadLetterReason.UNKNOWN_SCHEMA_VERSION
     assert "supports [1]" in result.detail and len(result.detail) <= MAX_DETAIL_CHARS
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.support.bus import drain, task
+from tests.support.bus import CORPUS, corpus, drain, task
 from tests.support.procs import spawn, wait_for_line
 from vlgenrm.bus import Record, Worker
 from vlgenrm.bus.worker import MAX_DEAD_LETTER_ORIGINAL
@@ -54,6 +54,24 @@ def test_bad_messages_are_dead_lettered_with_reason_and_the_worker_keeps_going(b
     offsets = sorted(d.offset for d in letters.values())
     assert offsets == [1, 2, 3]  # the positions of the bad messages in their partition
     assert bus.lag(group, topic) == 0
+
+
+def test_the_whole_fuzz_corpus_is_dead_lettered_with_its_reason_and_the_line_keeps_moving(bus_backend, unique):
+    bus = bus_backend.new_bus()
+    topic, dlq, group = unique("tasks"), unique("dlq"), unique("g")
+    inputs = [(reason, case, data) for reason in DeadLetterReason for case, data in corpus(reason).items()]
+    assert len(inputs) == len(list(CORPUS.iterdir())) >= 40
+    bus.publish(topic, "k", task(0))
+    for _, _, data in inputs:
+        bus.publish(topic, "k", data)
+    bus.publish(topic, "k", task(1))
+    handled: list[int] = []
+    worker = Worker(bus, [topic], group, StageTask, lambda m, r: handled.append(m.shard.shard), dlq_topic=dlq, settings=FAST)
+    stats = worker.run(max_messages=len(inputs) + 2, idle_timeout_s=120)
+    assert handled == [0, 1] and stats.processed == 2 and sum(stats.dead_lettered.values()) == len(inputs)
+    letters = read_dead_letters(bus, dlq, len(inputs), unique)
+    assert [(d.reason, d.original) for d in letters] == [(reason, data) for reason, _, data in inputs]  # one key: in order
+    assert all(d.detail for d in letters) and bus.lag(group, topic) == 0
 
 
 def test_transient_errors_are_retried_then_dead_lettered_permanent_errors_at_once(bus_backend, unique):

@@ -1,11 +1,12 @@
-"""Bus test helpers: a numbered StageTask, and draining a consumer."""
+"""Bus test helpers: a numbered StageTask, draining a consumer, and the fuzz corpus."""
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from vlgenrm.bus import Consumer, Record
-from vlgenrm.contracts import ShardRef, Stage, StageTask
+from vlgenrm.contracts import DeadLetterReason, ShardRef, Stage, StageTask
 
 
 def task(i: int) -> StageTask:
@@ -23,3 +24,15 @@ def drain(consumer: Consumer, want: int, timeout_s: float = 60.0, commit: bool =
         if records and commit:
             consumer.commit(records)
     return got
+
+
+#: The fuzz corpus: one file per input every consumer must dead-letter, named
+#: ``<reason>--<case>.bin``. tests/bus/test_codec.py decodes each; tests/bus/test_worker.py
+#: replays all of them through a real consumer. A new input that hypothesis or a user finds
+#: goes in as a file.
+CORPUS = Path(__file__).resolve().parents[1] / "bus" / "corpus"
+
+
+def corpus(reason: DeadLetterReason) -> dict[str, bytes]:
+    """The corpus inputs of one dead-letter reason, by case name."""
+    return {path.stem.split("--", 1)[1]: path.read_bytes() for path in sorted(CORPUS.glob(f"{reason.value}--*.bin"))}
