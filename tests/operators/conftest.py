@@ -94,14 +94,10 @@ def manifest(name: str, base: str, **spec) -> str:
     return iteration_manifest(name, **(defaults | spec))
 
 
-def get(kube, namespace: str, name: str) -> dict:
-    return get_iteration(kube, namespace, name)
-
-
 def wait_for(kube, namespace: str, name: str, predicate, procs: Procs, timeout_s: float = 420) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        body = get(kube, namespace, name)
+        body = get_iteration(kube, namespace, name)
         if predicate(body):
             return body
         time.sleep(1)

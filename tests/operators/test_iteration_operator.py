@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from tests.conftest import REPO
-from tests.operators.conftest import Procs, get, manifest, wait_for
+from tests.operators.conftest import Procs, manifest, wait_for
+from tests.support.kube import get_iteration as get
 from vlgenrm.layout import cancelled_key
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -6,14 +6,12 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from pathlib import Path
 from typing import Any
 
 import yaml
 
+from tests.conftest import REPO
 from vlgenrm.iteration.crd import CRD_PATH, GROUP, PLURAL, VERSION
-
-REPO = Path(__file__).resolve().parents[2]
 
 
 def install_iteration_crd(kube: Any) -> Any:
